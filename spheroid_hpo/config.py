@@ -1,0 +1,363 @@
+"""Study files (``studies/*.toml``), parsed once into frozen, validated dataclasses.
+
+Precedence: a value given on the command line beats the study file, which beats
+the defaults below. Every error names the file, the key and the fix, and is
+raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from spheroid_hpo.engine import PRECISIONS
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.models import architecture_names
+
+# The hyperparameters a trial can vary, and the type each takes.
+TUNABLE_PARAMS: dict[str, type] = {
+    "epochs": int,
+    "lr": float,
+    "rotation": float,
+    "batch_size": int,
+    "bn_momentum": float,
+}
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+METRICS = ("val_macro_f1",)
+STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched hyperparameter: an int or float range, or a fixed value."""
+
+    name: str
+    kind: str  # "int" | "float" | "fixed"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    value: float | None = None
+
+    def contains(self, value: float) -> bool:
+        if self.kind == "fixed":
+            return value == self.value
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int = 10
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: str = "median"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 2
+    min_resource: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the generated demo data set, used when a study names no data folder."""
+
+    per_class: int = 40
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: Path | None = None
+    image_size: int = 224
+    split_seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    group_by: str | None = None
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    precision: str = "auto"
+    weights: str = "none"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file, validated."""
+
+    name: str
+    architectures: tuple[str, ...]
+    search_space: tuple[ParamSpec, ...]
+    baseline: Mapping[str, float]
+    n_trials: int = 20
+    timeout: float | None = None
+    metric: str = "val_macro_f1"
+    storage: str | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    source: Path | None = None
+
+    def study_name(self, architecture: str) -> str:
+        """The Optuna study that holds this architecture's trials."""
+        return f"{self.name}.{architecture}"
+
+    @property
+    def max_epochs(self) -> int:
+        """The largest epoch count a trial can train for (the pruner's max resource)."""
+        spec = {spec.name: spec for spec in self.search_space}.get("epochs")
+        if spec is None:
+            return int(self.baseline.get("epochs", 1))
+        return int(spec.value if spec.kind == "fixed" else spec.high)
+
+
+def load_study_config(
+    path: Path | str,
+    *,
+    data: Path | None = None,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> StudyConfig:
+    """Parse and validate a study file; keyword arguments (from the CLI) override it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"study file {path} does not exist; pass --study with a file like studies/paper.toml")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read study file {path}: {error}") from error
+    config = parse_study_text(text, source=path)
+    return with_overrides(config, data=data, storage=storage, n_trials=n_trials, timeout=timeout)
+
+
+def parse_study_text(text: str, *, source: Path) -> StudyConfig:
+    """Parse the TOML ``text`` of a study file; ``source`` names it in error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"study file {source} is not valid TOML: {error}") from error
+    return _parse_study(raw, source=Path(source))
+
+
+def with_overrides(
+    config: StudyConfig,
+    *,
+    data: Path | None = None,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> StudyConfig:
+    """``config`` with the values given on the command line, which take precedence."""
+    if data is not None:
+        config = replace(config, data=replace(config.data, path=Path(data)))
+    if storage is not None:
+        config = replace(config, storage=storage)
+    if n_trials is not None:
+        if n_trials < 1:
+            raise InputError(f"--n-trials must be at least 1, but got {n_trials=}")
+        config = replace(config, n_trials=n_trials)
+    if timeout is not None:
+        if timeout <= 0:
+            raise InputError(f"--timeout must be positive seconds, but got {timeout=}")
+        config = replace(config, timeout=timeout)
+    return config
+
+
+class _Table:
+    """A TOML table being read: remembers its place in the file and rejects unknown keys."""
+
+    def __init__(self, raw: Any, where: str, source: Path):
+        if not isinstance(raw, dict):
+            raise InputError(f"{source}: [{where}] must be a table, but got {raw!r}")
+        self.raw, self.where, self.source = raw, where, source
+
+    def check_keys(self, allowed: tuple[str, ...]) -> None:
+        for key in self.raw:
+            if key not in allowed:
+                raise InputError(
+                    f"{self.source}: unknown key {self.key(key)!r}; "
+                    f"valid keys in [{self.where}] are: {', '.join(allowed)}"
+                )
+
+    def key(self, name: str) -> str:
+        return ".".join(part for part in (self.where, name) if part)
+
+    def error(self, name: str, message: str) -> InputError:
+        return InputError(f"{self.source}: {self.key(name)} {message}")
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if name not in self.raw:
+            return default
+        value = self.raw[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML integers are acceptable wherever a float is, but booleans are not numbers here.
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(name, f"must be {names}, but got {value!r}")
+        return value
+
+    def positive(self, name: str, kind: type, default: Any, *, minimum: float = 1) -> Any:
+        value = self.get(name, kind, default)
+        if value is not None and value < minimum:
+            raise self.error(name, f"must be at least {minimum}, but got {value!r}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.get(name, str, default)
+        if value not in choices:
+            raise self.error(name, f"is {value!r}; choose one of: {', '.join(choices)}")
+        return value
+
+    def table(self, name: str) -> "_Table":
+        return _Table(self.raw.get(name, {}), self.key(name), self.source)
+
+
+def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
+    top = _Table(raw, "", source)
+    top.check_keys(("study", "search_space", "baseline", "sampler", "pruner", "data", "training"))
+    study = top.table("study")
+    study.check_keys(("name", "architectures", "n_trials", "timeout", "metric", "storage"))
+
+    name = study.get("name", str, source.stem)
+    if not STUDY_NAME_PATTERN.match(name):
+        raise study.error("name", f"is {name!r}; use letters, digits, '-' and '_' only (it names files)")
+    architectures = tuple(study.get("architectures", list, []))
+    if not architectures:
+        raise study.error("architectures", "must list at least one architecture, e.g. [\"squeezenet1_0\"]")
+    valid = architecture_names()
+    for architecture in architectures:
+        if architecture not in valid:
+            raise study.error("architectures", f"names unknown architecture {architecture!r}; valid: {', '.join(valid)}")
+    if len(set(architectures)) != len(architectures):
+        raise study.error("architectures", f"lists an architecture twice: {list(architectures)}")
+
+    search_space = _parse_search_space(top.table("search_space"))
+    baseline = _parse_baseline(top.table("baseline"), search_space)
+    return StudyConfig(
+        name=name,
+        architectures=architectures,
+        search_space=search_space,
+        baseline=baseline,
+        n_trials=study.positive("n_trials", int, 20),
+        timeout=study.positive("timeout", float, None, minimum=1),
+        metric=study.choice("metric", METRICS, "val_macro_f1"),
+        storage=study.get("storage", str, None),
+        sampler=_parse_sampler(top.table("sampler")),
+        pruner=_parse_pruner(top.table("pruner")),
+        data=_parse_data(top.table("data")),
+        training=_parse_training(top.table("training")),
+        source=source,
+    )
+
+
+def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
+    table.check_keys(tuple(TUNABLE_PARAMS))
+    specs = []
+    for name, raw in table.raw.items():
+        kind = TUNABLE_PARAMS[name]
+        if not isinstance(raw, dict):
+            value = _Table({"value": raw}, table.key(name), table.source).get("value", kind, None)
+            specs.append(ParamSpec(name=name, kind="fixed", value=value))
+            continue
+        param = table.table(name)
+        param.check_keys(("low", "high", "log", "step"))
+        if "low" not in param.raw or "high" not in param.raw:
+            raise param.error("", f"needs both low and high, e.g. {name} = {{ low = 1, high = 10 }}")
+        low, high = param.get("low", kind, None), param.get("high", kind, None)
+        log = param.get("log", bool, False)
+        step = param.get("step", kind, None)
+        if low > high:
+            raise param.error("low", f"({low}) is greater than high ({high}); swap them")
+        if log and low <= 0:
+            raise param.error("low", f"must be positive on a log scale, but got {low}; set log = false or raise low")
+        if step is not None and (step <= 0 or log):
+            raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
+        if name == "epochs" and low < 1:
+            raise param.error("low", f"must be at least 1 epoch, but got {low}")
+        if name == "batch_size" and low < 2:
+            raise param.error("low", f"must be at least 2 (BatchNorm needs two images), but got {low}")
+        specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
+    missing = [name for name in ("epochs", "lr", "rotation", "batch_size") if name not in table.raw]
+    if missing:
+        raise table.error("", f"must define {', '.join(missing)} (a range table or a fixed value)")
+    return tuple(specs)
+
+
+def _parse_baseline(table: _Table, search_space: tuple[ParamSpec, ...]) -> dict[str, float]:
+    specs = {spec.name: spec for spec in search_space}
+    table.check_keys(tuple(specs))
+    baseline = {}
+    for name in table.raw:
+        value = table.get(name, TUNABLE_PARAMS[name], None)
+        if not specs[name].contains(value):
+            raise table.error(name, f"= {value} lies outside the search space; the baseline must be a point in it")
+        baseline[name] = value
+    return baseline
+
+
+def _parse_sampler(table: _Table) -> SamplerConfig:
+    table.check_keys(("name", "seed", "n_startup_trials"))
+    return SamplerConfig(
+        name=table.choice("name", SAMPLERS, "tpe"),
+        seed=table.get("seed", int, 0),
+        n_startup_trials=table.positive("n_startup_trials", int, 10, minimum=0),
+    )
+
+
+def _parse_pruner(table: _Table) -> PrunerConfig:
+    table.check_keys(("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"))
+    return PrunerConfig(
+        name=table.choice("name", PRUNERS, "median"),
+        n_startup_trials=table.positive("n_startup_trials", int, 5, minimum=0),
+        n_warmup_steps=table.positive("n_warmup_steps", int, 2, minimum=0),
+        min_resource=table.positive("min_resource", int, 1),
+        reduction_factor=table.positive("reduction_factor", int, 3, minimum=2),
+    )
+
+
+def _parse_data(table: _Table) -> DataConfig:
+    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo"))
+    fractions = tuple(table.get("fractions", list, [0.7, 0.15, 0.15]))
+    if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
+            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise table.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, but got {list(fractions)}")
+    demo = table.table("demo")
+    demo.check_keys(("per_class", "size", "seed"))
+    path = table.get("path", str, None)
+    return DataConfig(
+        path=Path(path) if path else None,
+        image_size=table.positive("image_size", int, 224, minimum=16),
+        split_seed=table.get("split_seed", int, 0),
+        fractions=tuple(float(f) for f in fractions),
+        group_by=table.get("group_by", str, None),
+        demo=DemoConfig(
+            per_class=demo.positive("per_class", int, 40, minimum=3),
+            size=demo.positive("size", int, 64, minimum=16),
+            seed=demo.get("seed", int, 0),
+        ),
+    )
+
+
+def _parse_training(table: _Table) -> TrainingConfig:
+    table.check_keys(("precision", "weights", "seed"))
+    return TrainingConfig(
+        precision=table.choice("precision", PRECISIONS, "auto"),
+        weights=table.get("weights", str, "none"),
+        seed=table.get("seed", int, 0),
+    )

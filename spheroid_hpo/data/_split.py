@@ -1,0 +1,447 @@
+"""Stratified train/val/test splits, optionally group-aware, and the split manifest CSV.
+
+A split is made once and written to a manifest (``path,class,split[,group]``) so that every
+later run, trial and evaluation sees exactly the same images in each split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from spheroid_hpo.errors import InputError
+
+if TYPE_CHECKING:
+    from spheroid_hpo.data._folder import LabeledFile
+
+SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+_REQUIRED_COLUMNS = ("path", "class", "split")
+_GROUP_COLUMN = "group"
+_GROUP_EXAMPLE = r"'(sph\d+)_'"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One line of a split manifest: an image (POSIX path relative to the data root), its class
+    name, its split and, for group-aware splits, its group."""
+
+    path: str
+    class_name: str
+    split: str
+    group: str | None = None
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def validate_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
+    """Return ``fractions`` as floats, or raise InputError unless they are three positive
+    numbers (train, val, test) that sum to 1."""
+    example = "e.g. 0.7,0.15,0.15"
+    try:
+        values = tuple(float(value) for value in fractions)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"split fractions {fractions!r} are not numbers; pass three numbers for "
+            f"train, val and test, {example}"
+        ) from None
+    if len(values) != len(SPLIT_NAMES):
+        raise InputError(
+            f"split fractions {fractions!r} have {len(values)} values; pass "
+            f"{len(SPLIT_NAMES)}, one each for train, val and test, {example}"
+        )
+    if not all(math.isfinite(value) and value > 0 for value in values):
+        raise InputError(
+            f"split fractions {fractions!r} must all be positive, since every split needs "
+            f"images; pass {example}"
+        )
+    if not math.isclose(sum(values), 1.0, abs_tol=1e-6):
+        raise InputError(
+            f"split fractions {fractions!r} sum to {sum(values):g}; they must sum to 1, {example}"
+        )
+    return values
+
+
+def assign_splits(
+    files: Sequence[LabeledFile],
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int,
+    groups: Sequence[str] | None = None,
+) -> list[str]:
+    """Return one split name (see SPLIT_NAMES) per file, stratified by label.
+
+    Every class gets at least one image in every split. The result depends only on the set of
+    files, the fractions and the seed, not on the order of ``files``. With ``groups`` (one
+    group name per file, e.g. the spheroid an image patch was cut from) all files of a group
+    land in the same split, and the classes are balanced across splits as closely as the
+    groups allow.
+    """
+    values = validate_fractions(fractions)
+    if groups is None:
+        return _stratified_splits(files, values, seed)
+    if len(groups) != len(files):
+        raise ValueError(f"got {len(groups)} groups for {len(files)} files; pass one group per file")
+    return _group_splits(files, values, seed, list(groups))
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    # Seeding with (seed, key) gives each class its own stream, so adding images to one class
+    # does not reshuffle the others.
+    return np.random.default_rng([seed % 2**64, *keys])
+
+
+def _class_name(files: Sequence[LabeledFile], label: int) -> str:
+    # Paths are ROOT-relative, so their first component is the class folder.
+    path = next(file.path for file in files if file.label == label)
+    return PurePosixPath(path).parts[0]
+
+
+def _split_sizes(count: int, fractions: Sequence[float]) -> list[int]:
+    """Largest-remainder rounding of ``count * fractions`` with at least one item per split."""
+    exact = [count * fraction for fraction in fractions]
+    sizes = [math.floor(value) for value in exact]
+    most_short = sorted(range(len(sizes)), key=lambda i: (sizes[i] - exact[i], i))
+    for i in most_short[: count - sum(sizes)]:
+        sizes[i] += 1
+    for i, size in enumerate(sizes):
+        if size == 0:
+            # count >= len(sizes), so the largest split has at least two items to spare one.
+            donor = max(range(len(sizes)), key=lambda j: sizes[j])
+            sizes[donor] -= 1
+            sizes[i] = 1
+    return sizes
+
+
+def _stratified_splits(
+    files: Sequence[LabeledFile], fractions: Sequence[float], seed: int
+) -> list[str]:
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for index, file in enumerate(files):
+        by_label[file.label].append(index)
+    splits = [""] * len(files)
+    for label, indices in sorted(by_label.items()):
+        if len(indices) < len(SPLIT_NAMES):
+            name = _class_name(files, label)
+            raise InputError(
+                f"class '{name}' has {len(indices)} image(s), too few to put at least one in "
+                f"each of the {len(SPLIT_NAMES)} splits ({', '.join(SPLIT_NAMES)}); add images "
+                f"of '{name}' until it has at least {len(SPLIT_NAMES)}, or leave the class out "
+                f"by passing the class names without it"
+            )
+        indices.sort(key=lambda i: files[i].path)
+        shuffled = [indices[i] for i in _rng(seed, label).permutation(len(indices))]
+        start = 0
+        for name, size in zip(SPLIT_NAMES, _split_sizes(len(indices), fractions)):
+            for index in shuffled[start : start + size]:
+                splits[index] = name
+            start += size
+    return splits
+
+
+def _group_splits(
+    files: Sequence[LabeledFile], fractions: Sequence[float], seed: int, groups: list[str]
+) -> list[str]:
+    group_names = sorted(set(groups))
+    labels = sorted({file.label for file in files})
+    group_row = {name: i for i, name in enumerate(group_names)}
+    label_col = {label: j for j, label in enumerate(labels)}
+    counts = np.zeros((len(group_names), len(labels)), dtype=np.int64)
+    for file, group in zip(files, groups):
+        counts[group_row[group], label_col[file.label]] += 1
+
+    for j, label in enumerate(labels):
+        groups_with_class = int((counts[:, j] > 0).sum())
+        if groups_with_class < len(SPLIT_NAMES):
+            name = _class_name(files, label)
+            raise InputError(
+                f"class '{name}' has {int(counts[:, j].sum())} image(s) in only "
+                f"{groups_with_class} group(s), too few to put at least one group in each of "
+                f"the {len(SPLIT_NAMES)} splits ({', '.join(SPLIT_NAMES)}); add images of "
+                f"'{name}' from more groups, use a finer group pattern, or split without groups"
+            )
+
+    placement = _place_groups(counts, np.asarray(fractions), _rng(seed))
+    _ensure_every_class_everywhere(counts, placement, np.asarray(fractions), files, labels)
+    return [SPLIT_NAMES[placement[group_row[group]]] for group in groups]
+
+
+def _imbalance(split_counts: np.ndarray, target: np.ndarray, totals: np.ndarray) -> float:
+    # Deviation from the target per class, relative to the class size, so that rare classes
+    # weigh as much as common ones.
+    return float((((split_counts - target) / totals) ** 2).sum())
+
+
+def _place_groups(counts: np.ndarray, fractions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Greedy group-aware stratification: largest groups first (random order among equals),
+    each into the split that brings the per-class counts closest to their targets."""
+    totals = counts.sum(axis=0)
+    target = np.outer(fractions, totals)
+    split_counts = np.zeros_like(target)
+    placement = np.empty(len(counts), dtype=np.int64)
+    order = sorted(rng.permutation(len(counts)), key=lambda g: -counts[g].sum())
+    for g in order:
+        costs = []
+        for s in range(len(fractions)):
+            split_counts[s] += counts[g]
+            costs.append(_imbalance(split_counts, target, totals))
+            split_counts[s] -= counts[g]
+        placement[g] = int(np.argmin(costs))
+        split_counts[placement[g]] += counts[g]
+    return placement
+
+
+def _ensure_every_class_everywhere(
+    counts: np.ndarray,
+    placement: np.ndarray,
+    fractions: np.ndarray,
+    files: Sequence[LabeledFile],
+    labels: list[int],
+) -> None:
+    """Move groups (in place) until every split has every class.
+
+    A group may only leave a split that keeps all of its classes without it, so each move
+    fills one gap and opens none; the loop therefore ends after at most splits x classes moves.
+    """
+    totals = counts.sum(axis=0)
+    target = np.outer(fractions, totals)
+    num_splits = len(fractions)
+    while True:
+        split_counts = np.stack([counts[placement == s].sum(axis=0) for s in range(num_splits)])
+        gaps = np.argwhere(split_counts == 0)
+        if len(gaps) == 0:
+            return
+        split, col = (int(v) for v in gaps[0])
+        best, best_cost = None, math.inf
+        for g in np.flatnonzero((counts[:, col] > 0) & (placement != split)):
+            source = placement[g]
+            if np.any((counts[g] > 0) & (split_counts[source] - counts[g] == 0)):
+                continue
+            moved = split_counts.copy()
+            moved[source] -= counts[g]
+            moved[split] += counts[g]
+            cost = _imbalance(moved, target, totals)
+            if cost < best_cost:
+                best, best_cost = g, cost
+        if best is None:
+            name = _class_name(files, labels[col])
+            raise InputError(
+                f"cannot place the groups so that the {SPLIT_NAMES[split]} split gets an image "
+                f"of class '{name}': its images sit in groups that other splits need; add "
+                f"images of '{name}' from more groups, use a finer group pattern, or split "
+                f"without groups"
+            )
+        placement[best] = split
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def groups_from_regex(files: Sequence[LabeledFile], pattern: str) -> list[str]:
+    """Group of each file: the first capture group of ``re.search(pattern, file name)``.
+
+    For patches named like ``sph12_003.png``, the pattern ``(sph\\d+)_`` groups them by spheroid.
+    """
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise InputError(
+            f"group pattern '{pattern}' is not a valid regular expression ({error}); "
+            f"fix it, e.g. {_GROUP_EXAMPLE}"
+        ) from None
+    if regex.groups < 1:
+        raise InputError(
+            f"group pattern '{pattern}' has no capture group; put the part of the file name "
+            f"that names the group in parentheses, e.g. {_GROUP_EXAMPLE}"
+        )
+    groups: list[str] = []
+    unmatched: list[str] = []
+    for file in files:
+        match = regex.search(PurePosixPath(file.path).name)
+        group = match.group(1) if match else None
+        if group:
+            groups.append(group)
+        else:
+            unmatched.append(file.path)
+    if unmatched:
+        others = _and_others(len(unmatched) - 1, "file")
+        raise InputError(
+            f"group pattern '{pattern}' finds no group in the file name "
+            f"'{PurePosixPath(unmatched[0]).name}' of {unmatched[0]}{others}; change the "
+            f"pattern so that its first capture group matches part of every file name"
+        )
+    return groups
+
+
+def _and_others(count: int, noun: str) -> str:
+    if count == 0:
+        return ""
+    return f" (and {count} other {noun}{'s' if count > 1 else ''})"
+
+
+def _normalize_path(path: str) -> str:
+    # Group files are often made on Windows or by hand: tolerate '\', './' and spaces.
+    return PurePosixPath(path.strip().replace("\\", "/")).as_posix()
+
+
+def groups_from_csv(files: Sequence[LabeledFile], csv_path: str | os.PathLike) -> list[str]:
+    """Group of each file from a CSV with columns ``path,group`` (paths relative to the data
+    root). Extra rows for files that are not in ``files`` are ignored."""
+    csv_path = Path(csv_path)
+    fix = "pass a CSV with columns path,group and one row per image (path relative to the data folder)"
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [name.strip() for name in reader.fieldnames or []]
+            missing = [name for name in ("path", "group") if name not in columns]
+            if missing:
+                raise InputError(
+                    f"groups file {csv_path} has columns {columns} and lacks {missing}; {fix}"
+                )
+            group_of: dict[str, str] = {}
+            for line, raw in enumerate(reader, start=2):
+                row = {key.strip(): (value or "").strip() for key, value in raw.items() if key}
+                path, group = _normalize_path(row["path"]), row["group"]
+                if not group:
+                    raise InputError(f"groups file {csv_path} line {line} ({path}) has no group; {fix}")
+                if group_of.setdefault(path, group) != group:
+                    raise InputError(
+                        f"groups file {csv_path} gives {path} two groups, '{group_of[path]}' "
+                        f"and '{group}' (line {line}); keep one row per image"
+                    )
+    except FileNotFoundError:
+        raise InputError(f"groups file {csv_path} does not exist; {fix}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"groups file {csv_path} is not a UTF-8 text file; {fix}") from None
+
+    unlisted = [file.path for file in files if file.path not in group_of]
+    if unlisted:
+        others = _and_others(len(unlisted) - 1, "image")
+        raise InputError(f"groups file {csv_path} has no row for {unlisted[0]}{others}; {fix}")
+    return [group_of[file.path] for file in files]
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def manifest_rows(
+    files: Sequence[LabeledFile],
+    class_names: Sequence[str],
+    splits: Sequence[str],
+    groups: Sequence[str] | None = None,
+) -> list[ManifestRow]:
+    """Manifest rows for ``files`` (sorted by path) with their class names, splits and groups."""
+    if len(splits) != len(files) or (groups is not None and len(groups) != len(files)):
+        raise ValueError("pass exactly one split (and one group, if any) per file")
+    unknown = sorted(set(splits) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"unknown split names {unknown}; use {SPLIT_NAMES}")
+    rows = [
+        ManifestRow(
+            path=file.path,
+            class_name=class_names[file.label],
+            split=split,
+            group=None if groups is None else groups[i],
+        )
+        for i, (file, split) in enumerate(zip(files, splits))
+    ]
+    return sorted(rows, key=lambda row: row.path)
+
+
+def write_manifest(
+    path: str | os.PathLike,
+    files: Sequence[LabeledFile],
+    class_names: Sequence[str],
+    splits: Sequence[str],
+    groups: Sequence[str] | None = None,
+) -> list[ManifestRow]:
+    """Write the split manifest CSV (``path,class,split`` plus ``group`` when groups are given)
+    and return its rows. Raises OSError when ``path`` cannot be written."""
+    rows = manifest_rows(files, class_names, splits, groups)
+    columns = [*_REQUIRED_COLUMNS, *([_GROUP_COLUMN] if groups is not None else [])]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so an interrupted run never leaves a half manifest to be reused.
+    handle = tempfile.NamedTemporaryFile(
+        "w", newline="", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
+    )
+    try:
+        with handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in rows:
+                values = [row.path, row.class_name, row.split, row.group]
+                writer.writerow(values[: len(columns)])
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
+    """Read a split manifest written by write_manifest (or by hand); InputError if it is
+    malformed."""
+    path = Path(path)
+    fix = f"delete {path} to make a new split, or pass another --split-manifest path"
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            missing = [name for name in _REQUIRED_COLUMNS if name not in columns]
+            if missing:
+                raise InputError(
+                    f"split manifest {path} has columns {list(columns)} and lacks {missing}; {fix}"
+                )
+            rows = [_manifest_row(raw, line, path, fix) for line, raw in enumerate(reader, start=2)]
+    except FileNotFoundError:
+        raise InputError(f"split manifest {path} does not exist; {fix}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"split manifest {path} is not a UTF-8 CSV file; {fix}") from None
+
+    if not rows:
+        raise InputError(f"split manifest {path} lists no images; {fix}")
+    seen: set[str] = set()
+    for row in rows:
+        if row.path in seen:
+            raise InputError(f"split manifest {path} lists {row.path} twice; {fix}")
+        seen.add(row.path)
+    return rows
+
+
+def _manifest_row(raw: dict[str, str | None], line: int, path: Path, fix: str) -> ManifestRow:
+    values = {key: (raw.get(key) or "").strip() for key in (*_REQUIRED_COLUMNS, _GROUP_COLUMN)}
+    if not values["path"] or not values["class"]:
+        raise InputError(f"split manifest {path} line {line} lacks a path or a class; {fix}")
+    if values["split"] not in SPLIT_NAMES:
+        raise InputError(
+            f"split manifest {path} line {line} ({values['path']}) has split "
+            f"'{values['split']}', not one of {', '.join(SPLIT_NAMES)}; {fix}"
+        )
+    return ManifestRow(
+        path=values["path"],
+        class_name=values["class"],
+        split=values["split"],
+        group=values[_GROUP_COLUMN] or None,
+    )
+
+
+def manifest_fingerprint(rows: Sequence[ManifestRow]) -> str:
+    """SHA-256 hex digest of the sorted (path, class, split) triples; the row order and the
+    group column do not change it."""
+    # JSON-encode each triple so that commas or newlines inside names cannot collide.
+    lines = sorted(json.dumps([row.path, row.class_name, row.split]) for row in rows)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

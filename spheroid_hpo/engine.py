@@ -1,0 +1,314 @@
+"""The training loop: plain PyTorch on in-memory tensors, read top to bottom.
+
+Images arrive decoded and resized once (``spheroid_hpo.data``), as float16 tensors
+in [0, 1] that already live on the training device; each step gathers a batch,
+rotates every image by its own random angle, normalises and runs the model. The
+loop knows nothing of Optuna: a tuning run passes ``on_epoch`` and raises from it
+to stop early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spheroid_hpo.data import rotate_batch
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.metrics import classification_metrics
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """What one epoch measured; a run's history is a list of these."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    val_macro_f1: float
+    seconds: float
+    images_per_second: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+EpochCallback = Callable[[EpochStats], None]
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:1`` into a device, CUDA when present for ``auto``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} was asked for but CUDA is not available; use --device cpu or auto")
+    return resolved
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
+
+    ``auto`` picks bfloat16 where the hardware runs it natively (CUDA with bf16
+    support, CPUs with AVX-512 BF16 or AMX) and fp32 elsewhere, where emulated
+    bf16 would be slower than fp32.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return torch.bfloat16
+    return None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (images - mean) / std
+
+
+def _stats_tensors(device: torch.device, mean: Sequence[float], std: Sequence[float]):
+    shape = (1, 3, 1, 1)
+    return (
+        torch.tensor(mean, dtype=torch.float32, device=device).view(shape),
+        torch.tensor(std, dtype=torch.float32, device=device).view(shape),
+    )
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    batch_size: int = EVAL_BATCH_SIZE,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Float32 logits of ``model`` for ``images`` (N, 3, S, S) in [0, 1], in eval mode."""
+    device = next(model.parameters()).device
+    mean_t, std_t = _stats_tensors(device, mean, std)
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].to(device, non_blocking=True).float()
+        with _autocast(device, autocast_dtype):
+            outputs.append(model(_normalise(batch, mean_t, std_t)).float())
+    if not outputs:
+        return torch.empty(0, 0, device=device)
+    return torch.cat(outputs)
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    autocast_dtype: torch.dtype | None = None,
+):
+    """Mean cross-entropy and classification metrics of ``model`` on one split."""
+    logits = predict_logits(model, images, mean=mean, std=std, autocast_dtype=autocast_dtype)
+    labels = labels.to(logits.device)
+    loss = F.cross_entropy(logits, labels).item()
+    predictions = logits.argmax(dim=1)
+    metrics = classification_metrics(labels.cpu().numpy(), predictions.cpu().numpy(), num_classes=num_classes)
+    return loss, metrics
+
+
+def train(
+    model: nn.Module,
+    *,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    rotation: float,
+    seed: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    precision: str = "auto",
+    on_epoch: EpochCallback | None = None,
+    checkpoint_path: Path | None = None,
+    progress: bool = False,
+) -> list[EpochStats]:
+    """Train ``model`` in place with Adam and cross-entropy; return the per-epoch history.
+
+    The model and the image tensors must already be on the same device. With
+    ``checkpoint_path`` the state after every epoch is saved there, and a run that
+    finds a checkpoint resumes after its last epoch with the same random stream,
+    so an interrupted run ends where an uninterrupted one would. ``on_epoch`` is
+    called once per epoch in order, restored epochs included, and may raise to stop.
+    """
+    if epochs < 1:
+        raise InputError(f"epochs must be at least 1, but got {epochs=}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, but got {batch_size=}")
+    if not lr > 0:
+        raise InputError(f"learning rate must be positive, but got {lr=}")
+    if len(train_images) == 0 or len(val_images) == 0:
+        raise InputError("the train and validation splits must each hold at least one image")
+
+    device = next(model.parameters()).device
+    autocast_dtype = resolve_precision(precision, device)
+    mean_t, std_t = _stats_tensors(device, mean, std)
+    train_labels = train_labels.to(device)
+    # One generator drives shuffling and rotation angles, so a seed fixes the run.
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    history: list[EpochStats] = []
+
+    if checkpoint_path is not None and Path(checkpoint_path).exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        generator.set_state(checkpoint["generator"])
+        history = [EpochStats(**record) for record in checkpoint["history"]]
+        for record in history:
+            if on_epoch is not None:
+                on_epoch(record)
+
+    bar = _EpochBar(total=epochs, enabled=progress, done=len(history))
+    with bar:
+        for epoch in range(len(history) + 1, epochs + 1):
+            started = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(train_images), generator=generator).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            seen = 0
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                # BatchNorm cannot normalise a batch of one image in train mode.
+                if len(index) < 2:
+                    continue
+                images = train_images[index].float()
+                images = rotate_batch(images, max_degrees=rotation, generator=generator)
+                images = _normalise(images, mean_t, std_t).contiguous(memory_format=torch.channels_last)
+                labels = train_labels[index]
+                with _autocast(device, autocast_dtype):
+                    logits = model(images)
+                    loss = F.cross_entropy(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # Accumulate on the device; one host sync per epoch keeps a GPU busy.
+                loss_sum += loss.detach() * len(index)
+                correct += (logits.argmax(dim=1) == labels).sum()
+                seen += len(index)
+            train_seconds = time.perf_counter() - started
+            train_loss = loss_sum.item() / max(seen, 1)
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(
+                    f"training loss became {train_loss} in epoch {epoch} (lr={lr:g}); "
+                    "a lower learning rate or fp32 precision usually avoids this"
+                )
+            val_loss, val_metrics = evaluate(
+                model, val_images, val_labels,
+                num_classes=num_classes, mean=mean, std=std, autocast_dtype=autocast_dtype,
+            )
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=train_loss,
+                train_accuracy=correct.item() / max(seen, 1),
+                val_loss=val_loss,
+                val_accuracy=val_metrics.accuracy,
+                val_macro_f1=val_metrics.macro_f1,
+                seconds=time.perf_counter() - started,
+                images_per_second=seen / train_seconds if train_seconds > 0 else 0.0,
+            )
+            history.append(stats)
+            if checkpoint_path is not None:
+                _save_checkpoint(Path(checkpoint_path), model=model, optimizer=optimizer,
+                                 generator=generator, history=history)
+            bar.advance(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
+    return history
+
+
+def _save_checkpoint(path: Path, *, model, optimizer, generator, history) -> None:
+    # Write then rename: a worker killed mid-save must never leave a torn checkpoint.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "history": [record.as_dict() for record in history],
+        },
+        partial,
+    )
+    os.replace(partial, path)
+
+
+class _EpochBar:
+    """A rich progress bar over epochs showing the latest validation macro-F1."""
+
+    def __init__(self, *, total: int, enabled: bool, done: int = 0):
+        self._progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("epoch"), MofNCompleteColumn(), BarColumn(),
+                TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+            )
+            self._task = self._progress.add_task("train", total=total, completed=done, status="")
+
+    def __enter__(self):
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._progress is not None:
+            self._progress.stop()
+
+    def advance(self, stats: EpochStats) -> None:
+        if self._progress is not None:
+            status = f"val macro-F1 {stats.val_macro_f1:.3f}  loss {stats.train_loss:.3f}"
+            self._progress.update(self._task, advance=1, status=status)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy so weight initialisation and dropout repeat for a seed."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)

@@ -1,0 +1,214 @@
+"""``spheroid-hpo launch``: create the studies once, start N workers, show live progress.
+
+Workers are separate processes running ``spheroid-hpo worker`` (the very code a
+user runs by hand on another machine). Each gets a device and its share of the
+CPU threads. Ctrl-C stops them cleanly: running trials are marked interrupted
+and the next launch resumes them from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.data import prepare_split
+from spheroid_hpo.demo_data import ensure_demo_data
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.storage import (
+    RUNS_DIR,
+    default_artifact_dir,
+    default_storage_url,
+    masked_url,
+    open_storage,
+)
+from spheroid_hpo.study_progress import ArchitectureProgress, progress_table, summarize_studies
+from spheroid_hpo.studies import DataRecord, create_studies
+
+POLL_SECONDS = 2.0
+STOP_GRACE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class LaunchSummary:
+    study_name: str
+    storage_url: str
+    artifact_dir: Path
+    progress: list[ArchitectureProgress]
+    worker_exit_codes: list[int]
+    interrupted: bool
+    seconds: float
+
+
+def worker_devices(workers: int, gpus: list[int] | None) -> list[str]:
+    """Device of each worker: GPU i mod n when GPUs are given or present, else the CPU."""
+    if gpus is None and torch.cuda.is_available():
+        gpus = list(range(torch.cuda.device_count()))
+    if not gpus:
+        return ["cpu"] * workers
+    return [f"cuda:{gpus[i % len(gpus)]}" for i in range(workers)]
+
+
+def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
+    """The CPU cores split evenly between workers, so they do not oversubscribe the machine."""
+    return max(1, (cpu_count or os.cpu_count() or 1) // workers)
+
+
+def launch(
+    *,
+    config: StudyConfig,
+    workers: int = 1,
+    gpus: list[int] | None = None,
+    artifact_dir: Path | None = None,
+    runs_dir: Path = RUNS_DIR,
+    heartbeat_interval: int | None = None,
+    console: Console | None = None,
+) -> LaunchSummary:
+    """Create ``config``'s studies in storage, run ``workers`` worker processes to the end of the budget."""
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, but got {workers=}")
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
+    artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
+    data = _prepare_data(config, runs_dir=runs_dir)
+    storage = open_storage(storage_url, heartbeat_interval=None)
+    studies = create_studies(config, storage, study_file_text=config.source.read_text(), data=data)
+
+    devices = worker_devices(workers, gpus)
+    threads = threads_per_worker(workers)
+    log_dir = runs_dir / config.name / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    console.print(
+        f"study [bold]{config.name}[/] ({', '.join(config.architectures)}), {config.n_trials} trials each, "
+        f"storage {masked_url(storage_url)}\n"
+        f"{workers} worker(s) on {', '.join(sorted(set(devices)))} with {threads} thread(s) each; logs in {log_dir}/\n"
+        f"watch it in the browser: [bold]spheroid-hpo dashboard --storage {masked_url(storage_url)} "
+        f"--artifacts {artifact_dir}[/]"
+    )
+    processes = [
+        _start_worker(
+            index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
+            device=devices[index], threads=threads, heartbeat_interval=heartbeat_interval,
+            log_path=log_dir / f"worker-{index}.log",
+        )
+        for index in range(workers)
+    ]
+    interrupted = False
+    try:
+        with Live(console=console, refresh_per_second=1, transient=False) as live:
+            while any(process.poll() is None for process in processes):
+                live.update(_live_view(studies, processes, started))
+                time.sleep(POLL_SECONDS)
+            live.update(_live_view(studies, processes, started))
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("stopping workers: running trials are saved as interrupted and resume on the next launch")
+        _stop_workers(processes)
+    progress = summarize_studies(studies)
+    return LaunchSummary(
+        study_name=config.name, storage_url=storage_url, artifact_dir=artifact_dir, progress=progress,
+        worker_exit_codes=[process.returncode for process in processes], interrupted=interrupted,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _prepare_data(config: StudyConfig, *, runs_dir: Path) -> DataRecord:
+    """Resolve the data folder (or write the demo set) and make the study's split manifest."""
+    demo = None
+    data_dir = config.data.path
+    if data_dir is None:
+        demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
+        data_dir = ensure_demo_data(runs_dir / "demo-data", **demo)
+    split = prepare_split(
+        data_dir, manifest_path=runs_dir / config.name / "splits.csv", seed=config.data.split_seed,
+        fractions=config.data.fractions, group_by=config.data.group_by,
+    )
+    return DataRecord(
+        path=None if demo else str(Path(data_dir).resolve()), demo=demo, image_size=config.data.image_size,
+        fingerprint=split.fingerprint, manifest_csv=split.manifest_path.read_text(),
+    )
+
+
+def _start_worker(index: int, *, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path,
+                  device: str, threads: int, heartbeat_interval: int | None, log_path: Path) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "spheroid_hpo", "worker", "--study", config.name, "--storage", storage_url,
+        "--artifacts", str(artifact_dir), "--runs-dir", str(runs_dir), "--device", device,
+        "--threads", str(threads), "--worker-index", str(index),
+    ]
+    if config.data.path is not None:
+        command += ["--data", str(config.data.path)]
+    if config.timeout is not None:
+        command += ["--timeout", str(config.timeout)]
+    if heartbeat_interval is not None:
+        command += ["--heartbeat-interval", str(heartbeat_interval)]
+    # Each BLAS/OpenMP pool would otherwise start one thread per core in every worker.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        # A session of its own keeps the terminal's Ctrl-C away from workers (the launcher
+        # stops them in order); the parent-death signal stops them if the launcher is killed.
+        start_new_session=True, preexec_fn=_terminate_with_parent,
+    )
+
+
+def _terminate_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop_workers(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _live_view(studies, processes: list[subprocess.Popen], started: float):
+    alive = sum(process.poll() is None for process in processes)
+    elapsed = time.monotonic() - started
+    status = Text(f"{alive}/{len(processes)} workers running, {elapsed:.0f} s elapsed (Ctrl-C stops cleanly)")
+    return Group(progress_table(summarize_studies(studies)), status)
+
+
+def print_launch_summary(summary: LaunchSummary, console: Console | None = None) -> int:
+    """Print the final table and where the results are; return the exit code for the CLI."""
+    console = console or Console()
+    console.print(progress_table(summary.progress, title=f"study {summary.study_name}"))
+    finished = sum(row.finished for row in summary.progress)
+    url = masked_url(summary.storage_url)
+    if summary.interrupted:
+        console.print(
+            f"stopped after {summary.seconds:.0f} s with {finished} trials finished; "
+            f"resume with the same command (finished trials are kept, interrupted ones go on from their checkpoints)"
+        )
+    else:
+        console.print(f"finished {finished} trials in {summary.seconds:.0f} s")
+    console.print(f"results: storage {url}, artifacts {summary.artifact_dir}/")
+    console.print(f"dashboard: spheroid-hpo dashboard --storage {url} --artifacts {summary.artifact_dir}")
+    console.print(f"report:    spheroid-hpo report --storage {url} --study {summary.study_name}")
+    failed = [code for code in summary.worker_exit_codes if code not in (0, None, -signal.SIGTERM)]
+    if failed and not summary.interrupted:
+        console.print(f"[red]{len(failed)} worker(s) exited with an error; see {summary.study_name} logs under runs/[/]")
+        return 1
+    return 130 if summary.interrupted else 0

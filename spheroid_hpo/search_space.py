@@ -1,0 +1,24 @@
+"""The one place where a trial's hyperparameters are drawn from the study's search space."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+
+from spheroid_hpo.config import ParamSpec
+
+
+def suggest_params(trial: optuna.Trial, space: Sequence[ParamSpec]) -> dict[str, float]:
+    """Ask ``trial`` for a value of every parameter in ``space``; fixed ones pass through."""
+    params: dict[str, float] = {}
+    for spec in space:
+        if spec.kind == "fixed":
+            params[spec.name] = spec.value
+        elif spec.kind == "int":
+            params[spec.name] = trial.suggest_int(
+                spec.name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log
+            )
+        else:
+            params[spec.name] = trial.suggest_float(spec.name, spec.low, spec.high, step=spec.step, log=spec.log)
+    return params

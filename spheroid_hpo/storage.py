@@ -1,0 +1,140 @@
+"""Opening the study storage: SQLite on one machine, PostgreSQL across several.
+
+Every process (launcher, worker, report, dashboard) opens storage here, so the
+settings that make concurrent use safe live in one place: WAL and a busy timeout
+for SQLite, small pre-pinged pools for PostgreSQL, and heartbeats that turn a
+killed worker's trial into a retried one instead of a trial RUNNING forever.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+from spheroid_hpo.errors import InputError
+
+RUNS_DIR = Path("runs")
+SQLITE_BUSY_TIMEOUT_S = 120
+DEFAULT_HEARTBEAT_INTERVAL_S = 15
+MAX_RETRIES = 3
+
+
+def default_storage_url(study_name: str, *, runs_dir: Path = RUNS_DIR) -> str:
+    """``sqlite:///runs/<study>/study.db``: the storage when none is given."""
+    return f"sqlite:///{runs_dir / study_name / 'study.db'}"
+
+
+def default_artifact_dir(study_name: str, *, runs_dir: Path = RUNS_DIR) -> Path:
+    """Where trials store curves, confusion matrices and weights when no folder is given."""
+    return runs_dir / study_name / "artifacts"
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for messages and logs."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return url
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = DEFAULT_HEARTBEAT_INTERVAL_S,
+    grace_period: int | None = None,
+) -> RDBStorage:
+    """Open (creating tables when new) the RDB storage at ``url``.
+
+    With a ``heartbeat_interval`` each running trial beats that often; one silent
+    for ``grace_period`` seconds (default: four beats) is marked FAIL and queued
+    again with the same parameters, up to three times.
+    """
+    parsed = _parse_url(url)
+    engine_kwargs: dict = {}
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(parsed, url)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    elif parsed.get_backend_name() == "postgresql":
+        # A few connections per worker keep a server's connection limit far away with
+        # many workers; pre-ping replaces connections the server or a proxy has dropped.
+        engine_kwargs.update(pool_size=2, max_overflow=2, pool_pre_ping=True, pool_recycle=1800)
+    try:
+        # Heartbeats are marked experimental in Optuna; the warning is noise for our users.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            heartbeat_kwargs = {}
+            if heartbeat_interval is not None:
+                heartbeat_kwargs = {
+                    "heartbeat_interval": heartbeat_interval,
+                    "grace_period": grace_period or 4 * heartbeat_interval,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+                }
+            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+        raise InputError(f"cannot open storage {masked_url(url)}: {_first_line(error)}; {_hint(parsed)}") from error
+
+
+def open_artifact_store(path: Path) -> FileSystemArtifactStore:
+    """The folder-backed Optuna artifact store (shared folder for several machines)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create artifact folder {path}: {error.strerror}; pass --artifacts DIR") from error
+    return FileSystemArtifactStore(str(path))
+
+
+def _parse_url(url: str) -> sqlalchemy.engine.URL:
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError as error:
+        raise InputError(
+            f"storage URL {url!r} is not a database URL; use sqlite:///runs/study.db or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
+        ) from error
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+        raise InputError(
+            f"storage URL {masked_url(url)} uses unknown database {parsed.get_backend_name()!r}; "
+            "use sqlite:///... or postgresql+psycopg://..."
+        )
+    try:
+        parsed.get_dialect()
+    except (sqlalchemy.exc.NoSuchModuleError, ImportError) as error:
+        raise InputError(
+            f"storage URL {masked_url(url)} names driver {parsed.drivername!r}, which is not installed or unknown; "
+            "use sqlite:///... or postgresql+psycopg://..."
+        ) from error
+    return parsed
+
+
+def _prepare_sqlite(parsed: sqlalchemy.engine.URL, url: str) -> None:
+    database = parsed.database
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets readers (the dashboard, progress) run beside a writer, and it is a
+        # property of the file: set once, every later connection inherits it.
+        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.Error) as error:
+        raise InputError(f"cannot open SQLite storage {url}: {error}; check the path and its permissions") from error
+
+
+def _hint(parsed: sqlalchemy.engine.URL) -> str:
+    if parsed.get_backend_name() == "postgresql":
+        return "check that the server runs, and the host, port, user, password and database name"
+    return "check the URL"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else error.__class__.__name__

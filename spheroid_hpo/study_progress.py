@@ -1,0 +1,94 @@
+"""What a study family looks like right now: counts, best trial, throughput; as a rich table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from rich.table import Table
+
+
+@dataclass(frozen=True)
+class ArchitectureProgress:
+    architecture: str
+    budget: int | None
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    waiting: int
+    best_value: float | None
+    best_params: dict
+    best_trial: int | None
+    compute_seconds: float
+    images_per_second: float | None
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+def summarize(architecture: str, trials: Iterable[FrozenTrial], *, budget: int | None) -> ArchitectureProgress:
+    """Counts by state, the best completed trial and the mean training throughput."""
+    trials = list(trials)
+    by_state = {state: [t for t in trials if t.state == state] for state in TrialState}
+    complete = by_state[TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.value, default=None)
+    speeds = [t.user_attrs["train_images_per_second"] for t in trials if "train_images_per_second" in t.user_attrs]
+    return ArchitectureProgress(
+        architecture=architecture,
+        budget=budget,
+        complete=len(complete),
+        pruned=len(by_state[TrialState.PRUNED]),
+        failed=len(by_state[TrialState.FAIL]),
+        running=len(by_state[TrialState.RUNNING]),
+        waiting=len(by_state[TrialState.WAITING]),
+        best_value=best.value if best else None,
+        best_params=dict(best.params) if best else {},
+        best_trial=best.number if best else None,
+        compute_seconds=sum(t.user_attrs.get("wall_time_seconds", 0.0) for t in trials),
+        images_per_second=sum(speeds) / len(speeds) if speeds else None,
+    )
+
+
+def summarize_studies(studies: dict[str, optuna.Study], *, budget_attr: str = "n_trials") -> list[ArchitectureProgress]:
+    return [
+        summarize(architecture, study.get_trials(deepcopy=False), budget=study.user_attrs.get(budget_attr))
+        for architecture, study in studies.items()
+    ]
+
+
+def format_params(params: dict) -> str:
+    """``epochs=60 lr=1e-04 rotation=20 batch_size=10`` with numbers kept short."""
+    parts = []
+    for name, value in params.items():
+        if isinstance(value, float):
+            text = f"{value:.1e}" if name in ("lr", "bn_momentum") else f"{value:.3g}"
+        else:
+            text = str(value)
+        parts.append(f"{name}={text}")
+    return " ".join(parts)
+
+
+def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Table:
+    """One row per architecture: trial counts, best validation macro-F1 and its parameters."""
+    table = Table(title=title or None, title_justify="left")
+    for column, justify in (("architecture", "left"), ("done/budget", "right"), ("complete", "right"),
+                            ("pruned", "right"), ("failed", "right"), ("running", "right"),
+                            ("img/s", "right"), ("best val macro-F1", "right"), ("best parameters", "left")):
+        table.add_column(column, justify=justify)
+    for row in progress:
+        table.add_row(
+            row.architecture,
+            f"{row.finished}/{row.budget if row.budget is not None else '?'}",
+            str(row.complete),
+            str(row.pruned),
+            str(row.failed),
+            str(row.running),
+            f"{row.images_per_second:.0f}" if row.images_per_second else "-",
+            f"{row.best_value:.3f} (#{row.best_trial})" if row.best_value is not None else "-",
+            format_params(row.best_params) or "-",
+        )
+    return table

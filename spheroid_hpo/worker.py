@@ -1,0 +1,173 @@
+"""A worker process: load the studies, decode the data once, run trials until the budgets are spent.
+
+``spheroid-hpo worker`` runs this by hand on any machine that reaches the
+storage; ``spheroid-hpo launch`` starts N of them through the same function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+
+from spheroid_hpo import engine
+from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.data import load_dataset
+from spheroid_hpo.demo_data import ensure_demo_data
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective
+from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
+from spheroid_hpo.studies import (
+    BUDGET_ATTR,
+    DATA_ATTR,
+    INTERRUPTED,
+    MANIFEST_ATTR,
+    budget_used,
+    find_study_family,
+    load_studies,
+)
+
+log = logging.getLogger("spheroid_hpo.worker")
+
+
+@dataclass(frozen=True)
+class WorkerSummary:
+    trials_run: int
+    seconds: float
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Raised when the worker is asked to stop. Like Ctrl-C it is not caught by
+    ``optimize(catch=...)``: the running trial is marked FAIL, tagged interrupted,
+    and the worker ends."""
+
+
+def run_worker(
+    *,
+    study: str | None,
+    storage_url: str | None,
+    data_dir: Path | None = None,
+    artifact_dir: Path | None = None,
+    runs_dir: Path = RUNS_DIR,
+    device: str = "auto",
+    threads: int | None = None,
+    worker_index: int = 0,
+    timeout: float | None = None,
+    heartbeat_interval: int | None = None,
+) -> WorkerSummary:
+    """Join the study ``study`` in ``storage_url`` and run its trials until every budget is spent."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    started = time.monotonic()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    url = storage_url or default_storage_url(study or "", runs_dir=runs_dir)
+    storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
+    config, _ = find_study_family(storage, study)
+    studies = load_studies(config, storage, worker_index=worker_index)
+    torch_device = engine.resolve_device(device)
+    data = _load_trial_data(config, studies, data_dir=data_dir, runs_dir=runs_dir, device=torch_device)
+    artifacts = open_artifact_store(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
+    objectives = {
+        architecture: build_objective(
+            architecture=architecture, data=data, search_space=config.search_space, device=torch_device,
+            artifact_store=artifacts,
+            checkpoint_dir=Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir)).parent
+            / "checkpoints" / architecture,
+            precision=config.training.precision, weights=config.training.weights, seed=config.training.seed,
+        )
+        for architecture in config.architectures
+    }
+    log.info("worker %d on %s, %d threads", worker_index, torch_device, torch.get_num_threads())
+
+    # SIGTERM (from the launcher's Ctrl-C handling) stops the running trial as interrupted,
+    # so the next launch resumes it from its checkpoint instead of losing it.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    trials_run = 0
+    try:
+        while timeout is None or time.monotonic() - started < timeout:
+            architecture = _least_tried(studies)
+            if architecture is None:
+                break
+            studies[architecture].optimize(
+                _marking_interrupts(objectives[architecture]), n_trials=1, catch=(Exception,),
+                gc_after_trial=False,
+            )
+            trials_run += 1
+    except _Interrupted:
+        log.info("worker %d interrupted after %d trials", worker_index, trials_run)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return WorkerSummary(trials_run=trials_run, seconds=time.monotonic() - started)
+
+
+def _raise_interrupted(signum, frame):
+    raise _Interrupted(f"received signal {signum}")
+
+
+def _marking_interrupts(objective):
+    def wrapped(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except _Interrupted:
+            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
+            raise
+    return wrapped
+
+
+def _least_tried(studies: dict[str, optuna.Study]) -> str | None:
+    """The architecture whose study has the fewest trials, among those with budget left."""
+    counts = {}
+    for architecture, study in studies.items():
+        budget = study.user_attrs.get(BUDGET_ATTR)
+        used = budget_used(study.get_trials(deepcopy=False))
+        if budget is None or used < budget:
+            counts[architecture] = used
+    return min(counts, key=counts.get) if counts else None
+
+
+def _load_trial_data(
+    config: StudyConfig, studies: dict[str, optuna.Study], *, data_dir: Path | None, runs_dir: Path,
+    device: torch.device,
+) -> TrialData:
+    """Decode the study's train and validation splits once, checking they are the study's data."""
+    first = next(iter(studies.values()))
+    recorded = first.user_attrs.get(DATA_ATTR)
+    manifest_csv = first.user_attrs.get(MANIFEST_ATTR)
+    if recorded is None or manifest_csv is None:
+        raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
+    if data_dir is None:
+        if recorded["path"] is not None:
+            data_dir = Path(recorded["path"])
+        else:
+            data_dir = ensure_demo_data(runs_dir / "demo-data", **recorded["demo"])
+    manifest = runs_dir / config.name / "splits.csv"
+    _write_if_changed(manifest, manifest_csv)
+    dataset = load_dataset(
+        data_dir, image_size=recorded["image_size"], manifest_path=manifest, splits=("train", "val"),
+    )
+    if dataset.fingerprint != recorded["fingerprint"]:
+        raise InputError(
+            f"data folder {data_dir} differs from the data study {config.name} was created on "
+            f"(fingerprint {dataset.fingerprint[:12]} != {recorded['fingerprint'][:12]}); "
+            f"pass --data with the same images (same files, classes and sizes)"
+        )
+    dataset = dataset.to(device)
+    return TrialData(
+        train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=dataset.image_size
+    )
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
