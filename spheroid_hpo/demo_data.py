@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,35 +42,30 @@ def write_demo_data(
     Classes are imbalanced around a mean of `per_class` images (weights
     1.5/0.6/0.8/1.1, at least 3 each). The same arguments write the same bytes.
     `out_dir` must be missing or empty, so no existing file is ever replaced.
+    The images are written to a hidden sibling folder that is then renamed, so
+    an interrupted run leaves no half-written data set behind.
     """
     out_dir = Path(out_dir)
     settings = _validated_settings(per_class=per_class, size=size, seed=seed)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"demo data folder {out_dir} is a file; pass a new or empty folder")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise InputError(
-            f"demo data folder {out_dir} already exists and is not empty; pass a new or empty folder "
-            f"(or delete this one to write it afresh)"
-        )
-    counts = class_counts(per_class)
-    for label, (name, count) in enumerate(counts.items()):
-        class_dir = out_dir / name
-        class_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            rng = np.random.default_rng([seed, label, index])  # each image depends only on its own key
-            pixels = render_image(label, size=size, rng=rng)
-            Image.fromarray(pixels).save(class_dir / f"c{label}_{index:04d}.png", format="PNG")
-    marker = {**settings, "generator_version": _GENERATOR_VERSION, "counts": counts}
-    (out_dir / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    _check_free(out_dir)
+    staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir(parents=True)  # unlike tempfile.mkdtemp, honours the umask
+    try:
+        counts = _write_images(staging, **settings)
+        marker = {**settings, "generator_version": _GENERATOR_VERSION, "counts": counts}
+        (staging / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return counts
 
 
-def ensure_demo_data(
-    out_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0
-) -> Path:
+def ensure_demo_data(out_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0) -> Path:
     """Return `out_dir` holding the demo data for these settings, writing it only if absent.
 
-    Reusing the folder keeps a split manifest written into it valid. A folder
+    Reusing the folder keeps a split manifest written into it valid, and several
+    workers may call this at once: one writes, the others reuse. A folder
     holding other files, or demo data made with other settings, raises
     `InputError` rather than being overwritten.
     """
@@ -76,12 +73,13 @@ def ensure_demo_data(
     wanted = {**_validated_settings(per_class=per_class, size=size, seed=seed), "generator_version": _GENERATOR_VERSION}
     marker = out_dir / _MARKER
     if not marker.is_file():
-        write_demo_data(out_dir, per_class=per_class, size=size, seed=seed)
-        return out_dir
-    try:
-        found = json.loads(marker.read_text())
-    except json.JSONDecodeError:
-        found = {}
+        try:
+            write_demo_data(out_dir, per_class=per_class, size=size, seed=seed)
+            return out_dir
+        except InputError:
+            if not marker.is_file():  # not a concurrent writer that got there first
+                raise
+    found = _read_marker(marker)
     if {key: found.get(key) for key in wanted} != wanted:
         raise InputError(
             f"demo data folder {out_dir} was written with other settings ({_settings_text(found)}, "
@@ -94,12 +92,14 @@ def class_counts(per_class: int) -> dict[str, int]:
     """Images per class for a mean of `per_class`: imbalanced, at least 3 each."""
     return {
         name: max(_MIN_PER_CLASS, int(per_class * weight + 0.5))
-        for name, weight in zip(CLASS_NAMES, _CLASS_WEIGHTS)
+        for name, weight in zip(CLASS_NAMES, _CLASS_WEIGHTS, strict=True)
     }
 
 
 def render_image(label: int, *, size: int, rng: np.random.Generator) -> np.ndarray:
     """One size x size uint8 grey image of class `label` (an index into CLASS_NAMES)."""
+    if not 0 <= label < len(CLASS_NAMES):
+        raise ValueError(f"label {label} is not a class index; use 0..{len(CLASS_NAMES) - 1}")
     grid = _Grid(size)
     signal = _SCENES[label](grid, rng) + _medium(grid, rng)
     signal = _blur(signal, sigma=rng.uniform(0.3, 0.8) * grid.unit)  # optics: slight defocus
@@ -274,7 +274,51 @@ def _expose(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
 
 
-# --- settings ---------------------------------------------------------------------
+# --- files and settings -----------------------------------------------------------
+
+
+def _write_images(folder: Path, *, per_class: int, size: int, seed: int) -> dict[str, int]:
+    counts = class_counts(per_class)
+    for label, (name, count) in enumerate(counts.items()):
+        (folder / name).mkdir()
+        for index in range(count):
+            rng = np.random.default_rng([seed, label, index])  # each image depends only on its own key
+            pixels = render_image(label, size=size, rng=rng)
+            Image.fromarray(pixels).save(folder / name / f"c{label}_{index:04d}.png", format="PNG")
+    return counts
+
+
+def _check_free(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"demo data folder {out_dir} is a file; pass a new or empty folder")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise InputError(
+            f"demo data folder {out_dir} already exists and is not empty; pass a new or empty folder "
+            f"(or delete this one to write it afresh)"
+        )
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename atomically; fails, rather than merging, if another writer finished first."""
+    try:
+        out_dir.rmdir()  # only ever empty here; renaming onto a folder is not portable
+    except FileNotFoundError:
+        pass
+    except OSError:
+        _check_free(out_dir)  # filled meanwhile: say so
+        raise
+    try:
+        os.rename(staging, out_dir)
+    except OSError:
+        _check_free(out_dir)
+        raise
+
+
+def _read_marker(marker: Path) -> dict:
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def _validated_settings(*, per_class: int, size: int, seed: int) -> dict[str, int]:

@@ -266,7 +266,7 @@ def train(
 def _save_checkpoint(path: Path, *, model, optimizer, generator, history) -> None:
     # Write then rename: a worker killed mid-save must never leave a torn checkpoint.
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     torch.save(
         {
             "model": model.state_dict(),

@@ -34,7 +34,7 @@ from spheroid_hpo.storage import (
     open_storage,
 )
 from spheroid_hpo.study_progress import ArchitectureProgress, progress_table, summarize_studies
-from spheroid_hpo.studies import DataRecord, create_studies
+from spheroid_hpo.studies import DataRecord, create_studies, demo_data_dir
 
 POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 60.0
@@ -130,7 +130,7 @@ def _prepare_data(config: StudyConfig, *, runs_dir: Path) -> DataRecord:
     data_dir = config.data.path
     if data_dir is None:
         demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
-        data_dir = ensure_demo_data(runs_dir / "demo-data", **demo)
+        data_dir = ensure_demo_data(demo_data_dir(runs_dir, **demo), **demo)
     split = prepare_split(
         data_dir, manifest_path=runs_dir / config.name / "splits.csv", seed=config.data.split_seed,
         fractions=config.data.fractions, group_by=config.data.group_by,

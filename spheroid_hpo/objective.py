@@ -48,7 +48,10 @@ def checkpoint_trial_number(trial: optuna.Trial) -> int:
     resumed = trial.user_attrs.get(RESUMES_TRIAL_ATTR)
     if resumed is not None:
         return int(resumed)
-    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    # The retry link lives in system attributes, which only the frozen trial exposes.
+    running = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    frozen = next(t for t in running if t.number == trial.number)
+    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     return trial.number if retried is None else retried
 
 

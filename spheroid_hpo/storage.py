@@ -76,9 +76,12 @@ def open_storage(
                     "grace_period": grace_period or 4 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            return RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         raise InputError(f"cannot open storage {masked_url(url)}: {_first_line(error)}; {_hint(parsed)}") from error
+    if parsed.get_backend_name() == "sqlite":
+        _serialize_sqlite_transactions(storage.engine)
+    return storage
 
 
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
@@ -127,6 +130,28 @@ def _prepare_sqlite(parsed: sqlalchemy.engine.URL, url: str) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
     except (OSError, sqlite3.Error) as error:
         raise InputError(f"cannot open SQLite storage {url}: {error}; check the path and its permissions") from error
+
+
+def _serialize_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins.
+
+    Optuna claims a queued trial by reading it as WAITING and writing RUNNING in one
+    transaction, relying on SELECT ... FOR UPDATE, which SQLite ignores: two workers can
+    both claim it. ``BEGIN IMMEDIATE`` serialises those transactions; the busy timeout
+    makes the second one wait instead of failing.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):
+        # pysqlite would otherwise open its own deferred transaction before ours.
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # Connections pooled while the storage was created predate the listeners.
+    engine.dispose()
 
 
 def _hint(parsed: sqlalchemy.engine.URL) -> str:

@@ -42,6 +42,11 @@ class DataRecord:
         return {"path": self.path, "demo": self.demo, "image_size": self.image_size, "fingerprint": self.fingerprint}
 
 
+def demo_data_dir(runs_dir: Path, *, per_class: int, size: int, seed: int) -> Path:
+    """Where the demo data set with these settings lives; one folder per setting."""
+    return Path(runs_dir) / f"demo-data-{per_class}x{size}px-seed{seed}"
+
+
 def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The study file's sampler; each worker offsets the seed so workers do not propose the same points."""
     seed = config.seed + worker_index

@@ -7,7 +7,10 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -60,25 +63,28 @@ def summarize_studies(studies: dict[str, optuna.Study], *, budget_attr: str = "n
     ]
 
 
-def format_params(params: dict) -> str:
-    """``epochs=60 lr=1e-04 rotation=20 batch_size=10`` with numbers kept short."""
+SHORT_NAMES = {"epochs": "ep", "lr": "lr", "rotation": "rot", "batch_size": "bs", "bn_momentum": "bnm"}
+
+
+def format_params(params: dict, *, short: bool = False) -> str:
+    """``epochs=60 lr=1.0e-04 rotation=20 batch_size=10`` (``ep=60 lr=1.0e-04 ...`` when short)."""
     parts = []
     for name, value in params.items():
         if isinstance(value, float):
             text = f"{value:.1e}" if name in ("lr", "bn_momentum") else f"{value:.3g}"
         else:
             text = str(value)
-        parts.append(f"{name}={text}")
+        parts.append(f"{SHORT_NAMES.get(name, name) if short else name}={text}")
     return " ".join(parts)
 
 
-def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Table:
-    """One row per architecture: trial counts, best validation macro-F1 and its parameters."""
-    table = Table(title=title or None, title_justify="left")
-    for column, justify in (("architecture", "left"), ("done/budget", "right"), ("complete", "right"),
-                            ("pruned", "right"), ("failed", "right"), ("running", "right"),
-                            ("img/s", "right"), ("best val macro-F1", "right"), ("best parameters", "left")):
-        table.add_column(column, justify=justify)
+def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Group:
+    """One row per architecture with its trial counts, then each best trial's parameters."""
+    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("architecture", no_wrap=True)
+    for column in ("done", "ok", "pruned", "failed", "running", "img/s", "best F1"):
+        table.add_column(column, justify="right", no_wrap=True)
+    best_lines = []
     for row in progress:
         table.add_row(
             row.architecture,
@@ -88,7 +94,11 @@ def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> 
             str(row.failed),
             str(row.running),
             f"{row.images_per_second:.0f}" if row.images_per_second else "-",
-            f"{row.best_value:.3f} (#{row.best_trial})" if row.best_value is not None else "-",
-            format_params(row.best_params) or "-",
+            f"{row.best_value:.3f}" if row.best_value is not None else "-",
         )
-    return table
+        if row.best_trial is not None:
+            best_lines.append(
+                f"best {row.architecture}: trial #{row.best_trial}, val macro-F1 {row.best_value:.3f}, "
+                f"{format_params(row.best_params)}"
+            )
+    return Group(table, *(Text(line) for line in best_lines))

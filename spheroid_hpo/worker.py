@@ -30,6 +30,7 @@ from spheroid_hpo.studies import (
     INTERRUPTED,
     MANIFEST_ATTR,
     budget_used,
+    demo_data_dir,
     find_study_family,
     load_studies,
 )
@@ -146,7 +147,7 @@ def _load_trial_data(
         if recorded["path"] is not None:
             data_dir = Path(recorded["path"])
         else:
-            data_dir = ensure_demo_data(runs_dir / "demo-data", **recorded["demo"])
+            data_dir = ensure_demo_data(demo_data_dir(runs_dir, **recorded["demo"]), **recorded["demo"])
     manifest = runs_dir / config.name / "splits.csv"
     _write_if_changed(manifest, manifest_csv)
     dataset = load_dataset(

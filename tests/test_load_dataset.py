@@ -44,7 +44,7 @@ def test_load_makes_stratified_splits_and_writes_the_manifest(data_dir):
 
     assert dataset.class_names == tuple(GREY)
     assert dataset.manifest_path == data_dir / "splits.csv"
-    assert dataset.fingerprint == manifest_fingerprint(read_manifest(dataset.manifest_path))
+    assert dataset.fingerprint == manifest_fingerprint(read_manifest(dataset.manifest_path), root=data_dir)
     assert dataset.problems == ()
     sizes = {name: len(getattr(dataset, name)) for name in SPLIT_NAMES}
     assert sizes == {"train": 3 * 8, "val": 3 * 2, "test": 3 * 2}

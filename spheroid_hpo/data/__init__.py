@@ -59,6 +59,8 @@ __all__ = [
     "groups_from_regex",
     "inspect_image",
     "load_dataset",
+    "prepare_split",
+    "SplitPlan",
     "manifest_fingerprint",
     "read_image",
     "read_manifest",
@@ -129,35 +131,40 @@ class Dataset:
         )
 
 
-def load_dataset(
+@dataclass(frozen=True)
+class SplitPlan:
+    """A scanned data folder and its split, before any image is decoded."""
+
+    folder: DataFolder
+    rows: tuple[ManifestRow, ...]
+    manifest_path: Path
+    fingerprint: str
+
+
+def prepare_split(
     data_dir: str | os.PathLike,
     *,
-    image_size: int = 224,
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     group_by: str | None = None,
     groups_csv: str | os.PathLike | None = None,
     manifest_path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
-    splits: Sequence[str] = SPLIT_NAMES,
-    progress: bool = False,
-) -> Dataset:
-    """Scan ``data_dir``, split it, and decode the requested ``splits`` into memory.
+) -> SplitPlan:
+    """Scan ``data_dir`` and read its split from ``manifest_path``, or make and write one.
 
-    The split is read from ``manifest_path`` (default ``data_dir/splits.csv``) when that file
-    exists, so every run sees the same split; ``seed``, ``fractions`` and the grouping then do
-    not matter. Otherwise a stratified split is made (group-aware with ``group_by``, a regex
+    The manifest defaults to ``data_dir/splits.csv``. When it exists it is reused, so
+    every run sees the same split; ``seed``, ``fractions`` and the grouping then do not
+    matter. Otherwise a stratified split is made (group-aware with ``group_by``, a regex
     whose first capture group names a file's group, or ``groups_csv``) and written there.
-    Unreadable images are skipped with a warning each and listed in ``Dataset.problems``;
-    splits not in ``splits`` come back empty.
+    The fingerprint covers the split and every file's size: it tells whether another
+    machine's folder holds the same data.
     """
     root = Path(data_dir)
-    validate_image_size(image_size)
     validate_fractions(fractions)
-    wanted = _validate_split_names(splits)
     if group_by is not None and groups_csv is not None:
         raise InputError(
-            f"both a group pattern ('{group_by}') and a groups file ({groups_csv}) were given; "
+            f"both a group pattern ({group_by!r}) and a groups file ({groups_csv}) were given; "
             f"pass only one of --group-by and --groups-csv"
         )
     folder = scan_folder(root, class_names=class_names)
@@ -174,18 +181,48 @@ def load_dataset(
         rows = _new_manifest(
             manifest, folder, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv
         )
+    return SplitPlan(
+        folder=folder, rows=tuple(rows), manifest_path=manifest,
+        fingerprint=manifest_fingerprint(rows, root=root),
+    )
+
+
+def load_dataset(
+    data_dir: str | os.PathLike,
+    *,
+    image_size: int = 224,
+    seed: int = 0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    group_by: str | None = None,
+    groups_csv: str | os.PathLike | None = None,
+    manifest_path: str | os.PathLike | None = None,
+    class_names: Sequence[str] | None = None,
+    splits: Sequence[str] = SPLIT_NAMES,
+    progress: bool = False,
+) -> Dataset:
+    """Split ``data_dir`` (see ``prepare_split``) and decode the requested ``splits`` into memory.
+
+    Unreadable images are skipped with a warning each and listed in ``Dataset.problems``;
+    splits not in ``splits`` come back empty.
+    """
+    validate_image_size(image_size)
+    wanted = _validate_split_names(splits)
+    plan = prepare_split(
+        data_dir, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv,
+        manifest_path=manifest_path, class_names=class_names,
+    )
     tensors, problems = _decode_splits(
-        folder, rows, wanted=wanted, image_size=image_size, progress=progress
+        plan.folder, plan.rows, wanted=wanted, image_size=image_size, progress=progress
     )
     return Dataset(
-        root=root,
-        class_names=folder.class_names,
+        root=plan.folder.root,
+        class_names=plan.folder.class_names,
         image_size=image_size,
         train=tensors["train"],
         val=tensors["val"],
         test=tensors["test"],
-        manifest_path=manifest,
-        fingerprint=manifest_fingerprint(rows),
+        manifest_path=plan.manifest_path,
+        fingerprint=plan.fingerprint,
         problems=tuple(problems),
     )
 

@@ -17,9 +17,12 @@ _HEADER = ("class", "images", "formats", "bit depths", "min size", "max size")
 
 @dataclass(frozen=True)
 class ClassSummary:
-    """The readable images of one class. Sizes are (width, height); `min_size`
-    is the smallest width and smallest height seen (they may come from
-    different images), None when no image of the class is readable."""
+    """What the readable images of one class look like.
+
+    Sizes are (width, height): `min_size` is the smallest width and the
+    smallest height seen (they may come from different images), and both
+    sizes are None when no image of the class is readable.
+    """
 
     name: str
     count: int
@@ -74,12 +77,12 @@ def check_data(root: str | os.PathLike[str], *, class_names: Sequence[str] | Non
         results = list(pool.map(_inspect_or_reason, paths))
     infos: list[list[ImageInfo]] = [[] for _ in folder.class_names]
     problems = []
-    for file, result in zip(folder.files, results):
+    for file, result in zip(folder.files, results, strict=True):
         if isinstance(result, ImageInfo):
             infos[file.label].append(result)
         else:
             problems.append((file.path, result))
-    classes = tuple(_summarise(name, class_infos) for name, class_infos in zip(folder.class_names, infos))
+    classes = tuple(_summarise(name, class_infos) for name, class_infos in zip(folder.class_names, infos, strict=True))
     return DataCheck(root=folder.root, classes=classes, problems=tuple(problems), ignored=folder.ignored)
 
 
@@ -131,13 +134,16 @@ def _size_text(size: tuple[int, int] | None) -> str:
 
 def _table_lines(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
     table = [header, *rows]
-    widths = [max(len(cells[i]) for cells in table) for i in range(len(header))]
-    return ["  ".join(_align(cell, width, i) for i, (cell, width) in enumerate(zip(cells, widths))).rstrip()
-            for cells in table]
+    widths = [max(len(cells[column]) for cells in table) for column in range(len(header))]
+    return [_format_row(cells, widths) for cells in table]
 
 
-def _align(cell: str, width: int, column: int) -> str:
-    return cell.rjust(width) if column == 1 else cell.ljust(width)  # counts read best right-aligned
+def _format_row(cells: tuple[str, ...], widths: list[int]) -> str:
+    padded = [
+        cell.rjust(width) if column == 1 else cell.ljust(width)  # counts read best right-aligned
+        for column, (cell, width) in enumerate(zip(cells, widths, strict=True))
+    ]
+    return "  ".join(padded).rstrip()
 
 
 def _problem_lines(problems: tuple[tuple[str, str], ...]) -> list[str]:

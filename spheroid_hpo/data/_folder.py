@@ -78,7 +78,12 @@ def _check_root(root: Path) -> None:
 def _read_root(root: Path) -> tuple[list[str], list[str]]:
     """Split the root's entries into candidate class folders and ignored entries."""
     folders, ignored, stray_images = [], [], []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    try:
+        with os.scandir(root) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except PermissionError:
+        raise InputError(f"data folder {root} cannot be read (permission denied); fix its permissions") from None
+    for entry in entries:
         if entry.is_dir() and _is_junk(entry.name):
             ignored.append(f"{entry.name}/")
         elif entry.is_dir():
@@ -99,7 +104,9 @@ def _choose_classes(root: Path, folders: list[str], class_names: Sequence[str] |
         return tuple(folders)
     names = (class_names,) if isinstance(class_names, str) else tuple(class_names)
     if len(names) < 2:
-        raise InputError(f"class names {list(names)!r} name fewer than two classes; list at least two folders of {root}")
+        raise InputError(
+            f"class names {list(names)!r} name fewer than two classes; list at least two folders of {root}"
+        )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise InputError(f"class names {list(names)!r} repeat {', '.join(duplicates)}; list each class once")
@@ -147,7 +154,7 @@ def _empty_class_message(folder: Path, ignored: list[str]) -> str:
     seen = f" (it holds only {_quoted(ignored[:3])}{', ...' if len(ignored) > 3 else ''})" if ignored else ""
     return (
         f"class folder {folder} has no image files{seen}; add images with a suffix in {_SUFFIX_LIST}, "
-        f"or leave the class out by passing the class names explicitly"
+        f"or pass --classes naming only the classes to use"
     )
 
 

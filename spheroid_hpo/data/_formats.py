@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import tifffile
@@ -31,7 +32,8 @@ class ImageInfo:
     """What an image file holds, read from its header.
 
     `channels` counts samples per pixel as stored (RGBA reports 4, a palette
-    reports 3); `bit_depth` is 8 or 16 for integers, 32 for float data.
+    reports 3); `bit_depth` is bits per sample: 8 or 16 for most images, 32
+    for float (or 32-bit integer) data, 1 for black-and-white.
     """
 
     format: str
@@ -109,7 +111,7 @@ def _check_first_page(tif: tifffile.TiffFile) -> None:
         raise UnreadableImage(f"corrupt TIFF directory ({_first_line(exc)})") from exc
     file_size = tif.filehandle.size
     data_end = max(
-        (offset + count for offset, count in zip(page.dataoffsets, page.databytecounts)),
+        (offset + count for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True)),
         default=0,
     )
     if data_end > file_size:
@@ -275,7 +277,7 @@ def _dtype_bit_depth(dtype: np.dtype | None, bits_per_sample: int) -> int:
     return 32 if dtype.kind == "f" else dtype.itemsize * 8
 
 
-def _opened(path: Path, mode: str):
+def _opened(path: Path, mode: str) -> BinaryIO:
     try:
         return open(path, mode)
     except OSError as exc:

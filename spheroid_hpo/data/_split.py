@@ -439,9 +439,17 @@ def _manifest_row(raw: dict[str, str | None], line: int, path: Path, fix: str) -
     )
 
 
-def manifest_fingerprint(rows: Sequence[ManifestRow]) -> str:
+def manifest_fingerprint(rows: Sequence[ManifestRow], *, root: str | os.PathLike | None = None) -> str:
     """SHA-256 hex digest of the sorted (path, class, split) triples; the row order and the
-    group column do not change it."""
-    # JSON-encode each triple so that commas or newlines inside names cannot collide.
-    lines = sorted(json.dumps([row.path, row.class_name, row.split]) for row in rows)
+    group column do not change it.
+
+    With ``root``, each file's size in bytes joins its triple, so two folders that list the
+    same names but hold different images (another export, another crop) differ too.
+    """
+    def entry(row: ManifestRow) -> list:
+        size = (Path(root) / row.path).stat().st_size if root is not None and (Path(root) / row.path).exists() else None
+        return [row.path, row.class_name, row.split] + ([size] if root is not None else [])
+
+    # JSON-encode each entry so that commas or newlines inside names cannot collide.
+    lines = sorted(json.dumps(entry(row)) for row in rows)
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

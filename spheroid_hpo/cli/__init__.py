@@ -1,0 +1,32 @@
+"""The ``spheroid-hpo`` command line: each command parses, then calls one library function.
+
+Commands live in one small module per concern and register themselves on ``app``.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import typer
+
+from spheroid_hpo.cli._app import app
+from spheroid_hpo.errors import InputError
+
+# Importing the command modules registers their commands on ``app``.
+from spheroid_hpo.cli import _data, _train, _tune  # noqa: E402,F401  isort: skip
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    # Optuna marks heartbeats and retries experimental; the warnings mean nothing to our users.
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        app()
+    except InputError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

@@ -1,0 +1,39 @@
+"""Commands about data folders: ``demo-data`` and ``check-data``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from spheroid_hpo.cli._app import app, split_names
+
+@app.command("demo-data")
+def demo_data_command(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write ROOT/<class>/<image>.png into.")],
+    per_class: Annotated[int, typer.Option(min=3, help="Mean number of images per class (classes are imbalanced).")] = 40,
+    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
+) -> None:
+    """Write a synthetic brightfield spheroid data set in the paper's four classes."""
+    from spheroid_hpo.demo_data import write_demo_data
+
+    counts = write_demo_data(out_dir, per_class=per_class, size=size, seed=seed)
+    for name, count in counts.items():
+        typer.echo(f"{name:<20} {count:>5} images")
+    typer.echo(f"wrote {sum(counts.values())} images to {out_dir}")
+
+
+@app.command("check-data")
+def check_data_command(
+    data_dir: Annotated[Path, typer.Argument(help="Data folder laid out as ROOT/<class name>/<image>.")],
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Per class: image count, formats, bit depths, size range; and every problem file with its reason."""
+    from spheroid_hpo.data import check_data
+
+    report = check_data(data_dir, class_names=split_names(classes))
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())

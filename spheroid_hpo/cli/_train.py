@@ -1,0 +1,58 @@
+"""``spheroid-hpo train``: one CNN on one data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from spheroid_hpo.cli._app import RUNS_DIR, app, split_names
+
+
+
+def _data_or_demo(data: Path | None) -> Path:
+    """The user's data folder, or the generated demo data set when none is given."""
+    if data is not None:
+        return data
+    from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+
+    folder = demo_data_dir(RUNS_DIR)
+    typer.echo(f"no --data given: using the generated demo data set in {folder}/", err=True)
+    return ensure_demo_data(folder)
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[Optional[Path], typer.Option(help="Data folder ROOT/<class>/<image>; default: generated demo data.")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder to write metrics.json, model.pt and figures into.")] = RUNS_DIR / "train",
+    arch: Annotated[str, typer.Option(help="Architecture, e.g. squeezenet1_0, mobilenet_v3_large.")] = "squeezenet1_0",
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs (paper: 55-70).")] = 60,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-6 to 1e-3).")] = 1e-4,
+    rotation: Annotated[float, typer.Option(min=0, max=180, help="Random rotation range in degrees, +/-.")] = 20.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size (paper: 5-15).")] = 10,
+    image_size: Annotated[int, typer.Option(min=16, help="Images are resized once to this square size.")] = 224,
+    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and rotations.")] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
+    weights: Annotated[str, typer.Option(help="none, imagenet (from the local torch hub cache) or a state-dict path.")] = "none",
+    precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), fp32, bf16 or fp16.")] = "auto",
+    bn_momentum: Annotated[Optional[float], typer.Option(help="Override BatchNorm momentum of every layer.")] = None,
+    group_by: Annotated[Optional[str], typer.Option(help="Regex with a capture group on the file name, e.g. '(sph\\d+)_', keeping each group in one split.")] = None,
+    groups_csv: Annotated[Optional[Path], typer.Option(help="CSV with columns path,group keeping each group in one split.")] = None,
+    split_manifest: Annotated[Optional[Path], typer.Option(help="Split manifest CSV to reuse or create; default DATA/splits.csv.")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
+) -> None:
+    """Train one CNN on a folder of images and write its run folder."""
+    from spheroid_hpo.training_run import run_training
+
+    results = run_training(
+        data_dir=_data_or_demo(data), out_dir=out, arch=arch, epochs=epochs, lr=lr, rotation=rotation,
+        batch_size=batch_size, image_size=image_size, seed=seed, device=device, weights=weights,
+        precision=precision, bn_momentum=bn_momentum, group_by=group_by, groups_csv=groups_csv,
+        split_manifest=split_manifest, class_names=split_names(classes),
+    )
+    val, test = results["validation"], results["test"]
+    typer.echo(f"validation macro-F1 {val['macro_f1']:.3f}, accuracy {val['accuracy']:.3f}")
+    typer.echo(f"test       macro-F1 {test['macro_f1']:.3f}, accuracy {test['accuracy']:.3f}")
+    typer.echo(f"wrote {out}/metrics.json, model.pt, curves.png, confusion.png "
+               f"({results['wall_time_seconds']:.0f} s)")

@@ -1,0 +1,115 @@
+"""check_data: per-class counts, formats, bit depths and sizes, problem files, and both report forms."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from spheroid_hpo.data._check import ClassSummary, DataCheck, check_data
+from spheroid_hpo.errors import InputError
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    """Two classes in every format and depth, plus broken and junk files."""
+    (tmp_path / "dead").mkdir()
+    (tmp_path / "live" / "day2").mkdir(parents=True)
+    Image.fromarray(np.zeros((20, 30), dtype=np.uint8)).save(tmp_path / "dead" / "a.png")
+    Image.fromarray(np.zeros((40, 10, 3), dtype=np.uint8)).save(tmp_path / "dead" / "b.jpg")
+    tifffile.imwrite(tmp_path / "live" / "c.tif", np.zeros((16, 16), dtype=np.uint16))
+    tifffile.imwrite(tmp_path / "live" / "day2" / "d.tif", np.zeros((32, 8), dtype=np.uint16))
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "live" / "e.bmp")
+    (tmp_path / "live" / "empty.png").write_bytes(b"")
+    (tmp_path / "dead" / "junk.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "dead" / "notes.txt").write_text("imaged on day 1")
+    (tmp_path / "live" / "Thumbs.db").write_bytes(b"\x00")
+    return tmp_path
+
+
+def test_rows_count_readable_images_and_describe_them(mixed_folder: Path) -> None:
+    report = check_data(mixed_folder)
+    assert report.classes == (
+        ClassSummary("dead", 2, ("JPEG", "PNG"), (8,), min_size=(10, 20), max_size=(30, 40)),
+        ClassSummary("live", 3, ("BMP", "TIFF"), (8, 16), min_size=(4, 4), max_size=(16, 32)),
+    )
+    assert report.total == 5
+
+
+def test_problem_files_are_listed_with_their_reason_not_counted(mixed_folder: Path) -> None:
+    report = check_data(mixed_folder)
+    assert report.problems == (
+        ("dead/junk.jpg", "not a recognised image (expected PNG, JPEG, TIFF or BMP data)"),
+        ("live/empty.png", "empty file (0 bytes)"),
+    )
+    assert report.ignored == ("dead/notes.txt", "live/Thumbs.db")
+
+
+def test_to_dict_is_plain_json(mixed_folder: Path) -> None:
+    report = check_data(mixed_folder)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["root"] == str(mixed_folder)
+    assert data["total"] == 5
+    assert data["classes"][1] == {
+        "name": "live",
+        "count": 3,
+        "formats": ["BMP", "TIFF"],
+        "bit_depths": [8, 16],
+        "min_size": [4, 4],
+        "max_size": [16, 32],
+    }
+    assert data["problems"][1] == {"path": "live/empty.png", "reason": "empty file (0 bytes)"}
+    assert data["ignored"] == ["dead/notes.txt", "live/Thumbs.db"]
+
+
+def test_format_table_shows_rows_problems_and_ignored_files(mixed_folder: Path) -> None:
+    table = check_data(mixed_folder).format_table()
+    lines = table.splitlines()
+    assert lines[0] == f"data folder {mixed_folder}: 2 classes, 5 readable images"
+    assert lines[2].split() == ["class", "images", "formats", "bit", "depths", "min", "size", "max", "size"]
+    assert lines[3].split() == ["dead", "2", "JPEG,", "PNG", "8", "10x20", "30x40"]
+    assert lines[4].split() == ["live", "3", "BMP,", "TIFF", "8,", "16", "4x4", "16x32"]
+    assert lines[5].split() == ["total", "5"]
+    assert "2 problem file(s), left out of training:" in lines
+    assert "  live/empty.png: empty file (0 bytes)" in lines
+    assert "  dead/notes.txt" in lines
+
+
+def test_a_class_with_only_broken_images_shows_dashes(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(tmp_path / "a" / "ok.png")
+    (tmp_path / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    report = check_data(tmp_path)
+    assert report.classes[1] == ClassSummary("b", 0, (), (), None, None)
+    assert report.format_table().splitlines()[4].split() == ["b", "0", "-", "-", "-", "-"]
+    assert json.loads(json.dumps(report.to_dict()))["classes"][1]["min_size"] is None
+
+
+def test_a_clean_folder_says_there_are_no_problems(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(tmp_path / name / "x.png")
+    report = check_data(tmp_path)
+    assert report.problems == () and report.ignored == ()
+    assert report.format_table().splitlines()[-1] == "no problem files"
+
+
+def test_class_names_pass_through_to_the_scan(mixed_folder: Path) -> None:
+    report = check_data(mixed_folder, class_names=["live", "dead"])
+    assert [row.name for row in report.classes] == ["live", "dead"]
+
+
+def test_layout_errors_raise_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        check_data(tmp_path / "missing")
+
+
+def test_the_report_is_deterministic_despite_the_thread_pool(mixed_folder: Path) -> None:
+    report = check_data(mixed_folder)
+    assert isinstance(report, DataCheck)
+    assert report == check_data(mixed_folder)
