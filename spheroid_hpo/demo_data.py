@@ -61,6 +61,11 @@ def write_demo_data(
     return counts
 
 
+def demo_data_dir(runs_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0) -> Path:
+    """Where the demo data set with these settings lives under ``runs_dir``: one folder per setting."""
+    return Path(runs_dir) / f"demo-data-{per_class}x{size}px-seed{seed}"
+
+
 def ensure_demo_data(out_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0) -> Path:
     """Return `out_dir` holding the demo data for these settings, writing it only if absent.
 

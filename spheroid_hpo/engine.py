@@ -14,7 +14,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class EpochStats:
     val_macro_f1: float
     seconds: float
     images_per_second: float
+    # True when the epoch was trained by an earlier, interrupted run and restored from its checkpoint.
+    restored: bool = False
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -199,7 +201,7 @@ def train(
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"])
-        history = [EpochStats(**record) for record in checkpoint["history"]]
+        history = [replace(EpochStats(**record), restored=True) for record in checkpoint["history"]]
         for record in history:
             if on_epoch is not None:
                 on_epoch(record)

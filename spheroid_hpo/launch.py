@@ -24,7 +24,7 @@ from rich.text import Text
 
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.data import prepare_split
-from spheroid_hpo.demo_data import ensure_demo_data
+from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.storage import (
     RUNS_DIR,
@@ -34,7 +34,7 @@ from spheroid_hpo.storage import (
     open_storage,
 )
 from spheroid_hpo.study_progress import ArchitectureProgress, progress_table, summarize_studies
-from spheroid_hpo.studies import DataRecord, create_studies, demo_data_dir
+from spheroid_hpo.studies import DataRecord, create_studies
 
 POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 60.0

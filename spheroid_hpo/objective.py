@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import optuna
 import torch
 from optuna.artifacts import upload_artifact
 from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import ParamSpec
@@ -43,16 +45,30 @@ class TrialData:
     image_size: int
 
 
-def checkpoint_trial_number(trial: optuna.Trial) -> int:
-    """The trial whose checkpoint this trial continues: itself, or the one it retries or resumes."""
+def retry_links(trial: FrozenTrial) -> tuple[int | None, list[int]]:
+    """The trial a heartbeat retry stands for, and every earlier attempt of it."""
+    # Optuna marks these accessors experimental; the warning means nothing to our users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return (
+            RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
+            RetryHeartbeatStaleTrialCallback.retry_history(trial),
+        )
+
+
+def checkpoint_owner(trial: FrozenTrial) -> int:
+    """The trial whose checkpoint ``trial`` continues: itself, or the one it retries or resumes."""
     resumed = trial.user_attrs.get(RESUMES_TRIAL_ATTR)
     if resumed is not None:
         return int(resumed)
-    # The retry link lives in system attributes, which only the frozen trial exposes.
-    running = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    frozen = next(t for t in running if t.number == trial.number)
-    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    retried, _ = retry_links(trial)
     return trial.number if retried is None else retried
+
+
+def _frozen(trial: optuna.Trial) -> FrozenTrial:
+    # The retry link lives in system attributes, which only the frozen trial exposes.
+    running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return next(t for t in running if t.number == trial.number)
 
 
 def build_objective(
@@ -72,7 +88,7 @@ def build_objective(
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, search_space)
-        checkpoint = Path(checkpoint_dir) / f"trial-{checkpoint_trial_number(trial)}.pt"
+        checkpoint = Path(checkpoint_dir) / f"trial-{checkpoint_owner(_frozen(trial))}.pt"
         started = time.perf_counter()
         history: list[engine.EpochStats] = []
 
@@ -144,6 +160,7 @@ def build_objective(
 def _record_history(trial: optuna.Trial, history: Sequence[engine.EpochStats], started: float) -> None:
     trial.set_user_attr("wall_time_seconds", round(time.perf_counter() - started, 3))
     trial.set_user_attr("epochs_trained", len(history))
+    trial.set_user_attr("epochs_restored", sum(record.restored for record in history))
     if history:
         trial.set_user_attr("val_macro_f1_last", history[-1].val_macro_f1)
         trained = [record.images_per_second for record in history if record.images_per_second > 0]

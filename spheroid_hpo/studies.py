@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.config import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.objective import FAIL_REASON_ATTR, RESUMES_TRIAL_ATTR
+from spheroid_hpo.objective import FAIL_REASON_ATTR, RESUMES_TRIAL_ATTR, checkpoint_owner, retry_links
 
 STUDY_FILE_ATTR = "study_file"
 ARCHITECTURE_ATTR = "architecture"
@@ -40,11 +39,6 @@ class DataRecord:
 
     def as_attr(self) -> dict:
         return {"path": self.path, "demo": self.demo, "image_size": self.image_size, "fingerprint": self.fingerprint}
-
-
-def demo_data_dir(runs_dir: Path, *, per_class: int, size: int, seed: int) -> Path:
-    """Where the demo data set with these settings lives; one folder per setting."""
-    return Path(runs_dir) / f"demo-data-{per_class}x{size}px-seed{seed}"
 
 
 def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -117,19 +111,11 @@ def requeue_interrupted(study: optuna.Study) -> int:
                 and trial.number not in already:
             study.enqueue_trial(
                 trial.params,
-                user_attrs={**_carried_attrs(trial), RESUMES_TRIAL_ATTR: _checkpoint_owner(trial)},
+                user_attrs={**_carried_attrs(trial), RESUMES_TRIAL_ATTR: checkpoint_owner(trial)},
                 skip_if_exists=False,
             )
             queued += 1
     return queued
-
-
-def _checkpoint_owner(trial: FrozenTrial) -> int:
-    resumed = trial.user_attrs.get(RESUMES_TRIAL_ATTR)
-    if resumed is not None:
-        return int(resumed)
-    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-    return trial.number if retried is None else retried
 
 
 def _carried_attrs(trial: FrozenTrial) -> dict:
@@ -186,8 +172,7 @@ def load_studies(
 def budget_used(trials: Iterable[FrozenTrial]) -> int:
     """Trials that count against the budget: all of them except failed ones that were run again."""
     trials = list(trials)
-    rerun = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
-    rerun |= {t.user_attrs.get(RESUMES_TRIAL_ATTR) for t in trials}
+    rerun = {t.user_attrs.get(RESUMES_TRIAL_ATTR) for t in trials}
     for trial in trials:
-        rerun.update(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+        rerun.update(retry_links(trial)[1])
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in rerun))

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.trial import TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.demo_data import ensure_demo_data
+from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective
 from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
@@ -30,12 +31,12 @@ from spheroid_hpo.studies import (
     INTERRUPTED,
     MANIFEST_ATTR,
     budget_used,
-    demo_data_dir,
     find_study_family,
     load_studies,
 )
 
 log = logging.getLogger("spheroid_hpo.worker")
+POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,14 @@ def run_worker(
     trials_run = 0
     try:
         while timeout is None or time.monotonic() - started < timeout:
-            architecture = _least_tried(studies)
-            if architecture is None:
+            architecture = _next_architecture(studies)
+            if architecture is _DONE:
                 break
+            if architecture is _WAIT:
+                # Budgets are spent but a trial still runs elsewhere; if its worker died, its
+                # heartbeat goes stale and it is queued again, so stay to run the retry.
+                time.sleep(POLL_SECONDS)
+                continue
             studies[architecture].optimize(
                 _marking_interrupts(objectives[architecture]), n_trials=1, catch=(Exception,),
                 gc_after_trial=False,
@@ -122,15 +128,32 @@ def _marking_interrupts(objective):
     return wrapped
 
 
-def _least_tried(studies: dict[str, optuna.Study]) -> str | None:
-    """The architecture whose study has the fewest trials, among those with budget left."""
-    counts = {}
+_DONE = "done"
+_WAIT = "wait"
+
+
+def _next_architecture(studies: dict[str, optuna.Study]) -> str:
+    """The architecture to run a trial of next, or ``_WAIT``, or ``_DONE``.
+
+    Queued trials (the baseline, retries of killed trials, resumed interrupted ones)
+    come first; then the study with the fewest trials among those with budget left.
+    """
+    counts: dict[str, int] = {}
+    running = False
     for architecture, study in studies.items():
+        # Turn trials whose worker died into FAIL plus a queued retry before counting.
+        optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.WAITING for t in trials):
+            return architecture
+        running = running or any(t.state == TrialState.RUNNING for t in trials)
         budget = study.user_attrs.get(BUDGET_ATTR)
-        used = budget_used(study.get_trials(deepcopy=False))
+        used = budget_used(trials)
         if budget is None or used < budget:
             counts[architecture] = used
-    return min(counts, key=counts.get) if counts else None
+    if counts:
+        return min(counts, key=counts.get)
+    return _WAIT if running else _DONE
 
 
 def _load_trial_data(

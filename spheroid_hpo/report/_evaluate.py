@@ -1,0 +1,65 @@
+"""A trial's saved model, scored once on the test split that tuning never saw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spheroid_hpo import engine
+from spheroid_hpo.data import SplitTensors
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.metrics import ClassificationMetrics, classification_metrics
+from spheroid_hpo.saved_model import load_model
+
+
+@dataclass(frozen=True, eq=False)
+class TestEvaluation:
+    """One model's predictions on the test split and their scores."""
+
+    architecture: str
+    trial_number: int
+    metrics: ClassificationMetrics
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    paths: tuple[str, ...]
+
+
+def evaluate_on_test(
+    model_path: Path,
+    *,
+    architecture: str,
+    trial_number: int,
+    test: SplitTensors,
+    class_names: tuple[str, ...],
+    precision: str,
+    device: torch.device,
+) -> TestEvaluation:
+    """Score the model at ``model_path`` on ``test`` with the study's precision on ``device``."""
+    model, info = load_model(model_path, device=device)
+    if tuple(info.class_names) != tuple(class_names):
+        raise InputError(
+            f"the model of trial {trial_number} ({architecture}) predicts classes {list(info.class_names)}, "
+            f"but the study's data has {list(class_names)}; pass --data with the folder the study was tuned on"
+        )
+    if info.image_size != test.images.shape[-1]:
+        raise InputError(
+            f"the model of trial {trial_number} expects {info.image_size} px images but the study's data was "
+            f"decoded at {test.images.shape[-1]} px; the study records are inconsistent, rerun the study"
+        )
+    logits = engine.predict_logits(
+        model, test.images.to(device), mean=info.mean, std=info.std,
+        autocast_dtype=engine.resolve_precision(precision, device),
+    )
+    y_pred = logits.argmax(dim=1).cpu().numpy()
+    y_true = test.labels.cpu().numpy()
+    return TestEvaluation(
+        architecture=architecture,
+        trial_number=trial_number,
+        metrics=classification_metrics(y_true, y_pred, num_classes=len(class_names)),
+        y_true=y_true,
+        y_pred=y_pred,
+        paths=test.paths,
+    )

@@ -1,0 +1,113 @@
+"""The study family a report reads: one Optuna study per architecture, and what they were tuned on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.storage import RUNS_DIR, default_storage_url, masked_url, open_storage
+from spheroid_hpo.studies import DATA_ATTR, MANIFEST_ATTR, find_study_family
+
+BASELINE_ATTR = "baseline"
+
+
+@dataclass(frozen=True)
+class StudyFamily:
+    """The per-architecture studies of one study file, loaded from storage."""
+
+    name: str
+    config: StudyConfig
+    storage_url: str
+    storage: BaseStorage
+    studies: dict[str, optuna.Study]  # architecture -> its study, in the study file's order
+    data: dict  # the "data" study attr: path (None for demo data), demo, image_size, fingerprint
+    manifest_csv: str  # the split every trial trained and validated on
+
+    def trials(self, architecture: str) -> list[FrozenTrial]:
+        return self.studies[architecture].get_trials(deepcopy=False)
+
+
+def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = RUNS_DIR) -> StudyFamily:
+    """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""
+    if storage_url is None:
+        if study is None:
+            raise InputError("pass --study NAME (and --storage URL unless it is in runs/NAME/study.db)")
+        storage_url = default_storage_url(study, runs_dir=runs_dir)
+    _refuse_missing_sqlite(storage_url)
+    storage = open_storage(storage_url, heartbeat_interval=None)
+    config, _ = find_study_family(storage, study)
+    studies = {}
+    for architecture in config.architectures:
+        try:
+            studies[architecture] = optuna.load_study(study_name=config.study_name(architecture), storage=storage)
+        except KeyError:
+            raise InputError(
+                f"study {config.study_name(architecture)} is missing from {masked_url(storage_url)}; "
+                f"run `spheroid-hpo launch --study studies/{config.name}.toml` to create it"
+            ) from None
+    first = next(iter(studies.values()))
+    data, manifest = first.user_attrs.get(DATA_ATTR), first.user_attrs.get(MANIFEST_ATTR)
+    if data is None or manifest is None:
+        raise InputError(
+            f"study {first.study_name} records no data or split; it was not made by `spheroid-hpo launch`, "
+            f"so it cannot be reported"
+        )
+    return StudyFamily(
+        name=config.name, config=config, storage_url=storage_url, storage=storage, studies=studies,
+        data=data, manifest_csv=manifest,
+    )
+
+
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The completed trial with the highest validation macro-F1; the earliest wins a tie."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return max(complete, key=lambda t: (t.value, -t.number), default=None)
+
+
+def baseline_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """The paper's original configuration: the first trial enqueued with the baseline mark."""
+    marked = [t for t in trials if t.user_attrs.get(BASELINE_ATTR)]
+    # A re-queued (interrupted) baseline carries the mark too; the one that finished counts.
+    finished = [t for t in marked if t.state == TrialState.COMPLETE]
+    return min(finished or marked, key=lambda t: t.number, default=None)
+
+
+def require_best_trials(family: StudyFamily) -> dict[str, FrozenTrial]:
+    """Each architecture's best trial; InputError when one has none, since a comparison needs all."""
+    best = {}
+    for architecture in family.config.architectures:
+        trials = family.trials(architecture)
+        trial = best_trial(trials)
+        if trial is None:
+            states = ", ".join(
+                f"{sum(t.state == state for t in trials)} {state.name.lower()}"
+                for state in (TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+            )
+            raise InputError(
+                f"architecture {architecture} of study {family.name} has no completed trial yet ({len(trials)} "
+                f"trials: {states}); run more with `spheroid-hpo launch --study studies/{family.name}.toml` "
+                f"(finished trials are kept), then report again"
+            )
+        best[architecture] = trial
+    return best
+
+
+def _refuse_missing_sqlite(url: str) -> None:
+    """Opening a SQLite URL creates the file; a report must not invent an empty study."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return  # open_storage explains bad URLs
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise InputError(
+                f"no study storage at {parsed.database}; pass --storage with the URL `spheroid-hpo launch` printed, "
+                f"or launch the study first"
+            )

@@ -1,0 +1,49 @@
+"""Small study files for tests (import as `from study_files import write_tiny_study`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_STUDY = """
+[study]
+name = "{name}"
+architectures = ["squeezenet1_1", "resnet18"]
+n_trials = {n_trials}
+
+[search_space]
+epochs = {{ low = 2, high = 4 }}
+lr = {{ low = 1e-4, high = 3e-3, log = true }}
+rotation = {{ low = 0.0, high = 20.0 }}
+batch_size = {{ low = 8, high = 16 }}
+
+[baseline]
+epochs = 3
+lr = 1e-3
+rotation = 10.0
+batch_size = 12
+
+[sampler]
+name = "tpe"
+seed = 0
+n_startup_trials = 2
+
+[pruner]
+name = "{pruner}"
+n_startup_trials = 1
+n_warmup_steps = 1
+
+[data]
+image_size = 32
+
+[data.demo]
+per_class = 12
+size = 32
+seed = 0
+"""
+
+
+def write_tiny_study(folder: Path, *, name: str = "tiny", n_trials: int = 3, pruner: str = "median") -> Path:
+    """A study file for two fast architectures on 32 px demo data; returns its path."""
+    path = Path(folder) / f"{name}.toml"
+    path.write_text(TINY_STUDY.format(name=name, n_trials=n_trials, pruner=pruner))
+    return path

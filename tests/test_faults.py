@@ -1,0 +1,157 @@
+"""Faults a long search meets: a worker killed mid-trial, Ctrl-C on the launcher."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+FAULT_STUDY = """
+[study]
+name = "{name}"
+architectures = ["squeezenet1_1"]
+n_trials = {n_trials}
+
+[search_space]
+epochs = {epochs}
+lr = 1e-3
+rotation = 10.0
+batch_size = 12
+
+[pruner]
+name = "none"
+
+[data]
+image_size = 32
+
+[data.demo]
+per_class = 12
+size = 32
+"""
+
+
+def write_study(folder: Path, *, name: str, n_trials: int, epochs: int) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(FAULT_STUDY.format(name=name, n_trials=n_trials, epochs=epochs))
+    return path
+
+
+def spheroid_hpo(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def worker_pids(runs_dir: Path) -> list[int]:
+    """Worker processes whose command line names this test's runs folder."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"worker" in command and str(runs_dir).encode() in command:
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_for(condition, *, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, timeout: float) -> None:
+    """Wait until a RUNNING trial of ``study_name`` has reported ``epochs`` epochs."""
+    database = Path(url.removeprefix("sqlite:///"))
+    wait_for(database.exists, timeout=timeout, what=f"{database} to be created")
+    storage = optuna.storages.RDBStorage(url)
+
+    def reported() -> bool:
+        try:
+            trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+        except KeyError:  # the launcher has not created the study yet
+            return False
+        return any(len(t.intermediate_values) >= epochs for t in trials if t.state == TrialState.RUNNING)
+
+    wait_for(reported, timeout=timeout, what=f"{epochs} epochs of a running trial")
+
+
+def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    study_file = write_study(tmp_path, name="kill", n_trials=1, epochs=20)
+    runs = tmp_path / "runs"
+    url = f"sqlite:///{runs / 'kill' / 'study.db'}"
+    launcher = spheroid_hpo("launch", "--workers", "1", "--study", str(study_file), "--runs-dir", str(runs),
+                            "--heartbeat-interval", "1", cwd=tmp_path)
+    try:
+        wait_for_running_epochs(url, "kill.squeezenet1_1", 3, timeout=120)
+        (pid,) = worker_pids(runs)
+        os.kill(pid, signal.SIGKILL)
+        launcher.wait(timeout=60)
+    finally:
+        launcher.kill()
+    study = optuna.load_study(study_name="kill.squeezenet1_1", storage=url)
+    (killed,) = study.trials
+    assert killed.state == TrialState.RUNNING  # nobody has noticed yet
+    epochs_before_kill = len(killed.intermediate_values)
+
+    # A new worker notices the silent heartbeat, fails the trial and runs its retry.
+    result = subprocess.run(
+        [sys.executable, "-m", "spheroid_hpo", "worker", "--study", "kill", "--storage", url,
+         "--runs-dir", str(runs), "--heartbeat-interval", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    trials = optuna.load_study(study_name="kill.squeezenet1_1", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    retry = trials[1]
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.params == killed.params
+    # It went on from the killed trial's last checkpoint, not from epoch 0.
+    assert retry.user_attrs["epochs_restored"] >= epochs_before_kill - 1 >= 2
+    assert sorted(retry.intermediate_values) == list(range(1, 21))
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+
+
+def test_ctrl_c_stops_workers_cleanly_and_the_next_launch_resumes(tmp_path):
+    study_file = write_study(tmp_path, name="stop", n_trials=2, epochs=15)
+    runs = tmp_path / "runs"
+    url = f"sqlite:///{runs / 'stop' / 'study.db'}"
+    command = ("launch", "--workers", "2", "--study", str(study_file), "--runs-dir", str(runs))
+    launcher = spheroid_hpo(*command, cwd=tmp_path)
+    try:
+        wait_for_running_epochs(url, "stop.squeezenet1_1", 2, timeout=120)
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=90)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 130
+    assert "resume with the same command" in output
+    assert worker_pids(runs) == []  # no orphans
+    trials = optuna.load_study(study_name="stop.squeezenet1_1", storage=url).trials
+    interrupted = [t for t in trials if t.user_attrs.get("fail_reason") == "interrupted"]
+    assert interrupted and all(t.state == TrialState.FAIL for t in interrupted)
+    assert not any(t.state == TrialState.RUNNING for t in trials)
+
+    # The same command again finishes the budget, going on from the interrupted checkpoints.
+    rerun = subprocess.run([sys.executable, "-m", "spheroid_hpo", *command], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    trials = optuna.load_study(study_name="stop.squeezenet1_1", storage=url).trials
+    resumed = [t for t in trials if "resumes_trial" in t.user_attrs]
+    assert {t.user_attrs["resumes_trial"] for t in resumed} == {t.number for t in interrupted}
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs["epochs_restored"] >= 1 for t in resumed)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
