@@ -76,8 +76,8 @@ def serve_dashboard(
     if host in EVERY_INTERFACE:
         errors.print(
             f"[yellow]warning: the dashboard listens on every network interface ({escape(host or '0.0.0.0')}): "
-            "anyone who reaches this machine can read, rename and delete the studies; "
-            f"use --host {LOCALHOST} and an SSH tunnel unless the network is trusted[/]"
+            f"anyone who reaches http://{escape(socket.gethostname())}:{server.server_port}/dashboard can read, "
+            f"rename and delete the studies; use --host {LOCALHOST} and an SSH tunnel unless the network is trusted[/]"
         )
     console.print(
         f"dashboard for {escape(masked_url(url))}"
@@ -119,16 +119,19 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+class _Server(ThreadingMixIn, WSGIServer):
+    # Requests run on daemon threads, so a page still loading never holds up the stop.
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def _bind(app, *, host: str, port: int) -> WSGIServer:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    class Server(ThreadingMixIn, WSGIServer):
-        # Requests run on daemon threads, so a page still loading never holds up the stop.
-        daemon_threads = True
-        address_family = family
-
+    server_class = _Server6 if ":" in host else _Server
     try:
-        return make_server(host, port, app, server_class=Server, handler_class=_QuietHandler)
+        return make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
     except OSError as error:
         reason = error.strerror or str(error)
         raise InputError(

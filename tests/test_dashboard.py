@@ -114,6 +114,7 @@ def test_dashboard_shows_studies_trials_and_figures_in_chromium(finished_study, 
     study, trial, artifacts = trial_with_figures(finished_study.storage_url, f"{finished_study.name}.resnet18")
     curves = artifact_path(study, trial, artifacts["curves.png"].artifact_id)
     screenshot = tmp_path / "trial.png"
+    assert Path(CHROMIUM).is_file(), f"no browser at {CHROMIUM}: install Debian's with `apt-get install -y chromium`"
     # Run where `launch` ran, so --study alone finds runs/tiny/study.db and runs/tiny/artifacts.
     with running_dashboard("--study", finished_study.name, cwd=finished_study.runs_dir.parent) as dashboard:
         url = dashboard.wait_for_url()

@@ -14,7 +14,7 @@ from spheroid_hpo.cli._app import app
 from spheroid_hpo.errors import InputError
 
 # Importing the command modules registers their commands on ``app``.
-from spheroid_hpo.cli import _dashboard, _data, _train, _tune  # noqa: E402,F401  isort: skip
+from spheroid_hpo.cli import _create, _dashboard, _data, _train, _tune  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
 
@@ -25,8 +25,14 @@ def main() -> None:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.showwarning = _show_warning
     try:
         app()
     except InputError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # One line a warning ("warning: skipping data/x.png: truncated PNG"), not Python's two.
+    print(f"warning: {message}", file=file or sys.stderr, flush=True)

@@ -43,16 +43,16 @@ def summarize_study(architecture: str, trials: Iterable[FrozenTrial]) -> StudySu
     """Counts by state, compute time, pruner savings and mean throughput of one architecture's trials."""
     trials = list(trials)
     progress = summarize(architecture, trials, budget=None)
-    epochs_trained = sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials)
+    epochs_trained = sum(_trained_here(t) for t in trials)
     epochs_saved, seconds_saved = 0, 0.0
     for trial in trials:
         if trial.state != TrialState.PRUNED or "epochs" not in trial.params:
             continue
-        trained = int(trial.user_attrs.get("epochs_trained", 0))
-        untrained = max(0, int(trial.params["epochs"]) - trained)
+        untrained = max(0, int(trial.params["epochs"]) - int(trial.user_attrs.get("epochs_trained", 0)))
         epochs_saved += untrained
-        if trained > 0:
-            seconds_saved += untrained * float(trial.user_attrs.get("wall_time_seconds", 0.0)) / trained
+        if _trained_here(trial) > 0:
+            pace = float(trial.user_attrs.get("wall_time_seconds", 0.0)) / _trained_here(trial)
+            seconds_saved += untrained * pace
     return StudySummary(
         architecture=architecture,
         complete=progress.complete,
@@ -64,3 +64,9 @@ def summarize_study(architecture: str, trials: Iterable[FrozenTrial]) -> StudySu
         seconds_saved=seconds_saved,
         images_per_second=progress.images_per_second,
     )
+
+
+def _trained_here(trial: FrozenTrial) -> int:
+    """Epochs this trial trained itself; epochs restored from an interrupted run's checkpoint were
+    trained (and timed) by that run."""
+    return int(trial.user_attrs.get("epochs_trained", 0)) - int(trial.user_attrs.get("epochs_restored", 0))

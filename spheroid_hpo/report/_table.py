@@ -134,7 +134,7 @@ def _csv_value(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return repr(round(value, 6))
+        return repr(value)
     return value
 
 

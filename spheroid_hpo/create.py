@@ -1,0 +1,64 @@
+"""Creating a study in storage without running it: the first step of a distributed run.
+
+``spheroid-hpo create`` does what ``launch`` does before it starts workers: it
+prepares the data's split and creates one Optuna study per architecture,
+recording on them all a worker needs. Workers on any machine then join with
+``spheroid-hpo worker --storage URL --study NAME``; docker-compose runs it once
+before its worker containers start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.data import prepare_split
+from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+from spheroid_hpo.storage import RUNS_DIR, default_storage_url, open_storage
+from spheroid_hpo.studies import DataRecord, create_studies
+
+
+@dataclass(frozen=True)
+class StudyFamily:
+    """The per-architecture studies of one study file, in storage and ready for workers."""
+
+    study_name: str
+    storage_url: str
+    studies: dict[str, optuna.Study]  # architecture -> its Optuna study
+    data: DataRecord
+
+
+def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> StudyFamily:
+    """Create (or reopen, to resume) ``config``'s studies in its storage; start no worker.
+
+    The split manifest is written to ``runs_dir/<study>/splits.csv`` (the data
+    folder may be read-only) and recorded on the studies with the data's
+    fingerprint, so a worker with its own copy of the data can check it has the
+    same images.
+    """
+    storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
+    # Storage first: a wrong URL fails at once instead of after the data is scanned.
+    storage = open_storage(storage_url, heartbeat_interval=None)
+    data = prepare_data(config, runs_dir=runs_dir)
+    studies = create_studies(config, storage, study_file_text=config.source.read_text(), data=data)
+    return StudyFamily(study_name=config.name, storage_url=storage_url, studies=studies, data=data)
+
+
+def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> DataRecord:
+    """Resolve the data folder (or write the demo set) and make the study's split manifest."""
+    demo = None
+    data_dir = config.data.path
+    if data_dir is None:
+        demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
+        data_dir = ensure_demo_data(demo_data_dir(runs_dir, **demo), **demo)
+    split = prepare_split(
+        data_dir, manifest_path=Path(runs_dir) / config.name / "splits.csv", seed=config.data.split_seed,
+        fractions=config.data.fractions, group_by=config.data.group_by,
+    )
+    return DataRecord(
+        path=None if demo else str(Path(data_dir).resolve()), demo=demo, image_size=config.data.image_size,
+        fingerprint=split.fingerprint, manifest_csv=split.manifest_path.read_text(),
+    )

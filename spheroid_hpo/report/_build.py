@@ -1,0 +1,260 @@
+"""``write_report``: from a finished study to a report folder, written whole or not at all.
+
+Flow: load the study family -> pick each architecture's best trial (validation
+macro-F1) and its baseline -> score their saved models once on the test split ->
+optionally retrain the best configurations with K seeds -> tables, figures,
+summary -> Markdown, HTML, CSV and LaTeX in a hidden staging folder that is
+renamed into place only when everything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from optuna.trial import FrozenTrial, TrialState
+
+from spheroid_hpo import engine
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.report._artifacts import download_history, download_model
+from spheroid_hpo.report._content import ReportContent, report_blocks
+from spheroid_hpo.report._evaluate import TestEvaluation, evaluate_on_test
+from spheroid_hpo.report._family import StudyFamily, baseline_trial, open_family, require_best_trials
+from spheroid_hpo.report._figures import (
+    curves_figure,
+    importances_figure,
+    optimization_history_figure,
+    test_confusion_figure,
+)
+from spheroid_hpo.report._paired import PairedComparison
+from spheroid_hpo.report._render import render_html, render_markdown
+from spheroid_hpo.report._repeats import RepeatedRuns, compare_architectures, repeat_best
+from spheroid_hpo.report._study_data import load_study_data, study_data_dir, write_study_manifest
+from spheroid_hpo.report._summary import StudySummary, summarize_study
+from spheroid_hpo.report._table import Table3Row, write_table3_csv, write_table3_tex
+from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, open_artifact_store
+
+_MARKER = ".spheroid-hpo-report"  # marks a folder this command may replace
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What the report shows, for callers and tests; the files are in ``out_dir``."""
+
+    out_dir: Path
+    class_names: tuple[str, ...]
+    tuned: tuple[Table3Row, ...]  # Table III, one row per architecture
+    original: tuple[Table3Row, ...]  # the paper's original configuration, per architecture
+    evaluations: dict[str, TestEvaluation]  # the best trial's test predictions, per architecture
+    summaries: tuple[StudySummary, ...]
+    repeats: dict[str, RepeatedRuns]
+    comparisons: tuple[PairedComparison, ...]
+    notes: tuple[str, ...]
+    seconds: float
+
+
+def write_report(
+    *,
+    study: str | None,
+    storage_url: str | None = None,
+    out_dir: Path | None = None,
+    artifact_dir: Path | None = None,
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path | None = None,
+    repeats: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> ReportResult:
+    """Write ``report.md``, ``report.html``, ``table3.csv`` and ``table3.tex`` for study ``study``.
+
+    ``repeats`` > 0 retrains each architecture's best configuration with that many
+    seeds and compares the architectures paired by seed. Nothing is written unless
+    the whole report is; an existing report in ``out_dir`` is replaced.
+    """
+    started = time.perf_counter()
+    if repeats < 0:
+        raise InputError(f"--repeats must be 0 (no retraining) or more, but got {repeats}")
+    runs_dir = Path(runs_dir)
+    family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
+    best = require_best_trials(family)
+    out_dir = Path(out_dir) if out_dir is not None else runs_dir / family.name / "report"
+    _check_out_dir(out_dir)
+    artifact_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(family.name, runs_dir=runs_dir)
+    if not artifact_dir.is_dir():
+        raise InputError(
+            f"artifact folder {artifact_dir} does not exist; pass --artifacts with the folder the study's workers "
+            f"wrote models to (launch prints it)"
+        )
+    torch_device = engine.resolve_device(device)
+    say = _printer(progress)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # A hidden sibling, so the final rename stays on one file system; mkdir (unlike mkdtemp) honours the umask.
+    staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="spheroid-hpo-report-") as scratch:
+            result = _build(
+                family, best, staging=staging, scratch=Path(scratch), artifact_dir=artifact_dir,
+                runs_dir=runs_dir, data_dir=data_dir, repeats=repeats, device=torch_device, say=say,
+            )
+        (staging / _MARKER).write_text("spheroid-hpo report folder; `spheroid-hpo report` replaces it\n")
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ReportResult(out_dir=out_dir, seconds=time.perf_counter() - started, **result)
+
+
+def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, scratch: Path, artifact_dir: Path,
+           runs_dir: Path, data_dir: Path | None, repeats: int, device, say) -> dict:
+    store = open_artifact_store(artifact_dir)
+    folder = study_data_dir(family, data_dir=data_dir, runs_dir=runs_dir)
+    manifest = write_study_manifest(family, staging / "splits.csv")
+    say(f"loading the test split of {folder}")
+    dataset = load_study_data(family, data_dir=folder, manifest_path=manifest, splits=("test",))
+    class_names = dataset.class_names
+    precision = family.config.training.precision
+
+    evaluations: dict[tuple[str, int], TestEvaluation] = {}  # a baseline may also be the best trial
+
+    def evaluate(architecture: str, trial: FrozenTrial) -> TestEvaluation:
+        key = (architecture, trial.number)
+        if key not in evaluations:
+            say(f"testing {architecture} trial {trial.number}")
+            model = download_model(trial, artifact_store=store, artifact_dir=artifact_dir,
+                                   study_name=family.config.study_name(architecture), folder=scratch)
+            evaluations[key] = evaluate_on_test(
+                model, architecture=architecture, trial_number=trial.number, test=dataset.test,
+                class_names=class_names, precision=precision, device=device,
+            )
+        return evaluations[key]
+
+    tuned, original, best_evaluations = [], [], {}
+    for architecture, trial in best.items():
+        best_evaluations[architecture] = evaluate(architecture, trial)
+        tuned.append(_row(architecture, trial, best_evaluations[architecture]))
+        baseline = baseline_trial(family.trials(architecture))
+        if baseline is None:
+            original.append(Table3Row(architecture=architecture, class_f1=None, mean_f1=None,
+                                      note="no baseline trial (the study file has no [baseline])"))
+        elif baseline.state == TrialState.COMPLETE:
+            original.append(_row(architecture, baseline, evaluate(architecture, baseline)))
+        else:
+            original.append(_row(architecture, baseline, None,
+                                 note=f"trial {baseline.number} {baseline.state.name.lower()}: no model to test"))
+
+    repeated, comparisons = {}, []
+    if repeats:
+        repeated = repeat_best(
+            family, best, data_dir=folder, manifest_path=manifest, repeats=repeats, device=str(device),
+            on_run=lambda architecture, seed: say(f"retraining {architecture} with seed {seed}"),
+        )
+        comparisons = compare_architectures(repeated)
+
+    say("drawing figures")
+    figures = staging / "figures"
+    figures.mkdir()
+    notes, figure_files = [], {}
+    for architecture, trial in best.items():
+        history = download_history(trial, storage=family.storage, artifact_store=store, folder=scratch,
+                                   study_name=family.config.study_name(architecture))
+        source = f"best trial {trial.number}, loss and accuracy per epoch"
+        if history is None and architecture in repeated:
+            history, source = repeated[architecture].histories[0], "retrained best configuration, first seed"
+        files = {}
+        if history:
+            files["curves"] = curves_figure(history, figures / f"{architecture}-curves.png",
+                                            architecture=architecture, source=source)
+        else:
+            notes.append(f"{architecture}: trial {trial.number} stored no training history, so no curves.")
+        files["confusion"] = test_confusion_figure(
+            best_evaluations[architecture].metrics.confusion, class_names, figures / f"{architecture}-confusion.png",
+            architecture=architecture, trial_number=trial.number,
+        )
+        study = family.studies[architecture]
+        for name, plot in (("history", optimization_history_figure), ("importances", importances_figure)):
+            drawn = plot(study, figures / f"{architecture}-{name}.png", architecture=architecture)
+            if drawn.path is not None:
+                files[name] = drawn.path
+            else:
+                notes.append(drawn.note)
+        figure_files[architecture] = {key: path.relative_to(staging) for key, path in files.items()}
+
+    summaries = tuple(summarize_study(a, family.trials(a)) for a in family.config.architectures)
+    caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
+    write_table3_csv(tuned, class_names, staging / "table3.csv")
+    write_table3_tex(tuned, class_names, staging / "table3.tex", caption=caption)
+
+    content = ReportContent(
+        family=family, class_names=class_names, split_sizes=_split_sizes(family.manifest_csv),
+        data_folder=folder, tuned=tuple(tuned), original=tuple(original), best=best, summaries=summaries,
+        repeats=repeated, comparisons=tuple(comparisons), figures=figure_files, notes=tuple(notes),
+    )
+    title, blocks = report_blocks(content)
+    (staging / "report.md").write_text(render_markdown(title, blocks))
+    (staging / "report.html").write_text(render_html(title, blocks, folder=staging))
+    return {
+        "class_names": class_names, "tuned": tuple(tuned), "original": tuple(original),
+        "evaluations": best_evaluations, "summaries": summaries, "repeats": repeated,
+        "comparisons": tuple(comparisons), "notes": tuple(notes),
+    }
+
+
+def _row(architecture: str, trial: FrozenTrial, evaluation: TestEvaluation | None, *, note: str = "") -> Table3Row:
+    return Table3Row(
+        architecture=architecture,
+        class_f1=evaluation.metrics.f1 if evaluation else None,
+        mean_f1=evaluation.metrics.macro_f1 if evaluation else None,
+        params=dict(trial.params),
+        val_macro_f1=trial.value if trial.state == TrialState.COMPLETE else None,
+        seconds=trial.user_attrs.get("wall_time_seconds"),
+        parameter_count=trial.user_attrs.get("parameter_count"),
+        trial_number=trial.number,
+        note=note,
+    )
+
+
+def _split_sizes(manifest_csv: str) -> dict[str, int]:
+    sizes = {"train": 0, "val": 0, "test": 0}
+    for row in csv.DictReader(io.StringIO(manifest_csv)):
+        sizes[row["split"]] = sizes.get(row["split"], 0) + 1
+    return sizes
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; pass a folder for the report")
+    if any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file():
+        raise InputError(
+            f"--out folder {out_dir} holds other files and is not a report folder; pass a new or empty folder "
+            f"(a previous report there is replaced)"
+        )
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Swap the finished report in with two renames, so readers never see a half-written one."""
+    previous = None
+    if out_dir.exists():
+        previous = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
+        os.replace(out_dir, previous)
+    os.replace(staging, out_dir)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _printer(enabled: bool):
+    def say(message: str) -> None:
+        if enabled:
+            print(message, file=sys.stderr, flush=True)
+    return say
