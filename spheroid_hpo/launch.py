@@ -107,11 +107,14 @@ def launch(
     ]
     interrupted = False
     try:
-        with Live(console=console, refresh_per_second=1, transient=False) as live:
-            while any(process.poll() is None for process in processes):
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=1, transient=False) as live:
+                while any(process.poll() is None for process in processes):
+                    live.update(_live_view(studies, processes, started))
+                    time.sleep(POLL_SECONDS)
                 live.update(_live_view(studies, processes, started))
-                time.sleep(POLL_SECONDS)
-            live.update(_live_view(studies, processes, started))
+        else:
+            _log_progress(studies, processes, started, console)
     except KeyboardInterrupt:
         interrupted = True
         console.print("stopping workers: running trials are saved as interrupted and resume on the next launch")
@@ -182,6 +185,26 @@ def _stop_workers(processes: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _log_progress(studies, processes: list[subprocess.Popen], started: float, console: Console) -> None:
+    """Without a terminal (CI logs, nohup), print one line whenever a trial changes state."""
+    last = None
+    while True:
+        running = any(process.poll() is None for process in processes)
+        progress = summarize_studies(studies)
+        counts = [(row.complete, row.pruned, row.failed, row.running) for row in progress]
+        if counts != last:
+            last = counts
+            console.print(f"[{time.monotonic() - started:5.0f} s] " + "; ".join(
+                f"{row.architecture}: {row.finished}/{row.budget} done ({row.complete} ok, {row.pruned} pruned, "
+                f"{row.failed} failed), {row.running} running, best "
+                + (f"{row.best_value:.3f}" if row.best_value is not None else "-")
+                for row in progress
+            ), highlight=False, soft_wrap=True)
+        if not running:
+            return
+        time.sleep(POLL_SECONDS)
 
 
 def _live_view(studies, processes: list[subprocess.Popen], started: float):

@@ -41,16 +41,11 @@ CASES = {
         f"postgresql+psycopg://spheroid_no_such_role:{PASSWORD}@{HOST}:{PORT}/{DB}",
         f"postgresql+psycopg://spheroid_no_such_role:***@{HOST}:{PORT}/{DB}",
     ),
-    "unknown database": Case(
-        f"postgresql+psycopg://postgres:{PASSWORD}@{HOST}:{PORT}/spheroid_no_such_db",
-        f"postgresql+psycopg://postgres:***@{HOST}:{PORT}/spheroid_no_such_db",
-    ),
     "unknown driver": Case(
         f"postgresql+nodriver://postgres:{PASSWORD}@{HOST}:{PORT}/{DB}",
         f"postgresql+nodriver://postgres:***@{HOST}:{PORT}/{DB}",
     ),
-    "garbage": Case("this is not a url", "this is not a url", secrets=()),
-    "garbage with a password": Case(
+    "garbage": Case(  # no "://": nothing parses, the password must still be hidden
         f"postgresql+psycopg//postgres:{PASSWORD}@{HOST}:{PORT}/{DB}",
         f"postgresql+psycopg//postgres:***@{HOST}:{PORT}/{DB}",
     ),
@@ -65,8 +60,9 @@ CASES = {
     ),
 }
 
-# Every command that opens storage answers the same way; one case each is enough.
-OTHER_COMMANDS = ("create", "launch", "dashboard")
+# The commands that create studies answer the same way; one case each is enough
+# (every fresh interpreter imports torch, so the cases are kept few).
+OTHER_COMMANDS = ("create", "launch")
 
 
 @dataclass(frozen=True)
@@ -85,8 +81,6 @@ def outcomes(tmp_path_factory) -> dict[tuple[str, str], Outcome]:
     def args(command: str, url: str) -> list[str]:
         if command == "worker":
             return ["worker", "--storage", url, "--study", "storage_errors", "--runs-dir", str(runs_dir)]
-        if command == "dashboard":
-            return ["dashboard", "--storage", url, "--study", "storage_errors", "--port", "0"]
         return [command, "--study", str(study_file), "--storage", url, "--runs-dir", str(runs_dir)]
 
     runs = [("worker", name) for name in CASES] + [(command, "server down") for command in OTHER_COMMANDS]
@@ -100,7 +94,7 @@ def outcomes(tmp_path_factory) -> dict[tuple[str, str], Outcome]:
         )
         return Outcome(done.returncode, done.stderr)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(runs, pool.map(run, runs)))
 
 
@@ -130,10 +124,8 @@ def test_messages_say_what_went_wrong(outcomes):
     expected = {
         "server down": "Connection refused",
         "unknown user": 'role "spheroid_no_such_role" does not exist',
-        "unknown database": 'database "spheroid_no_such_db" does not exist',
         "unknown driver": "not installed or unknown",
         "garbage": "is not a database URL",
-        "garbage with a password": "is not a database URL",
         "port not a number": "is not a database URL",
         "unencoded @ in the password": "%40",
     }

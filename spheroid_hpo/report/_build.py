@@ -141,15 +141,15 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
     tuned, original, best_evaluations = [], [], {}
     for architecture, trial in best.items():
         best_evaluations[architecture] = evaluate(architecture, trial)
-        tuned.append(_row(architecture, trial, best_evaluations[architecture]))
+        tuned.append(_row(family, architecture, trial, best_evaluations[architecture]))
         baseline = baseline_trial(family.trials(architecture))
         if baseline is None:
             original.append(Table3Row(architecture=architecture, class_f1=None, mean_f1=None,
                                       note="no baseline trial (the study file has no [baseline])"))
         elif baseline.state == TrialState.COMPLETE:
-            original.append(_row(architecture, baseline, evaluate(architecture, baseline)))
+            original.append(_row(family, architecture, baseline, evaluate(architecture, baseline)))
         else:
-            original.append(_row(architecture, baseline, None,
+            original.append(_row(family, architecture, baseline, None,
                                  note=f"trial {baseline.number} {baseline.state.name.lower()}: no model to test"))
 
     repeated, comparisons = {}, []
@@ -189,7 +189,7 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
                 notes.append(drawn.note)
         figure_files[architecture] = {key: path.relative_to(staging) for key, path in files.items()}
 
-    summaries = tuple(summarize_study(a, family.trials(a)) for a in family.config.architectures)
+    summaries = tuple(summarize_study(a, family.trials(a), params=family.params) for a in family.config.architectures)
     caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
     write_table3_csv(tuned, class_names, staging / "table3.csv")
     write_table3_tex(tuned, class_names, staging / "table3.tex", caption=caption)
@@ -209,12 +209,13 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
     }
 
 
-def _row(architecture: str, trial: FrozenTrial, evaluation: TestEvaluation | None, *, note: str = "") -> Table3Row:
+def _row(family: StudyFamily, architecture: str, trial: FrozenTrial, evaluation: TestEvaluation | None, *,
+         note: str = "") -> Table3Row:
     return Table3Row(
         architecture=architecture,
         class_f1=evaluation.metrics.f1 if evaluation else None,
         mean_f1=evaluation.metrics.macro_f1 if evaluation else None,
-        params=dict(trial.params),
+        params=family.params(trial),
         val_macro_f1=trial.value if trial.state == TrialState.COMPLETE else None,
         seconds=trial.user_attrs.get("wall_time_seconds"),
         parameter_count=trial.user_attrs.get("parameter_count"),

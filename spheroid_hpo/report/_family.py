@@ -33,6 +33,16 @@ class StudyFamily:
     def trials(self, architecture: str) -> list[FrozenTrial]:
         return self.studies[architecture].get_trials(deepcopy=False)
 
+    def params(self, trial: FrozenTrial) -> dict[str, float]:
+        """Every hyperparameter the trial trained with, in search-space order.
+
+        Optuna records only suggested values; a fixed one (``bn_momentum = 0.1``) is
+        never suggested, yet a retraining needs it.
+        """
+        fixed = {spec.name: spec.value for spec in self.config.search_space if spec.kind == "fixed"}
+        merged = {**fixed, **trial.params}
+        return {spec.name: merged[spec.name] for spec in self.config.search_space if spec.name in merged}
+
 
 def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = RUNS_DIR) -> StudyFamily:
     """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""

@@ -46,19 +46,20 @@ def _md_cell(text: str) -> str:
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
-       max-width: 1100px; margin: 2rem auto; padding: 0 1.5rem; background: #fff; }
+       max-width: 1400px; margin: 2rem auto; padding: 0 1.5rem; background: #fff; }
 h1 { font-size: 1.8rem; border-bottom: 2px solid #d0d7de; padding-bottom: .3rem; }
 h2 { font-size: 1.35rem; margin-top: 2.2rem; border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; }
 h3 { font-size: 1.1rem; margin-top: 1.6rem; }
-table { border-collapse: collapse; margin: .6rem 0 1.4rem; font-size: .9rem; display: block; overflow-x: auto; }
+.table-wrap { overflow-x: auto; margin: .6rem 0 1.4rem; }
+table { border-collapse: collapse; font-size: .85rem; }
 caption { text-align: left; font-weight: 600; padding-bottom: .4rem; }
-th, td { border: 1px solid #d0d7de; padding: .3rem .6rem; white-space: nowrap; }
+th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; white-space: nowrap; }
 th { background: #f6f8fa; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .note { background: #fff8c5; border-left: 4px solid #d4a72c; padding: .5rem .8rem; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; margin: .6rem 0 1.4rem; }
-figure { margin: 0; flex: 1 1 420px; max-width: 100%; }
+figure { margin: 0; flex: 0 1 640px; max-width: 100%; }
 figure img { width: 100%; height: auto; border: 1px solid #d0d7de; border-radius: 4px; }
 figcaption { font-size: .85rem; color: #57606a; }
 """
@@ -104,7 +105,7 @@ def _html_table(table: Table) -> str:
         ) + "</tr>"
         for row in table.rows
     )
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="table-wrap"><table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _data_uri(path: Path) -> str:

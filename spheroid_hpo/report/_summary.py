@@ -7,7 +7,7 @@ fraction is of the compute the study would have spent without pruning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial, TrialState
@@ -39,16 +39,26 @@ class StudySummary:
         return self.epochs_saved / total if total > 0 else 0.0
 
 
-def summarize_study(architecture: str, trials: Iterable[FrozenTrial]) -> StudySummary:
-    """Counts by state, compute time, pruner savings and mean throughput of one architecture's trials."""
+def summarize_study(
+    architecture: str,
+    trials: Iterable[FrozenTrial],
+    *,
+    params: Callable[[FrozenTrial], dict] = lambda trial: trial.params,
+) -> StudySummary:
+    """Counts by state, compute time, pruner savings and mean throughput of one architecture's trials.
+
+    ``params`` gives a trial's hyperparameters (``StudyFamily.params`` adds fixed ones, such as a
+    fixed epoch count, that Optuna does not record).
+    """
     trials = list(trials)
     progress = summarize(architecture, trials, budget=None)
     epochs_trained = sum(_trained_here(t) for t in trials)
     epochs_saved, seconds_saved = 0, 0.0
     for trial in trials:
-        if trial.state != TrialState.PRUNED or "epochs" not in trial.params:
+        suggested = params(trial).get("epochs")
+        if trial.state != TrialState.PRUNED or suggested is None:
             continue
-        untrained = max(0, int(trial.params["epochs"]) - int(trial.user_attrs.get("epochs_trained", 0)))
+        untrained = max(0, int(suggested) - int(trial.user_attrs.get("epochs_trained", 0)))
         epochs_saved += untrained
         if _trained_here(trial) > 0:
             pace = float(trial.user_attrs.get("wall_time_seconds", 0.0)) / _trained_here(trial)

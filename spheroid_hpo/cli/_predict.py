@@ -1,0 +1,25 @@
+"""``spheroid-hpo predict``: classify new images with a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from spheroid_hpo.cli._app import app
+
+
+@app.command("predict")
+def predict_command(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
+    model: Annotated[Path, typer.Option(help="A model.pt, or a run folder holding one (train, reproduce --out).")],
+    out: Annotated[Path, typer.Option(help="CSV to write: path, predicted class, probability per class, error.")] = Path("predictions.csv"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Predict the class of each image; unreadable files get a row with the reason."""
+    from spheroid_hpo.predict import predict_images
+
+    summary = predict_images(model=model, inputs=inputs, out=out, device=device)
+    problems = f", {summary.errors} could not be read (see the error column)" if summary.errors else ""
+    typer.echo(f"wrote {summary.out}: {summary.images} images{problems}")

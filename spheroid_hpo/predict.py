@@ -1,0 +1,127 @@
+"""Classify new images with a saved model: one CSV row per image, never a crash on a bad file.
+
+Images are read exactly as for training (``spheroid_hpo.data``: 16-bit TIFF
+stretched by its own range, grey to three channels, antialiased resize) and
+normalised with the mean and std saved with the model. Folders are walked
+recursively with the data package's rules: image suffixes only, hidden files
+and folders skipped. A file that cannot be read gets a row saying why.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spheroid_hpo import engine
+from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.saved_model import load_model
+
+CHUNK = 256  # images decoded at a time: memory stays flat on folders of any size
+_SKIPPED_FOLDERS = frozenset({"__macosx"})  # zip-tool droppings, as the data package skips them
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    out: Path
+    images: int  # rows written
+    errors: int  # rows that carry an error instead of a prediction
+    class_names: tuple[str, ...]
+
+
+def predict_images(
+    *,
+    model: Path,
+    inputs: Sequence[Path],
+    out: Path,
+    device: str = "auto",
+    batch_size: int = engine.EVAL_BATCH_SIZE,
+) -> PredictSummary:
+    """Write ``out`` (CSV): path, predicted class, the probability of every class, and an error column.
+
+    ``inputs`` are image files or folders (walked recursively). ``model`` is a
+    ``model.pt`` or a run folder holding one.
+    """
+    if not inputs:
+        raise InputError("pass at least one image or folder to classify")
+    torch_device = engine.resolve_device(device)
+    network, info = load_model(model, device=torch_device)
+    files = list(_image_files(inputs))
+    if not files:
+        raise InputError(
+            f"no image files found in {', '.join(str(p) for p in inputs)}; images need a suffix in "
+            f"{' '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["path", "predicted_class", *(f"p_{name}" for name in info.class_names), "error"]
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    errors = 0
+    try:
+        with open(partial, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for start in range(0, len(files), CHUNK):
+                rows = _classify(files[start:start + CHUNK], network=network, info=info, batch_size=batch_size)
+                errors += sum(1 for row in rows if row[-1])
+                writer.writerows(rows)
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return PredictSummary(out=out, images=len(files), errors=errors, class_names=info.class_names)
+
+
+def _classify(files: list[tuple[str, str]], *, network, info, batch_size: int) -> list[list]:
+    """Rows for one chunk of (path, reason-it-is-not-an-image) pairs, in input order."""
+    readable = [path for path, reason in files if not reason]
+    images, problems = decode_images(Path("."), readable, image_size=info.image_size)
+    reasons = dict(problems)
+    probabilities = iter(())
+    if len(images):
+        logits = engine.predict_logits(network, images, mean=info.mean, std=info.std, batch_size=batch_size)
+        probabilities = iter(torch.softmax(logits, dim=1).cpu().tolist())
+    blank = [""] * len(info.class_names)
+    rows = []
+    for path, reason in files:
+        reason = reason or reasons.get(path, "")
+        if reason:
+            rows.append([path, "", *blank, reason])
+            continue
+        p = next(probabilities)
+        best = max(range(len(p)), key=p.__getitem__)
+        rows.append([path, info.class_names[best], *(f"{value:.6f}" for value in p), ""])
+    return rows
+
+
+def _image_files(inputs: Sequence[Path]) -> Iterator[tuple[str, str]]:
+    """(path, reason) for every input file: reason is empty for a candidate image.
+
+    A named file is always listed, with a reason when it is not an image; a folder
+    contributes its image files only, as the data package finds them.
+    """
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            for root, folders, names in os.walk(item):
+                folders[:] = sorted(f for f in folders if not _hidden(f) and f.lower() not in _SKIPPED_FOLDERS)
+                for name in sorted(names):
+                    if not _hidden(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield str(Path(root) / name), ""
+        elif item.is_file():
+            if Path(item).suffix.lower() in IMAGE_SUFFIXES:
+                yield str(item), ""
+            else:
+                suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+                yield str(item), f"not an image file: suffix {item.suffix or '(none)'} is not one of {suffixes}"
+        else:
+            raise InputError(f"{item} does not exist; pass image files or folders of images")
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
