@@ -244,12 +244,18 @@ def reproduce(
     data_dir: Path | None = None,
     runs_dir: Path = RUNS_DIR,
     out_dir: Path | None = None,
-    device: str = "auto",
+    device: str | None = None,
 ) -> ReproduceResult:
-    """Retrain the configuration in ``path`` (a best.toml) on its split and score it."""
+    """Retrain the configuration in ``path`` (a best.toml) on its split and score it.
+
+    ``device`` defaults to the kind the trial trained on (CPU when that is not here),
+    since CPU and GPU arithmetic differ in the last bits.
+    """
     config = read_best_config(path)
     started = time.perf_counter()
     folder = _data_folder(config, data_dir=data_dir, runs_dir=Path(runs_dir))
+    if device is None:
+        device = "cuda" if config.trained_on == "cuda" and torch.cuda.is_available() else "cpu"
     torch_device = engine.resolve_device(device)
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-reproduce-") as scratch:
         scratch = Path(scratch)

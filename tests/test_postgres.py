@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from psycopg import sql
 
 from conftest import POSTGRES_URL, write_tiny_study
-from spheroid_hpo.storage import open_storage
+from spheroid_hpo.storage import masked_url, open_storage
 from spheroid_hpo.studies import budget_used
 
 SPHEROID_HPO = str(Path(sys.executable).with_name("spheroid-hpo"))
@@ -102,15 +102,15 @@ def distributed_run(database, tmp_path_factory) -> DistributedRun:
     assert created.returncode == 0, created.stderr
 
     database_name = sqlalchemy.engine.make_url(database).database
-    monitor = psycopg.connect(_conninfo(database_name), autocommit=True)
-    barrier = psycopg.connect(_conninfo(database_name))
-    # SHARE mode lets every worker read the studies but blocks writes to trials, so each
-    # worker stops at its first claim until the barrier's transaction ends.
-    barrier.execute("LOCK TABLE trials IN SHARE MODE")
     launch_log, hand_log = folder / "launch.out", folder / "hand-worker.out"
-    processes = []
-    try:
-        with open(launch_log, "wb") as launch_out, open(hand_log, "wb") as hand_out:
+    processes: list[subprocess.Popen] = []
+    with psycopg.connect(_conninfo(database_name), autocommit=True) as monitor, \
+            psycopg.connect(_conninfo(database_name)) as barrier, \
+            open(launch_log, "wb") as launch_out, open(hand_log, "wb") as hand_out:
+        # SHARE mode lets every worker read the studies but blocks writes to trials, so each
+        # worker stops at its first claim until the barrier's transaction ends.
+        barrier.execute("LOCK TABLE trials IN SHARE MODE")
+        try:
             launch = subprocess.Popen(
                 [SPHEROID_HPO, "launch", "--workers", str(LAUNCH_WORKERS), "--study", str(study_file),
                  "--storage", database, "--runs-dir", str(server_runs), "--artifacts", str(artifacts)],
@@ -126,28 +126,10 @@ def distributed_run(database, tmp_path_factory) -> DistributedRun:
                 env=env, start_new_session=True,  # a process group of its own: another machine
             )
             processes.append(hand)
-
-            others = (barrier.info.backend_pid,)
-            peak, blocked, released = 0, 0, False
-            deadline = time.monotonic() + 420
-            while any(p.poll() is None for p in processes):
-                assert time.monotonic() < deadline, "the distributed run did not finish in time"
-                connections, waiting = monitor.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid() AND pid <> ALL(%s)",
-                    (database_name, list(others)),
-                ).fetchone()
-                peak = max(peak, connections)
-                if not released and waiting >= LAUNCH_WORKERS + 1:
-                    blocked = waiting
-                    barrier.commit()
-                    released = True
-                assert released or launch.poll() is None and hand.poll() is None, _tail(launch_log, hand_log)
-                time.sleep(0.25)
-    finally:
-        barrier.close()
-        monitor.close()
-        _stop_everything_under(folder, processes)
+            blocked, peak = _release_and_watch(monitor, barrier, database_name, processes, logs=(launch_log, hand_log))
+        finally:
+            barrier.rollback()
+            _stop_everything_under(folder, processes)
 
     return DistributedRun(
         name=name, storage_url=database, server_runs=server_runs, machine2_runs=machine2_runs, artifacts=artifacts,
@@ -156,6 +138,33 @@ def distributed_run(database, tmp_path_factory) -> DistributedRun:
         hand_code=hand.returncode, hand_output=hand_log.read_text(), blocked_at_barrier=blocked,
         peak_connections=peak, processes=LAUNCH_WORKERS + 2,
     )
+
+
+def _release_and_watch(
+    monitor: psycopg.Connection, barrier: psycopg.Connection, database_name: str,
+    processes: list[subprocess.Popen], *, logs: tuple[Path, ...],
+) -> tuple[int, int]:
+    """Release the barrier once every worker waits on it; sample connections until all exit.
+
+    Returns how many workers waited at the barrier and the most connections seen at once.
+    """
+    peak, blocked = 0, 0
+    deadline = time.monotonic() + 420
+    while any(process.poll() is None for process in processes):
+        assert time.monotonic() < deadline, "the distributed run did not finish in time\n" + _tail(*logs)
+        connections, waiting = monitor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND pid <> %s",
+            (database_name, barrier.info.backend_pid),
+        ).fetchone()
+        peak = max(peak, connections)
+        if not blocked:
+            assert all(process.poll() is None for process in processes), _tail(*logs)
+            if waiting >= LAUNCH_WORKERS + 1:
+                blocked = waiting
+                barrier.commit()
+        time.sleep(0.25)
+    return blocked, peak
 
 
 def _tail(*paths: Path) -> str:
@@ -257,7 +266,8 @@ def test_hand_started_worker_uses_its_own_disk_and_the_shared_artifacts(distribu
 def test_create_lists_the_studies_and_how_to_join(distributed_run):
     output = distributed_run.create_output
     assert f"{distributed_run.name}.squeezenet1_1" in output and f"{distributed_run.name}.resnet18" in output
-    assert f"spheroid-hpo worker --storage {distributed_run.storage_url} --study {distributed_run.name}" in output
+    url = masked_url(distributed_run.storage_url)
+    assert f"spheroid-hpo worker --storage {url} --study {distributed_run.name}" in output
 
 
 def test_pooled_connection_killed_by_the_server_is_replaced(database):

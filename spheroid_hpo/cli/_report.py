@@ -66,7 +66,8 @@ def reproduce_command(
     best_file: Annotated[Path, typer.Argument(help="A best.toml written by export-best.")],
     data: Annotated[Optional[Path], typer.Option(help="This machine's copy of the data folder (not for demo data).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Keep the retrained run folder (model.pt, metrics.json) here.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N; default the kind the trial trained "
+                                                       "on.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Folder for the regenerated demo data.")] = RUNS_DIR,
 ) -> None:
     """Retrain a best.toml and compare; exit 0 within its tolerance, 1 outside."""

@@ -121,36 +121,13 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
     manifest = write_study_manifest(family, staging / "splits.csv")
     say(f"loading the test split of {folder}")
     dataset = load_study_data(family, data_dir=folder, manifest_path=manifest, splits=("test",))
-    class_names = dataset.class_names
-    precision = family.config.training.precision
+    tester = _Tester(family, store=store, artifact_dir=artifact_dir, test=dataset.test,
+                     class_names=dataset.class_names, device=device, scratch=scratch, say=say)
 
-    evaluations: dict[tuple[str, int], TestEvaluation] = {}  # a baseline may also be the best trial
-
-    def evaluate(architecture: str, trial: FrozenTrial) -> TestEvaluation:
-        key = (architecture, trial.number)
-        if key not in evaluations:
-            say(f"testing {architecture} trial {trial.number}")
-            model = download_model(trial, artifact_store=store, artifact_dir=artifact_dir,
-                                   study_name=family.config.study_name(architecture), folder=scratch)
-            evaluations[key] = evaluate_on_test(
-                model, architecture=architecture, trial_number=trial.number, test=dataset.test,
-                class_names=class_names, precision=precision, device=device,
-            )
-        return evaluations[key]
-
-    tuned, original, best_evaluations = [], [], {}
+    tuned, original = [], []
     for architecture, trial in best.items():
-        best_evaluations[architecture] = evaluate(architecture, trial)
-        tuned.append(_row(family, architecture, trial, best_evaluations[architecture]))
-        baseline = baseline_trial(family.trials(architecture))
-        if baseline is None:
-            original.append(Table3Row(architecture=architecture, class_f1=None, mean_f1=None,
-                                      note="no baseline trial (the study file has no [baseline])"))
-        elif baseline.state == TrialState.COMPLETE:
-            original.append(_row(family, architecture, baseline, evaluate(architecture, baseline)))
-        else:
-            original.append(_row(family, architecture, baseline, None,
-                                 note=f"trial {baseline.number} {baseline.state.name.lower()}: no model to test"))
+        tuned.append(_row(family, architecture, trial, tester.evaluate(architecture, trial)))
+        original.append(_baseline_row(family, architecture, tester))
 
     repeated, comparisons = {}, []
     if repeats:
@@ -161,8 +138,67 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
         comparisons = compare_architectures(repeated)
 
     say("drawing figures")
-    figures = staging / "figures"
-    figures.mkdir()
+    evaluations = {architecture: tester.evaluate(architecture, trial) for architecture, trial in best.items()}
+    figure_files, notes = _draw_figures(family, best, evaluations, repeated, store=store, staging=staging,
+                                        scratch=scratch, class_names=dataset.class_names)
+
+    summaries = tuple(summarize_study(a, family.trials(a), params=family.params) for a in family.config.architectures)
+    caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
+    write_table3_csv(tuned, dataset.class_names, staging / "table3.csv")
+    write_table3_tex(tuned, dataset.class_names, staging / "table3.tex", caption=caption)
+
+    content = ReportContent(
+        family=family, class_names=dataset.class_names, split_sizes=_split_sizes(family.manifest_csv),
+        data_folder=folder, tuned=tuple(tuned), original=tuple(original), best=best, summaries=summaries,
+        repeats=repeated, comparisons=tuple(comparisons), figures=figure_files, notes=tuple(notes),
+    )
+    title, blocks = report_blocks(content)
+    (staging / "report.md").write_text(render_markdown(title, blocks))
+    (staging / "report.html").write_text(render_html(title, blocks, folder=staging))
+    return {
+        "class_names": dataset.class_names, "tuned": tuple(tuned), "original": tuple(original),
+        "evaluations": evaluations, "summaries": summaries, "repeats": repeated,
+        "comparisons": tuple(comparisons), "notes": tuple(notes),
+    }
+
+
+class _Tester:
+    """Scores trials' saved models on the test split, each trial once (a baseline may also be the best)."""
+
+    def __init__(self, family: StudyFamily, *, store, artifact_dir: Path, test, class_names, device, scratch, say):
+        self.family, self.store, self.artifact_dir, self.test = family, store, artifact_dir, test
+        self.class_names, self.device, self.scratch, self.say = class_names, device, scratch, say
+        self._done: dict[tuple[str, int], TestEvaluation] = {}
+
+    def evaluate(self, architecture: str, trial: FrozenTrial) -> TestEvaluation:
+        key = (architecture, trial.number)
+        if key not in self._done:
+            self.say(f"testing {architecture} trial {trial.number}")
+            model = download_model(trial, artifact_store=self.store, artifact_dir=self.artifact_dir,
+                                   study_name=self.family.config.study_name(architecture), folder=self.scratch)
+            self._done[key] = evaluate_on_test(
+                model, architecture=architecture, trial_number=trial.number, test=self.test,
+                class_names=self.class_names, precision=self.family.config.training.precision, device=self.device,
+            )
+        return self._done[key]
+
+
+def _baseline_row(family: StudyFamily, architecture: str, tester: _Tester) -> Table3Row:
+    baseline = baseline_trial(family.trials(architecture))
+    if baseline is None:
+        return Table3Row(architecture=architecture, class_f1=None, mean_f1=None,
+                         note="no baseline trial (the study file has no [baseline])")
+    if baseline.state != TrialState.COMPLETE:
+        return _row(family, architecture, baseline, None,
+                    note=f"trial {baseline.number} {baseline.state.name.lower()}: no model to test")
+    return _row(family, architecture, baseline, tester.evaluate(architecture, baseline))
+
+
+def _draw_figures(family: StudyFamily, best, evaluations, repeated, *, store, staging: Path, scratch: Path,
+                  class_names) -> tuple[dict[str, dict[str, Path]], list[str]]:
+    """Per architecture: curves, test confusion, optimisation history, importances; notes for what is missing."""
+    folder = staging / "figures"
+    folder.mkdir()
     notes, figure_files = [], {}
     for architecture, trial in best.items():
         history = download_history(trial, storage=family.storage, artifact_store=store, folder=scratch,
@@ -172,41 +208,23 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
             history, source = repeated[architecture].histories[0], "retrained best configuration, first seed"
         files = {}
         if history:
-            files["curves"] = curves_figure(history, figures / f"{architecture}-curves.png",
+            files["curves"] = curves_figure(history, folder / f"{architecture}-curves.png",
                                             architecture=architecture, source=source)
         else:
             notes.append(f"{architecture}: trial {trial.number} stored no training history, so no curves.")
         files["confusion"] = test_confusion_figure(
-            best_evaluations[architecture].metrics.confusion, class_names, figures / f"{architecture}-confusion.png",
+            evaluations[architecture].metrics.confusion, class_names, folder / f"{architecture}-confusion.png",
             architecture=architecture, trial_number=trial.number,
         )
         study = family.studies[architecture]
         for name, plot in (("history", optimization_history_figure), ("importances", importances_figure)):
-            drawn = plot(study, figures / f"{architecture}-{name}.png", architecture=architecture)
+            drawn = plot(study, folder / f"{architecture}-{name}.png", architecture=architecture)
             if drawn.path is not None:
                 files[name] = drawn.path
             else:
                 notes.append(drawn.note)
         figure_files[architecture] = {key: path.relative_to(staging) for key, path in files.items()}
-
-    summaries = tuple(summarize_study(a, family.trials(a), params=family.params) for a in family.config.architectures)
-    caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
-    write_table3_csv(tuned, class_names, staging / "table3.csv")
-    write_table3_tex(tuned, class_names, staging / "table3.tex", caption=caption)
-
-    content = ReportContent(
-        family=family, class_names=class_names, split_sizes=_split_sizes(family.manifest_csv),
-        data_folder=folder, tuned=tuple(tuned), original=tuple(original), best=best, summaries=summaries,
-        repeats=repeated, comparisons=tuple(comparisons), figures=figure_files, notes=tuple(notes),
-    )
-    title, blocks = report_blocks(content)
-    (staging / "report.md").write_text(render_markdown(title, blocks))
-    (staging / "report.html").write_text(render_html(title, blocks, folder=staging))
-    return {
-        "class_names": class_names, "tuned": tuple(tuned), "original": tuple(original),
-        "evaluations": best_evaluations, "summaries": summaries, "repeats": repeated,
-        "comparisons": tuple(comparisons), "notes": tuple(notes),
-    }
+    return figure_files, notes
 
 
 def _row(family: StudyFamily, architecture: str, trial: FrozenTrial, evaluation: TestEvaluation | None, *,

@@ -101,8 +101,9 @@ def _table3(content: ReportContent) -> list[Block]:
         Heading("Table III: test F1 per class of each architecture's best configuration"),
         _score_table(content.tuned, content.class_names,
                      caption="Test F1 per class and mean (macro-F1); best hyperparameters (Table II's columns)"),
-        Paragraph("Also written as table3.csv (full precision) and table3.tex. Time is the trial's wall-clock "
-                  "training time; validation macro-F1 is the score the search maximised."),
+        Paragraph("Also written as table3.csv (full precision) and table3.tex; splits.csv is the split every "
+                  "trial and this report used. Time is the trial's wall-clock training time; validation macro-F1 "
+                  "is the score the search maximised."),
     ]
 
 
