@@ -5,6 +5,12 @@ in [0, 1] that already live on the training device; each step gathers a batch,
 rotates every image by its own random angle, normalises and runs the model. The
 loop knows nothing of Optuna: a tuning run passes ``on_epoch`` and raises from it
 to stop early.
+
+This loop is the only one: ``spheroid-hpo train`` and every trial run it, so what
+makes ``benchmarks/epoch_speed.py`` fast is what users get. Measured on CPU
+(BENCHMARKS.md): channels_last memory format, the fused Adam kernel, bfloat16
+autocast where the CPU runs it natively and the model has no depthwise
+convolutions, one host sync per epoch, no per-epoch decoding.
 """
 
 from __future__ import annotations
@@ -67,12 +73,17 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
+def resolve_precision(
+    precision: str, device: torch.device, *, model: nn.Module | None = None
+) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (for ``model``); None means plain fp32.
 
     ``auto`` picks bfloat16 where the hardware runs it natively (CUDA with bf16
     support, CPUs with AVX-512 BF16 or AMX) and fp32 elsewhere, where emulated
-    bf16 would be slower than fp32.
+    bf16 would be slower than fp32. On CPU it also keeps fp32 for a ``model``
+    with depthwise convolutions (MobileNet): oneDNN's bf16 depthwise backward
+    pass is several times slower than its fp32 one, so bf16 would slow such a
+    model down (BENCHMARKS.md). Pass the model so training and evaluation agree.
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -85,8 +96,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        if model is not None and _has_depthwise_convolutions(model):
+            return None
         return torch.bfloat16
     return None
+
+
+def _has_depthwise_convolutions(model: nn.Module) -> bool:
+    return any(
+        isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+        for layer in model.modules()
+    )
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -188,12 +208,17 @@ def train(
         raise InputError("the train and validation splits must each hold at least one image")
 
     device = next(model.parameters()).device
-    autocast_dtype = resolve_precision(precision, device)
+    # oneDNN (CPU) and cuDNN convolutions are fastest on NHWC; the batches are made NHWC below.
+    model.to(memory_format=torch.channels_last)
+    autocast_dtype = resolve_precision(precision, device, model=model)
     mean_t, std_t = _stats_tensors(device, mean, std)
     train_labels = train_labels.to(device)
     # One generator drives shuffling and rotation angles, so a seed fixes the run.
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    # The fused kernel updates every parameter in one pass; on CPU it cut Adam's share of
+    # a SqueezeNet step from ~5% (foreach) to under 0.5%.
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused, foreach=None if fused else True)
     history: list[EpochStats] = []
 
     if checkpoint_path is not None and Path(checkpoint_path).exists():
@@ -234,8 +259,9 @@ def train(
                 loss_sum += loss.detach() * len(index)
                 correct += (logits.argmax(dim=1) == labels).sum()
                 seen += len(index)
-            train_seconds = time.perf_counter() - started
+            # .item() waits for the device, so the throughput counts every queued GPU step.
             train_loss = loss_sum.item() / max(seen, 1)
+            train_seconds = time.perf_counter() - started
             if not math.isfinite(train_loss):
                 raise FloatingPointError(
                     f"training loss became {train_loss} in epoch {epoch} (lr={lr:g}); "

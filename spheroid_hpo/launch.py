@@ -23,18 +23,10 @@ from rich.live import Live
 from rich.text import Text
 
 from spheroid_hpo.config import StudyConfig
-from spheroid_hpo.data import prepare_split
-from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+from spheroid_hpo.create import create_study_family
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import (
-    RUNS_DIR,
-    default_artifact_dir,
-    default_storage_url,
-    masked_url,
-    open_storage,
-)
+from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, masked_url
 from spheroid_hpo.study_progress import ArchitectureProgress, progress_table, summarize_studies
-from spheroid_hpo.studies import DataRecord, create_studies
 
 POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 60.0
@@ -80,11 +72,9 @@ def launch(
         raise InputError(f"--workers must be at least 1, but got {workers=}")
     console = console or Console(stderr=True)
     started = time.monotonic()
-    storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
+    family = create_study_family(config=config, runs_dir=runs_dir)
+    storage_url, studies = family.storage_url, family.studies
     artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
-    data = _prepare_data(config, runs_dir=runs_dir)
-    storage = open_storage(storage_url, heartbeat_interval=None)
-    studies = create_studies(config, storage, study_file_text=config.source.read_text(), data=data)
 
     devices = worker_devices(workers, gpus)
     threads = threads_per_worker(workers)
@@ -124,23 +114,6 @@ def launch(
         study_name=config.name, storage_url=storage_url, artifact_dir=artifact_dir, progress=progress,
         worker_exit_codes=[process.returncode for process in processes], interrupted=interrupted,
         seconds=time.monotonic() - started,
-    )
-
-
-def _prepare_data(config: StudyConfig, *, runs_dir: Path) -> DataRecord:
-    """Resolve the data folder (or write the demo set) and make the study's split manifest."""
-    demo = None
-    data_dir = config.data.path
-    if data_dir is None:
-        demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
-        data_dir = ensure_demo_data(demo_data_dir(runs_dir, **demo), **demo)
-    split = prepare_split(
-        data_dir, manifest_path=runs_dir / config.name / "splits.csv", seed=config.data.split_seed,
-        fractions=config.data.fractions, group_by=config.data.group_by,
-    )
-    return DataRecord(
-        path=None if demo else str(Path(data_dir).resolve()), demo=demo, image_size=config.data.image_size,
-        fingerprint=split.fingerprint, manifest_csv=split.manifest_path.read_text(),
     )
 
 

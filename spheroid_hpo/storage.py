@@ -8,6 +8,7 @@ killed worker's trial into a retried one instead of a trial RUNNING forever.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import warnings
 from pathlib import Path
@@ -37,11 +38,24 @@ def default_artifact_dir(study_name: str, *, runs_dir: Path = RUNS_DIR) -> Path:
 
 
 def masked_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and logs."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
-        return url
+    """``url`` with its password replaced by ``***``, for messages and logs.
+
+    It works on the text as typed, so a URL that does not parse (a missing ``:``,
+    an unencoded ``@`` in the password) does not show its password either.
+    """
+    if url.startswith("sqlite"):
+        return url  # a file path, which may hold ':' and '@' but never a password
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    credentials, at, location = rest.rpartition("@")
+    user, colon, _password = credentials.partition(":")
+    if at and colon:
+        url = f"{scheme}{separator}{user}:***@{location}"
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
+
+
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
 def open_storage(
@@ -97,11 +111,16 @@ def open_artifact_store(path: Path) -> FileSystemArtifactStore:
 def _parse_url(url: str) -> sqlalchemy.engine.URL:
     try:
         parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError as error:
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:  # ValueError: a port that is not a number
         raise InputError(
-            f"storage URL {url!r} is not a database URL; use sqlite:///runs/study.db or "
+            f"storage URL {masked_url(url)!r} is not a database URL; use sqlite:///runs/study.db or "
             "postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
         ) from error
+    if "@" in (parsed.host or ""):
+        raise InputError(
+            f"storage URL {masked_url(url)} has an '@' in its user name or password; write it as %40 "
+            "(percent-encode special characters, e.g. postgresql+psycopg://USER:PASS%40WORD@HOST:5432/DB)"
+        )
     if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
         raise InputError(
             f"storage URL {masked_url(url)} uses unknown database {parsed.get_backend_name()!r}; "

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import time
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +96,7 @@ def run_worker(
     trials_run = 0
     try:
         while timeout is None or time.monotonic() - started < timeout:
-            architecture = _next_architecture(studies)
+            architecture = _next_architecture(studies, worker_index=worker_index)
             if architecture is _DONE:
                 break
             if architecture is _WAIT:
@@ -112,6 +114,16 @@ def run_worker(
     finally:
         signal.signal(signal.SIGTERM, previous)
     return WorkerSummary(trials_run=trials_run, seconds=time.monotonic() - started)
+
+
+def default_worker_index() -> int:
+    """A worker index from the host name and process id, for workers started without one.
+
+    Replicas of a compose service and workers on different machines all start without
+    ``--worker-index``; equal indexes would give their samplers equal seeds, and equal
+    seeds propose the same trials.
+    """
+    return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000
 
 
 def _raise_interrupted(signum, frame):
@@ -132,11 +144,13 @@ _DONE = "done"
 _WAIT = "wait"
 
 
-def _next_architecture(studies: dict[str, optuna.Study]) -> str:
+def _next_architecture(studies: dict[str, optuna.Study], *, worker_index: int = 0) -> str:
     """The architecture to run a trial of next, or ``_WAIT``, or ``_DONE``.
 
     Queued trials (the baseline, retries of killed trials, resumed interrupted ones)
     come first; then the study with the fewest trials among those with budget left.
+    Ties go round-robin by worker index, so workers that start together spread over
+    the architectures instead of all claiming the first one's last trials.
     """
     counts: dict[str, int] = {}
     running = False
@@ -152,7 +166,8 @@ def _next_architecture(studies: dict[str, optuna.Study]) -> str:
         if budget is None or used < budget:
             counts[architecture] = used
     if counts:
-        return min(counts, key=counts.get)
+        order = {architecture: position for position, architecture in enumerate(studies)}
+        return min(counts, key=lambda a: (counts[a], (order[a] - worker_index) % len(order)))
     return _WAIT if running else _DONE
 
 

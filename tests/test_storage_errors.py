@@ -35,7 +35,8 @@ class Case:
 
 CASES = {
     "server down": Case(
-        f"postgresql+psycopg://postgres:{PASSWORD}@{HOST}:1/{DB}", f"postgresql+psycopg://postgres:***@{HOST}:1/{DB}"
+        f"postgresql+psycopg://postgres:{PASSWORD}@{HOST}:1/{DB}",
+        f"postgresql+psycopg://postgres:***@{HOST}:1/{DB}",
     ),
     "unknown user": Case(
         f"postgresql+psycopg://spheroid_no_such_role:{PASSWORD}@{HOST}:{PORT}/{DB}",
@@ -50,7 +51,8 @@ CASES = {
         f"postgresql+psycopg//postgres:***@{HOST}:{PORT}/{DB}",
     ),
     "port not a number": Case(
-        f"postgresql+psycopg://postgres:{PASSWORD}@{HOST}:port/{DB}", f"postgresql+psycopg://postgres:***@{HOST}:port/{DB}"
+        f"postgresql+psycopg://postgres:{PASSWORD}@{HOST}:port/{DB}",
+        f"postgresql+psycopg://postgres:***@{HOST}:port/{DB}",
     ),
     # An unencoded '@' splits the password: neither half may show.
     "unencoded @ in the password": Case(

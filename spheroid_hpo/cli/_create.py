@@ -14,8 +14,8 @@ from spheroid_hpo.cli._app import RUNS_DIR, app
 def create_command(
     study: Annotated[Path, typer.Option(help="Study file (TOML) with the search space and budget.")],
     storage: Annotated[Optional[str], typer.Option(help="Storage URL; default sqlite:///runs/<study>/study.db.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Data folder ROOT/<class>/<image>; overrides the study file.")] = None,
-    n_trials: Annotated[Optional[int], typer.Option(min=1, help="Trials per architecture; overrides the study file.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Data folder ROOT/<class>/<image>; overrides the study.")] = None,
+    n_trials: Annotated[Optional[int], typer.Option(min=1, help="Trials per architecture; overrides the study.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Folder for the split manifest and demo data.")] = RUNS_DIR,
 ) -> None:
     """Create the study's per-architecture studies in storage (or reopen them); workers join later."""
@@ -28,7 +28,7 @@ def create_command(
     url = masked_url(family.storage_url)
     typer.echo(f"study {family.study_name} in {url}, data {family.data.path or 'demo'} "
                f"(fingerprint {family.data.fingerprint[:12]}):")
-    for study_obj in family.studies.values():
-        typer.echo(f"  {study_obj.study_name:<40} {len(study_obj.trials):>4} trials of {config.n_trials}")
+    for optuna_study in family.studies.values():
+        typer.echo(f"  {optuna_study.study_name:<40} {len(optuna_study.trials):>4} trials of {config.n_trials}")
     typer.echo(f"start workers on any machine that reaches the storage:\n"
                f"  spheroid-hpo worker --storage {url} --study {family.study_name} --artifacts SHARED/ARTIFACTS")

@@ -47,15 +47,19 @@ def worker_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder for demo data, split manifest, checkpoints.")] = RUNS_DIR,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for this worker.")] = None,
-    worker_index: Annotated[int, typer.Option(min=0, help="Distinct per worker: offsets the sampler seed.")] = 0,
+    worker_index: Annotated[Optional[int], typer.Option(
+        min=0, help="Distinct per worker: offsets the sampler seed. Default: from the host name and process id.",
+    )] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting trials after this many seconds.")] = None,
     heartbeat_interval: Annotated[Optional[int], typer.Option(min=1, help="Seconds between trial heartbeats.")] = None,
 ) -> None:
     """Join a launched study and run its trials until every budget is spent."""
-    from spheroid_hpo.worker import run_worker
+    from spheroid_hpo.worker import default_worker_index, run_worker
 
     if storage is None and study is None:
         raise InputError("pass --storage URL (and --study NAME when it holds several studies)")
+    if worker_index is None:
+        worker_index = default_worker_index()
     summary = run_worker(
         study=study, storage_url=storage, data_dir=data, artifact_dir=artifacts, runs_dir=runs_dir,
         device=device, threads=threads, worker_index=worker_index, timeout=timeout,

@@ -96,10 +96,12 @@ def write_report(
     torch_device = engine.resolve_device(device)
     say = _printer(progress)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     # A hidden sibling, so the final rename stays on one file system; mkdir (unlike mkdtemp) honours the umask.
     staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
-    staging.mkdir()
+    try:
+        staging.mkdir(parents=True)
+    except OSError as error:
+        raise InputError(f"cannot write the report next to {out_dir}: {error.strerror}; pass --out DIR") from None
     try:
         with tempfile.TemporaryDirectory(prefix="spheroid-hpo-report-") as scratch:
             result = _build(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import sqlalchemy
+import sqlalchemy.exc
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
