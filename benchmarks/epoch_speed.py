@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(
             f"batch size {args.batch_size}, rotation up to {args.rotation} deg, lr {args.lr}, "
-            f"precision {args.precision} -> {_precision_names(device)}, baseline DataLoader workers {args.loader_workers}, "
+            f"ours: precision {args.precision} -> {_autocast_name(args.precision, device)}; baseline DataLoader workers {args.loader_workers}, "
             f"{args.repeats} rounds after a warm-up epoch\n"
         )
         rows = []
@@ -192,13 +192,12 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _precision_names(device: torch.device) -> str:
-    names = []
-    for architecture in ARCHITECTURES:
-        model = create_model(architecture, num_classes=4)
-        dtype = engine.resolve_precision("auto", device, model=model)
-        names.append(f"{architecture} {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}")
-    return ", ".join(names)
+def _autocast_name(precision: str, device: torch.device) -> str:
+    dtype = engine.resolve_precision(precision, device)
+    if dtype is None:
+        return "fp32"
+    kept = " (depthwise convolutions in fp32)" if device.type == "cpu" else ""
+    return f"{str(dtype).removeprefix('torch.')} autocast{kept}"
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -8,9 +8,9 @@ to stop early.
 
 This loop is the only one: ``spheroid-hpo train`` and every trial run it, so what
 makes ``benchmarks/epoch_speed.py`` fast is what users get. Measured on CPU
-(BENCHMARKS.md): channels_last memory format, the fused Adam kernel, bfloat16
-autocast where the CPU runs it natively and the model has no depthwise
-convolutions, one host sync per epoch, no per-epoch decoding.
+(BENCHMARKS.md): images decoded once, channels_last memory format, the fused
+Adam kernel, bfloat16 autocast where the CPU runs it natively (depthwise
+convolutions kept in float32), one host sync per epoch.
 """
 
 from __future__ import annotations
@@ -73,17 +73,13 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def resolve_precision(
-    precision: str, device: torch.device, *, model: nn.Module | None = None
-) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (for ``model``); None means plain fp32.
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
 
     ``auto`` picks bfloat16 where the hardware runs it natively (CUDA with bf16
     support, CPUs with AVX-512 BF16 or AMX) and fp32 elsewhere, where emulated
-    bf16 would be slower than fp32. On CPU it also keeps fp32 for a ``model``
-    with depthwise convolutions (MobileNet): oneDNN's bf16 depthwise backward
-    pass is several times slower than its fp32 one, so bf16 would slow such a
-    model down (BENCHMARKS.md). Pass the model so training and evaluation agree.
+    bf16 would be slower than fp32. BENCHMARKS.md shows the validation metrics
+    stay within seed-to-seed noise of fp32.
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -96,23 +92,45 @@ def resolve_precision(
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-        if model is not None and _has_depthwise_convolutions(model):
-            return None
         return torch.bfloat16
     return None
 
 
-def _has_depthwise_convolutions(model: nn.Module) -> bool:
-    return any(
-        isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
-        for layer in model.modules()
-    )
+class _Float32Conv2d(nn.Conv2d):
+    """A Conv2d that computes in float32 inside an autocast region (same parameters, same state dict)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=input.device.type, enabled=False):
+            return super().forward(input.float())
 
 
-def _autocast(device: torch.device, dtype: torch.dtype | None):
+@contextlib.contextmanager
+def _autocast(model: nn.Module, device: torch.device, dtype: torch.dtype | None):
+    """Autocast ``model``'s forward pass to ``dtype``; None runs plain fp32.
+
+    On CPU, depthwise convolutions (MobileNet's) stay in float32: oneDNN's reduced-precision
+    depthwise backward pass is several times slower than its float32 one, enough to make a
+    whole bf16 MobileNet step slower than fp32, while every other layer gains from bf16.
+    Their class is swapped for the duration of the forward pass, so the model comes out as
+    it went in; autograd records the float32 op, so its backward runs in float32 too.
+    """
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+        yield
+        return
+    depthwise = []
+    if device.type == "cpu":
+        depthwise = [
+            layer for layer in model.modules()
+            if type(layer) is nn.Conv2d and layer.groups > 1 and layer.groups == layer.in_channels
+        ]
+    for layer in depthwise:
+        layer.__class__ = _Float32Conv2d
+    try:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+    finally:
+        for layer in depthwise:
+            layer.__class__ = nn.Conv2d
 
 
 def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -144,7 +162,7 @@ def predict_logits(
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device, non_blocking=True).float()
-        with _autocast(device, autocast_dtype):
+        with _autocast(model, device, autocast_dtype):
             outputs.append(model(_normalise(batch, mean_t, std_t)).float())
     if not outputs:
         return torch.empty(0, 0, device=device)
@@ -210,7 +228,7 @@ def train(
     device = next(model.parameters()).device
     # oneDNN (CPU) and cuDNN convolutions are fastest on NHWC; the batches are made NHWC below.
     model.to(memory_format=torch.channels_last)
-    autocast_dtype = resolve_precision(precision, device, model=model)
+    autocast_dtype = resolve_precision(precision, device)
     mean_t, std_t = _stats_tensors(device, mean, std)
     train_labels = train_labels.to(device)
     # One generator drives shuffling and rotation angles, so a seed fixes the run.
@@ -222,10 +240,17 @@ def train(
     history: list[EpochStats] = []
 
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        # On the CPU first: RNG states must be CPU tensors; the state dicts are copied to the device.
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"])
+        # Dropout draws from the global generators; restoring them makes the resumed epochs
+        # the very epochs an uninterrupted run would have trained.
+        if "torch_rng" in checkpoint:  # absent from checkpoints of older versions
+            torch.set_rng_state(checkpoint["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in checkpoint:
+            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
         history = [replace(EpochStats(**record), restored=True) for record in checkpoint["history"]]
         for record in history:
             if on_epoch is not None:
@@ -249,7 +274,7 @@ def train(
                 images = rotate_batch(images, max_degrees=rotation, generator=generator)
                 images = _normalise(images, mean_t, std_t).contiguous(memory_format=torch.channels_last)
                 labels = train_labels[index]
-                with _autocast(device, autocast_dtype):
+                with _autocast(model, device, autocast_dtype):
                     logits = model(images)
                     loss = F.cross_entropy(logits.float(), labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -284,26 +309,27 @@ def train(
             history.append(stats)
             if checkpoint_path is not None:
                 _save_checkpoint(Path(checkpoint_path), model=model, optimizer=optimizer,
-                                 generator=generator, history=history)
+                                 generator=generator, history=history, device=device)
             bar.advance(stats)
             if on_epoch is not None:
                 on_epoch(stats)
     return history
 
 
-def _save_checkpoint(path: Path, *, model, optimizer, generator, history) -> None:
+def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device) -> None:
     # Write then rename: a worker killed mid-save must never leave a torn checkpoint.
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "generator": generator.get_state(),
-            "history": [record.as_dict() for record in history],
-        },
-        partial,
-    )
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": [record.as_dict() for record in history],
+    }
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    torch.save(state, partial)
     os.replace(partial, path)
 
 

@@ -104,6 +104,8 @@ def build_objective(
             architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
         ).to(device, memory_format=torch.channels_last)
         trial.set_user_attr("device", str(device))
+        # CPU results depend on the thread count (reduction order); reproduce needs it.
+        trial.set_user_attr("torch_threads", torch.get_num_threads())
         trial.set_user_attr("parameter_count", count_parameters(model))
         try:
             engine.train(

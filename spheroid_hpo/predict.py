@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 
 from spheroid_hpo import engine
-from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images
+from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.saved_model import load_model
 
 CHUNK = 256  # images decoded at a time: memory stays flat on folders of any size
-_SKIPPED_FOLDERS = frozenset({"__macosx"})  # zip-tool droppings, as the data package skips them
 
 
 @dataclass(frozen=True)
@@ -108,20 +107,13 @@ def _image_files(inputs: Sequence[Path]) -> Iterator[tuple[str, str]]:
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            for root, folders, names in os.walk(item):
-                folders[:] = sorted(f for f in folders if not _hidden(f) and f.lower() not in _SKIPPED_FOLDERS)
-                for name in sorted(names):
-                    if not _hidden(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                        yield str(Path(root) / name), ""
+            images, _ = find_images(item)
+            yield from ((str(item / path), "") for path in images)
         elif item.is_file():
-            if Path(item).suffix.lower() in IMAGE_SUFFIXES:
+            if is_image_name(item.name):
                 yield str(item), ""
             else:
                 suffixes = " ".join(sorted(IMAGE_SUFFIXES))
                 yield str(item), f"not an image file: suffix {item.suffix or '(none)'} is not one of {suffixes}"
         else:
             raise InputError(f"{item} does not exist; pass image files or folders of images")
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".")

@@ -22,10 +22,9 @@ from optuna.trial import TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
-from spheroid_hpo.data import load_dataset
-from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective
+from spheroid_hpo.study_data import load_study_dataset
 from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
 from spheroid_hpo.studies import (
     BUDGET_ATTR,
@@ -177,36 +176,15 @@ def _load_trial_data(
 ) -> TrialData:
     """Decode the study's train and validation splits once, checking they are the study's data."""
     first = next(iter(studies.values()))
-    recorded = first.user_attrs.get(DATA_ATTR)
+    record = first.user_attrs.get(DATA_ATTR)
     manifest_csv = first.user_attrs.get(MANIFEST_ATTR)
-    if recorded is None or manifest_csv is None:
+    if record is None or manifest_csv is None:
         raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
-    if data_dir is None:
-        if recorded["path"] is not None:
-            data_dir = Path(recorded["path"])
-        else:
-            data_dir = ensure_demo_data(demo_data_dir(runs_dir, **recorded["demo"]), **recorded["demo"])
-    manifest = runs_dir / config.name / "splits.csv"
-    _write_if_changed(manifest, manifest_csv)
-    dataset = load_dataset(
-        data_dir, image_size=recorded["image_size"], manifest_path=manifest, splits=("train", "val"),
-    )
-    if dataset.fingerprint != recorded["fingerprint"]:
-        raise InputError(
-            f"data folder {data_dir} differs from the data study {config.name} was created on "
-            f"(fingerprint {dataset.fingerprint[:12]} != {recorded['fingerprint'][:12]}); "
-            f"pass --data with the same images (same files, classes and sizes)"
-        )
-    dataset = dataset.to(device)
+    dataset = load_study_dataset(
+        study_name=config.name, record=record, manifest_csv=manifest_csv,
+        manifest_path=runs_dir / config.name / "splits.csv", data_dir=data_dir, runs_dir=runs_dir,
+        splits=("train", "val"),
+    ).to(device)
     return TrialData(
         train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=dataset.image_size
     )
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)

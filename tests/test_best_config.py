@@ -91,7 +91,7 @@ def test_export_best_writes_the_overall_best_trial_and_reads_back(finished_study
                         splits=("test",)).test
     model, info = load_model(model_file)
     predicted = engine.predict_logits(model, test.images, mean=info.mean, std=info.std,
-                                      autocast_dtype=engine.resolve_precision("auto", engine.resolve_device("cpu")))
+                                      autocast_dtype=engine.resolve_precision("auto", engine.resolve_device("cpu"), model=model))
     expected = f1_score(test.labels.numpy(), predicted.argmax(1).numpy(), labels=range(4), average="macro",
                         zero_division=0)
     assert best.test_macro_f1 == pytest.approx(expected, abs=1e-12)

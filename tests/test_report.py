@@ -111,7 +111,7 @@ def test_the_predictions_are_the_saved_models_on_the_untouched_test_split(report
     assert sorted(evaluation.paths) == sorted(test_paths) and dataset.test.paths == evaluation.paths
     model, info = load_model(model_file)
     logits = engine.predict_logits(model, dataset.test.images, mean=info.mean, std=info.std,
-                                   autocast_dtype=engine.resolve_precision("auto", torch.device("cpu")))
+                                   autocast_dtype=engine.resolve_precision("auto", torch.device("cpu"), model=model))
     np.testing.assert_array_equal(logits.argmax(1).numpy(), evaluation.y_pred)
     np.testing.assert_array_equal(dataset.test.labels.numpy(), evaluation.y_true)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from spheroid_hpo.data._check import DataCheck, check_data
-from spheroid_hpo.data._folder import DataFolder, LabeledFile, scan_folder
+from spheroid_hpo.data._folder import DataFolder, LabeledFile, find_images, is_image_name, scan_folder
 from spheroid_hpo.data._formats import (
     IMAGE_SUFFIXES,
     ImageInfo,
@@ -55,6 +55,8 @@ __all__ = [
     "assign_splits",
     "check_data",
     "decode_images",
+    "find_images",
+    "is_image_name",
     "groups_from_csv",
     "groups_from_regex",
     "inspect_image",

@@ -60,7 +60,8 @@ def scan_folder(root: str | os.PathLike[str], *, class_names: Sequence[str] | No
     return DataFolder(root=root, class_names=names, files=tuple(files), ignored=tuple(sorted(ignored)))
 
 
-def _is_image_name(name: str) -> bool:
+def is_image_name(name: str) -> bool:
+    """Whether a file called ``name`` is read as an image: an image suffix, and not hidden or junk."""
     return not _is_junk(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -88,7 +89,7 @@ def _read_root(root: Path) -> tuple[list[str], list[str]]:
             ignored.append(f"{entry.name}/")
         elif entry.is_dir():
             folders.append(entry.name)
-        elif _is_image_name(entry.name):
+        elif is_image_name(entry.name):
             stray_images.append(entry.name)
         else:
             ignored.append(entry.name)
@@ -119,18 +120,30 @@ def _choose_classes(root: Path, folders: list[str], class_names: Sequence[str] |
     return names
 
 
-def _walk_class(root: Path, name: str) -> tuple[list[str], list[str]]:
-    """Relative POSIX paths of the images and of the ignored entries under one class folder."""
+def find_images(folder: str | os.PathLike[str]) -> tuple[list[str], list[str]]:
+    """Relative POSIX paths of the images under ``folder`` (recursively) and of the ignored entries.
+
+    Hidden files and folders, OS droppings (Thumbs.db, __MACOSX) and files without an
+    image suffix are ignored; a skipped folder is listed once, ending in "/".
+    """
+    folder = Path(folder)
     images, ignored = [], []
-    for dirpath, dirnames, filenames in os.walk(root / name):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel_dir = Path(dirpath).relative_to(folder).as_posix()
+        prefix = "" if rel_dir == "." else f"{rel_dir}/"
         skipped = [d for d in dirnames if _is_junk(d)]
-        ignored += (f"{rel_dir}/{d}/" for d in skipped)
+        ignored += (f"{prefix}{d}/" for d in skipped)
         dirnames[:] = [d for d in dirnames if d not in skipped]  # os.walk does not descend into these
         for filename in filenames:
-            target = images if _is_image_name(filename) else ignored
-            target.append(f"{rel_dir}/{filename}")
+            target = images if is_image_name(filename) else ignored
+            target.append(f"{prefix}{filename}")
     return sorted(images), ignored
+
+
+def _walk_class(root: Path, name: str) -> tuple[list[str], list[str]]:
+    """Relative POSIX paths (to ``root``) of the images and of the ignored entries under one class folder."""
+    images, ignored = find_images(root / name)
+    return [f"{name}/{path}" for path in images], [f"{name}/{path}" for path in ignored]
 
 
 def _stray_images_message(root: Path, names: list[str]) -> str:

@@ -74,7 +74,8 @@ def repeat_best(
                 trial_number=trial.number,
                 seeds=seeds,
                 test_macro_f1=tuple(run["test"]["macro_f1"] for run in runs),
-                val_macro_f1=tuple(run["validation"]["macro_f1"] for run in runs),
+                # As a trial's value: the last epoch's validation score from the training loop.
+                val_macro_f1=tuple(run["history"][-1]["val_macro_f1"] for run in runs),
                 histories=tuple(run["history"] for run in runs),
             )
     return results
