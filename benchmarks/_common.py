@@ -11,10 +11,13 @@ import datetime
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+
+from spheroid_hpo.errors import InputError
 
 
 def cpu_model() -> str:
@@ -77,3 +80,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
         if number == 0:
             lines.append("  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; a bad option (say, --device cuda without a GPU) ends in one line."""
+    try:
+        main()
+    except InputError as error:
+        sys.exit(f"error: {error}")

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from _common import describe_machine, format_table, load_average, median
+from _common import describe_machine, format_table, load_average, median, run
 from spheroid_hpo import engine
 from spheroid_hpo.data import Dataset, load_dataset
 from spheroid_hpo.demo_data import write_demo_data
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         print(
             f"batch size {args.batch_size}, rotation up to {args.rotation} deg, lr {args.lr}, "
-            f"ours: precision {args.precision} -> {_autocast_name(args.precision, device)}; baseline DataLoader workers {args.loader_workers}, "
+            f"ours: precision {args.precision} -> {_autocast_names(args.precision, device)}; baseline DataLoader workers {args.loader_workers}, "
             f"{args.repeats} rounds after a warm-up epoch\n"
         )
         rows = []
@@ -192,12 +192,13 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _autocast_name(precision: str, device: torch.device) -> str:
-    dtype = engine.resolve_precision(precision, device)
-    if dtype is None:
-        return "fp32"
-    kept = " (depthwise convolutions in fp32)" if device.type == "cpu" else ""
-    return f"{str(dtype).removeprefix('torch.')} autocast{kept}"
+def _autocast_names(precision: str, device: torch.device) -> str:
+    names = []
+    for architecture in ARCHITECTURES:
+        model = create_model(architecture, num_classes=4)
+        dtype = engine.resolve_precision(precision, device, model=model)
+        names.append(f"{architecture} {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}")
+    return ", ".join(names)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -219,4 +220,4 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

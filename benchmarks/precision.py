@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from _common import describe_machine, format_table, load_average, median
+from _common import describe_machine, format_table, load_average, median, run
 from spheroid_hpo import engine
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.demo_data import write_demo_data
@@ -155,4 +155,4 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -30,7 +30,7 @@ import torch
 from optuna.trial import TrialState
 from rich.console import Console
 
-from _common import describe_machine, format_table, load_average
+from _common import describe_machine, format_table, load_average, run
 from spheroid_hpo.config import load_study_config
 from spheroid_hpo.launch import launch
 from spheroid_hpo.storage import open_storage
@@ -42,6 +42,7 @@ PRUNER_TABLE = re.compile(r"^\[pruner\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", re.MULTILI
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     text = args.study.read_text()
     if args.pruner:
         text = _with_pruner(text, "\n".join(args.pruner))
@@ -133,4 +134,4 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

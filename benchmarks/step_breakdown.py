@@ -6,11 +6,12 @@ For each architecture, at 224 px and batch size 10, this times (interleaved, med
   cache and converting it to float32, ``rotate_batch``, normalising into channels_last;
 - one training step (forward, loss, backward, optimiser), adding one choice at a time:
   the paper-style start (NCHW, default Adam), channels_last, the fused Adam kernel, and
-  the engine's autocast (bf16 where the CPU has it; depthwise convolutions kept in fp32),
-  plus plain bf16 autocast on every layer for comparison;
+  bf16 autocast (which ``precision="auto"`` uses where the CPU has native bf16, except
+  for models with depthwise convolutions);
 - Adam's step alone, foreach against fused;
 - evaluation of 60 images: batches of 10 under ``no_grad`` in NCHW fp32 against what
-  ``engine.predict_logits`` does (inference mode, channels_last, batches of 64, autocast);
+  ``engine.predict_logits`` does (inference mode, channels_last, autocast, on CPU batches
+  of about 16 at 224 px), and against it in batches of 64, its GPU default;
 - the step with 1 thread against all cores.
 
     python benchmarks/step_breakdown.py                 # ~3 min on 2 cores
@@ -20,14 +21,13 @@ For each architecture, at 224 px and batch size 10, this times (interleaved, med
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from _common import describe_machine, format_table, load_average, median
+from _common import describe_machine, format_table, load_average, median, run
 from spheroid_hpo import engine
 from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.models import create_model
@@ -38,9 +38,9 @@ ARCHITECTURES = ("mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1")
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
     device = engine.resolve_device(args.device)
-    autocast_dtype = engine.resolve_precision("auto", device)
+    bf16 = engine.resolve_precision("auto", device) is not None  # no model given: the hardware decides
     print(describe_machine(device))
-    print(f"{load_average()} at start; engine autocast: {autocast_dtype or 'none (fp32)'}\n")
+    print(f"{load_average()} at start; native bf16: {'yes' if bf16 else 'no'}\n")
     generator = torch.Generator().manual_seed(0)
     cache = torch.rand(100, 3, 224, 224, generator=generator).half().to(device, memory_format=torch.channels_last)
     index = torch.randperm(100, generator=generator)[: args.batch_size].to(device)
@@ -61,37 +61,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     for architecture in args.archs:
         nchw = ((rotated - mean) / std).contiguous()
         nhwc = nchw.contiguous(memory_format=torch.channels_last)
+        # What engine.train autocasts this architecture to with precision="auto".
+        engine_dtype = engine.resolve_precision("auto", device, model=create_model(architecture, num_classes=4))
         variants = {
             "paper-style: NCHW, default Adam": _step(architecture, nchw, labels, channels_last=False, adam={}),
             "+ channels_last": _step(architecture, nhwc, labels, channels_last=True, adam={"foreach": True}),
             "+ fused Adam": _step(architecture, nhwc, labels, channels_last=True, adam={"fused": True}),
-            "+ engine autocast (= engine.train)": _step(
-                architecture, nhwc, labels, channels_last=True, adam={"fused": True},
-                autocast=lambda model: engine._autocast(model, device, autocast_dtype),
-            ),
         }
-        if autocast_dtype is not None:
-            variants["  plain autocast, every layer"] = _step(
-                architecture, nhwc, labels, channels_last=True, adam={"fused": True},
-                autocast=lambda model: torch.autocast(device.type, dtype=autocast_dtype),
+        if bf16:
+            variants["+ bf16 autocast"] = _step(
+                architecture, nhwc, labels, channels_last=True, adam={"fused": True}, autocast=torch.bfloat16,
             )
+        engine_variant = "+ bf16 autocast" if engine_dtype is not None else "+ fused Adam"
         steps = _time(variants, repeats=args.repeats, device=device)
         base = steps["paper-style: NCHW, default Adam"]
         for name, ms in steps.items():
-            rows.append([architecture if name.startswith("paper") else "", name, f"{ms:.0f}", f"{base / ms:.2f}x"])
+            marker = "  <- engine.train (auto)" if name == engine_variant else ""
+            rows.append([architecture if name.startswith("paper") else "", name + marker, f"{ms:.0f}",
+                         f"{base / ms:.2f}x"])
         optimizer_ms = _optimizer_steps(architecture, device=device, repeats=args.repeats)
         rows.append(["", "Adam step alone: foreach -> fused",
-                     f"{optimizer_ms['foreach']:.1f} -> {optimizer_ms['fused']:.1f}", ""])
-        evaluation = _evaluations(architecture, cache[:60], mean, std, autocast_dtype, device=device,
+                     f"{optimizer_ms['foreach']:.1f} -> {optimizer_ms['fused']:.1f}",
+                     f"{optimizer_ms['foreach'] / optimizer_ms['fused']:.1f}x"])
+        evaluation = _evaluations(architecture, cache[:60], mean, std, engine_dtype, device=device,
                                   repeats=args.repeats)
         rows.append(["", "eval 60 images: no_grad NCHW bs 10 -> predict_logits",
                      f"{evaluation['paper']:.0f} -> {evaluation['ours']:.0f}",
                      f"{evaluation['paper'] / evaluation['ours']:.2f}x"])
+        rows.append(["", "  predict_logits in batches of 64 instead",
+                     f"{evaluation['ours in batches of 64']:.0f}",
+                     f"{evaluation['paper'] / evaluation['ours in batches of 64']:.2f}x"])
         if device.type == "cpu":
-            threads = _thread_counts(variants["+ engine autocast (= engine.train)"], repeats=args.repeats)
-            rows.append(["", f"engine step: 1 thread -> {torch.get_num_threads()} threads",
-                         f"{threads[1]:.0f} -> {threads[torch.get_num_threads()]:.0f}",
-                         f"{threads[1] / threads[torch.get_num_threads()]:.2f}x"])
+            cores = torch.get_num_threads()
+            threads = _thread_counts(variants[engine_variant], repeats=args.repeats)
+            rows.append(["", f"engine.train step: 1 thread -> {cores} threads",
+                         f"{threads[1]:.0f} -> {threads[cores]:.0f}", f"{threads[1] / threads[cores]:.2f}x"])
         print(f"{architecture} done ({load_average()})", flush=True)
     print()
     print(format_table(["architecture", "training step at batch size 10, 224 px", "ms", "vs paper-style"], rows))
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _step(architecture, images, labels, *, channels_last: bool, adam: dict,
-          autocast: Callable | None = None) -> Callable[[], None]:
+          autocast: torch.dtype | None = None) -> Callable[[], None]:
     """One training step of a fresh ``architecture`` set up as described, as a function."""
     torch.manual_seed(0)
     model = create_model(architecture, num_classes=4).to(images.device)
@@ -109,7 +113,7 @@ def _step(architecture, images, labels, *, channels_last: bool, adam: dict,
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **adam)
 
     def step() -> None:
-        with autocast(model) if autocast else contextlib.nullcontext():
+        with torch.autocast(images.device.type, dtype=autocast, enabled=autocast is not None):
             loss = F.cross_entropy(model(images).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,10 +141,11 @@ def _evaluations(architecture, images, mean, std, autocast_dtype, *, device, rep
             for start in range(0, len(nchw), 10):
                 paper_model(nchw[start : start + 10]).argmax(dim=1)
 
-    def ours() -> None:
-        engine.predict_logits(our_model, images, autocast_dtype=autocast_dtype).argmax(dim=1)
+    def ours(batch_size: int | None = None) -> None:
+        engine.predict_logits(our_model, images, autocast_dtype=autocast_dtype, batch_size=batch_size).argmax(dim=1)
 
-    return _time({"paper": paper, "ours": ours}, repeats=repeats, device=device)
+    return _time({"paper": paper, "ours": ours, "ours in batches of 64": lambda: ours(64)},
+                 repeats=repeats, device=device)
 
 
 def _thread_counts(step: Callable[[], None], *, repeats: int) -> dict[int, float]:
@@ -186,4 +191,4 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

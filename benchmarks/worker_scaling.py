@@ -9,7 +9,7 @@ exit, so worker start-up and data decoding count.
 
 Launches alternate (1 worker, N workers, N workers, 1 worker, ...) and medians are reported.
 
-    python benchmarks/worker_scaling.py                          # CPU: 1 vs 2 workers, ~4 min on 2 cores
+    python benchmarks/worker_scaling.py                          # CPU: 1 vs 2 workers, ~5 min on 2 cores
     python benchmarks/worker_scaling.py --device cuda --workers 1 4 --image-size 224 --n-trials 16
 """
 
@@ -21,10 +21,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+import optuna
 from rich.console import Console
 
-from _common import describe_machine, format_table, load_average, median
+from _common import describe_machine, format_table, load_average, median, run
 from spheroid_hpo.config import load_study_config
 from spheroid_hpo.engine import resolve_device
 from spheroid_hpo.launch import launch, threads_per_worker
@@ -64,6 +64,7 @@ seed = 0
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     device = resolve_device(args.device)
     gpus = [device.index or 0] if device.type == "cuda" else []
     worker_counts = args.workers or ([1, 4] if device.type == "cuda" else [1, 2])
@@ -126,17 +127,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", nargs="+", type=int, default=None,
                         help="worker counts to compare, the first is the baseline (default: 1 2 on CPU, 1 4 on GPU)")
     parser.add_argument("--arch", default="squeezenet1_1")
-    parser.add_argument("--n-trials", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--n-trials", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--per-class", type=int, default=40)
-    parser.add_argument("--repeats", type=int, default=2, help="launches per worker count (default 2)")
-    args = parser.parse_args(argv)
-    if args.device != "cpu" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device} needs CUDA, which is not available here")
-    return args
+    parser.add_argument("--repeats", type=int, default=3, help="launches per worker count (default 3)")
+    return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

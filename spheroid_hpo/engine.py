@@ -9,13 +9,15 @@ to stop early.
 This loop is the only one: ``spheroid-hpo train`` and every trial run it, so what
 makes ``benchmarks/epoch_speed.py`` fast is what users get. Measured on CPU
 (BENCHMARKS.md): images decoded once, channels_last memory format, the fused
-Adam kernel, bfloat16 autocast where the CPU runs it natively (depthwise
-convolutions kept in float32), one host sync per epoch.
+Adam kernel, bfloat16 autocast where the hardware runs it natively and it keeps
+the metrics, one host sync per epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import math
 import os
 import time
@@ -73,13 +75,18 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+def resolve_precision(
+    precision: str, device: torch.device, *, model: nn.Module | None = None
+) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``; None means plain fp32.
 
     ``auto`` picks bfloat16 where the hardware runs it natively (CUDA with bf16
     support, CPUs with AVX-512 BF16 or AMX) and fp32 elsewhere, where emulated
-    bf16 would be slower than fp32. BENCHMARKS.md shows the validation metrics
-    stay within seed-to-seed noise of fp32.
+    bf16 would be slower than fp32. It also keeps fp32 for a ``model`` with
+    depthwise convolutions (MobileNet V3): over 12 seeds, bf16 autocast lowered
+    its validation macro-F1 by 0.036 +- 0.013 on the demo data, and on CPU its
+    depthwise backward pass is slower than fp32 besides (BENCHMARKS.md). Pass
+    the model wherever it is known, so training and evaluation agree.
     """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -89,6 +96,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16
     if precision == "fp16":
         return torch.float16
+    if model is not None and _has_depthwise_convolutions(model):
+        return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
@@ -96,41 +105,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
-class _Float32Conv2d(nn.Conv2d):
-    """A Conv2d that computes in float32 inside an autocast region (same parameters, same state dict)."""
+def _has_depthwise_convolutions(model: nn.Module) -> bool:
+    return any(
+        isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
+        for layer in model.modules()
+    )
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=input.device.type, enabled=False):
-            return super().forward(input.float())
 
-
-@contextlib.contextmanager
-def _autocast(model: nn.Module, device: torch.device, dtype: torch.dtype | None):
-    """Autocast ``model``'s forward pass to ``dtype``; None runs plain fp32.
-
-    On CPU, depthwise convolutions (MobileNet's) stay in float32: oneDNN's reduced-precision
-    depthwise backward pass is several times slower than its float32 one, enough to make a
-    whole bf16 MobileNet step slower than fp32, while every other layer gains from bf16.
-    Their class is swapped for the duration of the forward pass, so the model comes out as
-    it went in; autograd records the float32 op, so its backward runs in float32 too.
-    """
+def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
-        yield
-        return
-    depthwise = []
-    if device.type == "cpu":
-        depthwise = [
-            layer for layer in model.modules()
-            if type(layer) is nn.Conv2d and layer.groups > 1 and layer.groups == layer.in_channels
-        ]
-    for layer in depthwise:
-        layer.__class__ = _Float32Conv2d
-    try:
-        with torch.autocast(device_type=device.type, dtype=dtype):
-            yield
-    finally:
-        for layer in depthwise:
-            layer.__class__ = nn.Conv2d
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _normalise(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -145,6 +130,11 @@ def _stats_tensors(device: torch.device, mean: Sequence[float], std: Sequence[fl
     )
 
 
+def _cpu_batch_size(image_size: int) -> int:
+    # A budget of 16 images' worth of 224 px pixels, so small images go in larger batches.
+    return max(1, min(EVAL_BATCH_SIZE, 16 * 224 * 224 // max(1, image_size * image_size)))
+
+
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,
@@ -152,17 +142,24 @@ def predict_logits(
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    batch_size: int = EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """Float32 logits of ``model`` for ``images`` (N, 3, S, S) in [0, 1], in eval mode."""
+    """Float32 logits of ``model`` for ``images`` (N, 3, S, S) in [0, 1], in eval mode.
+
+    ``batch_size`` None picks one for the device: ``EVAL_BATCH_SIZE`` on a GPU; on a
+    CPU about 16 images at 224 px, whose activations stay in cache (batches of 64 took
+    1.4x to 1.8x as long as batches of 10 on the benchmark CPU, BENCHMARKS.md).
+    """
     device = next(model.parameters()).device
+    if batch_size is None:
+        batch_size = EVAL_BATCH_SIZE if device.type != "cpu" else _cpu_batch_size(images.shape[-1])
     mean_t, std_t = _stats_tensors(device, mean, std)
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device, non_blocking=True).float()
-        with _autocast(model, device, autocast_dtype):
+        with _autocast(device, autocast_dtype):
             outputs.append(model(_normalise(batch, mean_t, std_t)).float())
     if not outputs:
         return torch.empty(0, 0, device=device)
@@ -226,15 +223,17 @@ def train(
         raise InputError("the train and validation splits must each hold at least one image")
 
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        _reuse_freed_memory()
     # oneDNN (CPU) and cuDNN convolutions are fastest on NHWC; the batches are made NHWC below.
     model.to(memory_format=torch.channels_last)
-    autocast_dtype = resolve_precision(precision, device)
+    autocast_dtype = resolve_precision(precision, device, model=model)
     mean_t, std_t = _stats_tensors(device, mean, std)
     train_labels = train_labels.to(device)
     # One generator drives shuffling and rotation angles, so a seed fixes the run.
     generator = torch.Generator().manual_seed(seed)
-    # The fused kernel updates every parameter in one pass; on CPU it cut Adam's share of
-    # a SqueezeNet step from ~5% (foreach) to under 0.5%.
+    # The fused kernel updates every parameter in one pass: 4 ms instead of foreach's 12 ms
+    # per MobileNet step on the benchmark CPU (BENCHMARKS.md).
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused, foreach=None if fused else True)
     history: list[EpochStats] = []
@@ -274,7 +273,7 @@ def train(
                 images = rotate_batch(images, max_degrees=rotation, generator=generator)
                 images = _normalise(images, mean_t, std_t).contiguous(memory_format=torch.channels_last)
                 labels = train_labels[index]
-                with _autocast(model, device, autocast_dtype):
+                with _autocast(device, autocast_dtype):
                     logits = model(images)
                     loss = F.cross_entropy(logits.float(), labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -314,6 +313,26 @@ def train(
             if on_epoch is not None:
                 on_epoch(stats)
     return history
+
+
+@functools.cache
+def _reuse_freed_memory() -> None:
+    """Make glibc keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default glibc maps every block above 32 MB (one activation of a batch at 224 px)
+    afresh and unmaps it when freed, so each training step page-faults its activations
+    in again. Served from a heap that is never trimmed, they are reused: MobileNet V3
+    trained 1.18x faster on the benchmark CPU, with 80x fewer page faults (BENCHMARKS.md).
+    The process keeps its peak memory, which training reuses every step anyway.
+    Process-wide; a no-op where the C library is not glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from glibc's malloc.h
+    mallopt(M_MMAP_MAX, 0)
+    mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
 def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device) -> None:

@@ -129,7 +129,7 @@ def build_objective(
 
         _, val_metrics = engine.evaluate(
             model, data.val.images, data.val.labels, num_classes=num_classes,
-            autocast_dtype=engine.resolve_precision(precision, device),
+            autocast_dtype=engine.resolve_precision(precision, device, model=model),
         )
         _record_history(trial, history, started)
         trial.set_user_attr("val_f1_per_class", [round(f, 6) for f in val_metrics.f1])

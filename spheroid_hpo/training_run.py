@@ -70,7 +70,7 @@ def run_training(
         num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, rotation=rotation,
         seed=seed, precision=precision, progress=progress,
     )
-    autocast_dtype = engine.resolve_precision(precision, torch_device)
+    autocast_dtype = engine.resolve_precision(precision, torch_device, model=model)
     evaluations = {}
     for split in ("val", "test"):
         tensors = getattr(dataset, split)

@@ -140,32 +140,38 @@ def test_training_puts_the_model_in_channels_last_whatever_the_caller_did(demo):
     assert model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_bf16_autocast_on_cpu_keeps_depthwise_convolutions_in_fp32(demo):
-    # oneDNN's bf16 depthwise backward is slower than fp32 (BENCHMARKS.md); the rest runs in bf16.
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+def depthwise_cnn() -> nn.Module:
+    """A MobileNet-like pair: a pointwise convolution, then a depthwise one."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, NUM_CLASSES),
     )
-    regular, depthwise = model[0], model[3]
-    output_dtypes = {"regular": set(), "depthwise": set()}
-    regular.register_forward_hook(lambda module, args, output: output_dtypes["regular"].add(output.dtype))
-    depthwise.register_forward_hook(lambda module, args, output: output_dtypes["depthwise"].add(output.dtype))
-
-    train_small(demo, epochs=1, precision="bf16", model=model)
-    engine.predict_logits(model, demo.val.images, autocast_dtype=torch.bfloat16)
-
-    assert output_dtypes == {"regular": {torch.bfloat16}, "depthwise": {torch.float32}}
-    assert type(depthwise) is nn.Conv2d  # the model comes out as it went in
-    assert depthwise.weight.grad is not None and depthwise.weight.grad.dtype == torch.float32
 
 
-def test_auto_precision_is_bf16_only_where_the_hardware_runs_it():
+def test_auto_precision_is_bf16_only_where_the_hardware_runs_it_and_not_for_depthwise_models():
     cpu = torch.device("cpu")
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert engine.resolve_precision("auto", cpu) == (torch.bfloat16 if native_bf16 else None)
-    assert engine.resolve_precision("bf16", cpu) == torch.bfloat16
-    assert engine.resolve_precision("fp32", cpu) is None
+
+    assert engine.resolve_precision("auto", cpu, model=small_cnn()) == (torch.bfloat16 if native_bf16 else None)
+    # bf16 cost MobileNet V3 validation macro-F1 (BENCHMARKS.md), whatever the hardware.
+    assert engine.resolve_precision("auto", cpu, model=depthwise_cnn()) is None
+    # An explicit choice is always honoured.
+    assert engine.resolve_precision("bf16", cpu, model=depthwise_cnn()) == torch.bfloat16
+    assert engine.resolve_precision("fp32", cpu, model=small_cnn()) is None
+
+
+def test_auto_precision_trains_a_depthwise_model_in_fp32(demo):
+    model = depthwise_cnn()
+    output_dtypes = set()
+    model[0].register_forward_hook(lambda module, args, output: output_dtypes.add(output.dtype))
+
+    train_small(demo, epochs=1, precision="auto", model=model)
+    assert output_dtypes == {torch.float32}
+
+    output_dtypes.clear()
+    train_small(demo, epochs=1, precision="bf16", model=model)
+    assert output_dtypes == {torch.bfloat16}
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def evaluate_on_test(
         )
     logits = engine.predict_logits(
         model, test.images.to(device), mean=info.mean, std=info.std,
-        autocast_dtype=engine.resolve_precision(precision, device),
+        autocast_dtype=engine.resolve_precision(precision, device, model=model),
     )
     y_pred = logits.argmax(dim=1).cpu().numpy()
     y_true = test.labels.cpu().numpy()
