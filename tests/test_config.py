@@ -58,7 +58,7 @@ def test_quickstart_study_is_cpu_sized():
     config = load_study_config(STUDIES / "quickstart.toml")
     assert config.data.path is None  # the generated demo data
     assert config.data.image_size <= 64
-    assert config.max_epochs <= 15
+    assert config.max_epochs <= 20
     assert config.n_trials <= 10
 
 
