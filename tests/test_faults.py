@@ -77,7 +77,10 @@ def wait_for(condition, *, timeout: float, what: str):
 def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, timeout: float) -> None:
     """Wait until a RUNNING trial of ``study_name`` has reported ``epochs`` epochs."""
     database = Path(url.removeprefix("sqlite:///"))
-    wait_for(database.exists, timeout=timeout, what=f"{database} to be created")
+    # The launcher makes the logs folder once it has created the storage and the studies;
+    # opening the storage before then would race it to create the tables.
+    logs = database.parent / "logs"
+    wait_for(logs.exists, timeout=timeout, what=f"{logs} to be created")
     storage = optuna.storages.RDBStorage(url)
 
     def reported() -> bool:
