@@ -61,7 +61,7 @@ def train_small(demo, *, seed: int = 0, epochs: int, precision: str = "fp32", mo
 
 
 def metrics_of(history: list[engine.EpochStats]) -> list[dict]:
-    """Everything an epoch measured except how long it took."""
+    """What each epoch measured, without its timings and restored flag."""
     return [{k: v for k, v in dataclasses.asdict(s).items() if k not in TIMING_FIELDS + ("restored",)}
             for s in history]
 
@@ -131,6 +131,15 @@ def test_a_nan_loss_stops_training_with_a_clear_error(demo):
             val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
             epochs=2, lr=3e-3, batch_size=16, rotation=0.0, seed=0, precision="fp32",
         )
+
+
+def test_predictions_do_not_depend_on_the_evaluation_batch_size(demo):
+    # predict_logits sizes its batches for the device; the logits must not depend on it.
+    model, _ = train_small(demo, epochs=1)
+    chosen = engine.predict_logits(model, demo.val.images)
+    in_sevens = engine.predict_logits(model, demo.val.images, batch_size=7)
+    assert chosen.shape == (len(demo.val), NUM_CLASSES)
+    torch.testing.assert_close(chosen, in_sevens, atol=1e-4, rtol=1e-4)
 
 
 def test_training_puts_the_model_in_channels_last_whatever_the_caller_did(demo):
