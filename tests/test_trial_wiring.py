@@ -258,3 +258,30 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
     markdown = (out / "report.md").read_text()
     assert "Each architecture's best configuration retrained with seeds 0, 1 on the study's split" in markdown
     assert re.search(r"\| squeezenet1_1 \| #0 \| 2 \| \d\.\d{3} ± \d\.\d{3} \|", markdown), markdown
+
+
+def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path):
+    """A trial whose heartbeat stops is failed and queued again by the worker's loop, at most three times."""
+    import time
+
+    from spheroid_hpo.storage import open_storage
+    from spheroid_hpo.worker import _next_architecture
+
+    study_file = write_study(tmp_path, name="silent", n_trials=5)
+    config = parse_study_text(study_file.read_text(), source=study_file)
+    family = create_study_family(config=config, runs_dir=tmp_path / "runs")
+    storage = open_storage(family.storage_url, heartbeat_interval=1, grace_period=1)
+    studies = load_studies(config, storage)
+    study = studies["squeezenet1_1"]
+    for _ in range(4):
+        claimed = study.ask()  # the queued retry when there is one, else a new trial
+        storage.record_heartbeat(claimed._trial_id)
+        time.sleep(2.5)  # then silence, well past the grace period: the worker died
+        assert _next_architecture(studies) == "squeezenet1_1"
+
+    trials = study.get_trials()
+    # One trial run four times: the first attempt and three retries, after which none is queued.
+    assert [t.state for t in trials] == [TrialState.FAIL] * 4
+    assert trials[0].params == trials[1].params == trials[2].params == trials[3].params
+    assert [t.system_attrs.get("failed_trial") for t in trials] == [None, 0, 0, 0]
+    assert budget_used(trials) == 1  # the retried failures count once
