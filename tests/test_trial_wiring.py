@@ -260,6 +260,7 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
     assert re.search(r"\| squeezenet1_1 \| #0 \| 2 \| \d\.\d{3} ± \d\.\d{3} \|", markdown), markdown
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path):
     """A trial whose heartbeat stops is failed and queued again by the worker's loop, at most three times."""
     import time
