@@ -99,7 +99,7 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
         "data_dir": str(demo_dir.resolve()), "out_dir": str(out.resolve()), "arch": "squeezenet1_1", "epochs": 1,
         "lr": 1e-9, "rotation": 7.5, "batch_size": 6, "image_size": 32, "seed": 3, "device": "cpu",
         "weights": str(weights), "precision": "fp32", "bn_momentum": 0.05, "fractions": [0.7, 0.15, 0.15],
-        "group_by": None, "groups_csv": None,
+        "group_by": None, "groups_csv": None, "split_manifest": str(manifest), "class_names": list(REVERSED_CLASSES),
     }
     assert metrics["class_names"] == list(REVERSED_CLASSES)
     assert metrics["split_manifest"] == str(manifest)
