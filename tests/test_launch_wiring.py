@@ -18,8 +18,8 @@ from spheroid_hpo import worker as worker_module
 from spheroid_hpo.cli import app
 from spheroid_hpo.launch import threads_per_worker, worker_devices
 from spheroid_hpo.studies import MANIFEST_ATTR
-from test_train_options import GROUP_BY
-from test_trial_wiring import STUDY
+from split_manifests import GROUP_BY
+from study_files import one_architecture_study
 
 
 class RecordedWorker:
@@ -39,8 +39,7 @@ class RecordedWorker:
 
 
 def grouped_study(folder: Path, name: str) -> Path:
-    text = STUDY.format(name=name, architecture="squeezenet1_1", n_trials=2, epochs=1, sampler="tpe",
-                        pruner="none", extra_space="")
+    text = one_architecture_study(name=name)
     path = folder / f"{name}.toml"
     path.write_text(text.replace("[data]\n", f"[data]\ngroup_by = '{GROUP_BY}'\n"))
     return path

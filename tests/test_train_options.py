@@ -7,7 +7,6 @@ with scikit-learn, so scoring the wrong split cannot pass.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections import Counter
@@ -21,42 +20,12 @@ from typer.testing import CliRunner
 
 from spheroid_hpo import engine
 from spheroid_hpo.cli import app
-from spheroid_hpo.data import load_dataset, prepare_split
+from spheroid_hpo.data import load_dataset
 from spheroid_hpo.models import create_model
 from spheroid_hpo.saved_model import load_model
+from split_manifests import GROUP_BY, read_manifest, write_uneven_manifest
 
-# A regex on the demo file names (c<label>_<index>.png): ten groups that cut across classes.
-GROUP_BY = r"_\d{3}(\d)\.png"
 REVERSED_CLASSES = ("3_live_inside", "2_live_outside", "1_dead_cells", "0_background")
-
-
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def write_uneven_manifest(data_dir: Path, path: Path) -> dict[str, int]:
-    """The default split with one class-0 training image moved to val and four class-3 ones to test.
-
-    Validation and test then differ in size and in class mix from each other and
-    from training; returns the size of each split.
-    """
-    scratch = path.with_name(f"{path.stem}-default.csv")
-    prepare_split(data_dir, manifest_path=scratch)
-    rows = read_manifest(scratch)
-    moves = {"0_background": ("val", 1), "3_live_inside": ("test", 4)}
-    for row in rows:
-        target = moves.get(row["class"])
-        if row["split"] == "train" and target and target[1] > 0:
-            row["split"] = target[0]
-            moves[row["class"]] = (target[0], target[1] - 1)
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    sizes = Counter(row["split"] for row in rows)
-    assert sizes["val"] != sizes["test"]
-    return dict(sizes)
 
 
 def invoke(*args: str) -> None:

@@ -28,53 +28,8 @@ from spheroid_hpo.saved_model import load_model
 from spheroid_hpo.search_space import suggest_params
 from spheroid_hpo.studies import budget_used, load_studies
 from spheroid_hpo.worker import run_worker
-from test_train_options import write_uneven_manifest
-
-STUDY = """
-[study]
-name = "{name}"
-architectures = ["{architecture}"]
-n_trials = {n_trials}
-
-[search_space]
-epochs = {epochs}
-lr = {{ low = 1e-4, high = 3e-3, log = true }}
-rotation = {{ low = 0.0, high = 20.0 }}
-batch_size = {{ low = 6, high = 12 }}
-{extra_space}
-
-[sampler]
-name = "{sampler}"
-seed = 0
-n_startup_trials = 2
-
-[pruner]
-name = "{pruner}"
-n_startup_trials = 1
-n_warmup_steps = 0
-min_resource = 1
-reduction_factor = 3
-
-[data]
-image_size = 32
-
-[data.demo]
-per_class = 12
-size = 32
-"""
-
-
-def study_text(*, name: str = "wiring", architecture: str = "squeezenet1_1", n_trials: int = 2, epochs: int = 1,
-               sampler: str = "tpe", pruner: str = "none", extra_space: str = "") -> str:
-    return STUDY.format(name=name, architecture=architecture, n_trials=n_trials, epochs=epochs, sampler=sampler,
-                        pruner=pruner, extra_space=extra_space)
-
-
-def write_study(folder: Path, **options) -> Path:
-    path = folder / f"{options.get('name', 'wiring')}.toml"
-    path.write_text(study_text(**options))
-    return path
-
+from split_manifests import write_uneven_manifest
+from study_files import one_architecture_study, write_one_architecture_study
 
 # --- The objective: judged on the validation split, with the study's options ------------------------------
 
@@ -84,7 +39,7 @@ def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: di
     manifest = folder / "splits.csv"
     write_uneven_manifest(demo_dir, manifest)
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=manifest, splits=("train", "val"))
-    config = parse_study_text(study_text(architecture=architecture, extra_space=extra_space),
+    config = parse_study_text(one_architecture_study(architecture=architecture, extra_space=extra_space),
                               source=Path("wiring.toml"))
     store = FileSystemArtifactStore(str(folder / "artifacts"))
     (folder / "artifacts").mkdir()
@@ -150,7 +105,7 @@ def test_a_searched_bn_momentum_reaches_the_trained_model(demo_dir, tmp_path, mo
 
 def lagging_trials_pruned(pruner: str) -> tuple[optuna.pruners.BasePruner, int]:
     """Run 12 synthetic trials, each worse than the last at every epoch; return the pruner and how many it pruned."""
-    config = parse_study_text(study_text(pruner=pruner, epochs=9, sampler="random"), source=Path("p.toml"))
+    config = parse_study_text(one_architecture_study(pruner=pruner, epochs=9, sampler="random"), source=Path("p.toml"))
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name=config.study_name("squeezenet1_1"), storage=storage, direction="maximize")
     (study,) = load_studies(config, storage).values()
@@ -186,7 +141,7 @@ def test_no_pruner_prunes_nothing():
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_workers_with_different_indexes_propose_different_points(sampler):
-    config = parse_study_text(study_text(sampler=sampler), source=Path("s.toml"))
+    config = parse_study_text(one_architecture_study(sampler=sampler), source=Path("s.toml"))
 
     def first_proposals(worker_index: int) -> list[dict]:
         storage = optuna.storages.InMemoryStorage()
@@ -203,7 +158,7 @@ def test_workers_with_different_indexes_propose_different_points(sampler):
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_path, monkeypatch):
-    study_file = write_study(tmp_path, name="failing", n_trials=2)
+    study_file = write_one_architecture_study(tmp_path, name="failing", n_trials=2)
     runs = tmp_path / "runs"
     family = create_study_family(config=parse_study_text(study_file.read_text(), source=study_file), runs_dir=runs)
     real_train = engine.train
@@ -231,7 +186,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_
 
 
 def test_a_worker_starts_no_trial_after_its_timeout(tmp_path):
-    study_file = write_study(tmp_path, name="timeout", n_trials=2)
+    study_file = write_one_architecture_study(tmp_path, name="timeout", n_trials=2)
     runs = tmp_path / "runs"
     family = create_study_family(config=parse_study_text(study_file.read_text(), source=study_file), runs_dir=runs)
     summary = run_worker(study="timeout", storage_url=family.storage_url, runs_dir=runs, device="cpu",
@@ -244,7 +199,7 @@ def test_a_worker_starts_no_trial_after_its_timeout(tmp_path):
 
 
 def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path):
-    study_file = write_study(tmp_path, name="repeats", n_trials=1)
+    study_file = write_one_architecture_study(tmp_path, name="repeats", n_trials=1)
     runs = tmp_path / "runs"
     family = create_study_family(config=parse_study_text(study_file.read_text(), source=study_file), runs_dir=runs)
     assert run_worker(study="repeats", storage_url=family.storage_url, runs_dir=runs, device="cpu").trials_run == 1
@@ -268,7 +223,7 @@ def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path
     from spheroid_hpo.storage import open_storage
     from spheroid_hpo.worker import _next_architecture
 
-    study_file = write_study(tmp_path, name="silent", n_trials=5)
+    study_file = write_one_architecture_study(tmp_path, name="silent", n_trials=5)
     config = parse_study_text(study_file.read_text(), source=study_file)
     family = create_study_family(config=config, runs_dir=tmp_path / "runs")
     storage = open_storage(family.storage_url, heartbeat_interval=1, grace_period=1)
