@@ -52,6 +52,8 @@ def run_training(
         "seed": seed, "device": device, "weights": weights, "precision": precision, "bn_momentum": bn_momentum,
         "fractions": list(fractions), "group_by": group_by,
         "groups_csv": str(groups_csv) if groups_csv else None,
+        "split_manifest": str(split_manifest) if split_manifest else None,
+        "class_names": list(class_names) if class_names else None,
     }
     torch_device = engine.resolve_device(device)
     dataset = load_dataset(
