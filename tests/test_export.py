@@ -1,0 +1,124 @@
+"""``export``: ONNX and TorchScript agree with PyTorch; ``predict`` on ONNX equals ``predict`` on model.pt."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spheroid_hpo.cli import main
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.export import TOLERANCE, ExportCheckError, ExportRequest, export_model
+from spheroid_hpo.export import _formats
+from spheroid_hpo.predict import predict_images
+from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.training_run import run_training
+
+pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'spheroid-hpo[export]'")
+
+FAST = dict(arch="squeezenet1_1", epochs=1, lr=1e-3, rotation=15.0, batch_size=8, image_size=32, seed=0,
+            device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(demo_dir, tmp_path_factory) -> Path:
+    """A run folder trained for one epoch on a private copy of the demo data."""
+    root = tmp_path_factory.mktemp("export")
+    data = root / "data"
+    shutil.copytree(demo_dir, data)
+    run_training(data_dir=data, out_dir=root / "run", **FAST)
+    return root / "run"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _probabilities(rows, class_names) -> np.ndarray:
+    return np.array([[float(row[f"p_{c}"]) for c in class_names] for row in rows])
+
+
+@pytest.mark.parametrize("fmt, name", [("onnx", "model.onnx"), ("torchscript", "model.torchscript.pt")])
+def test_export_agrees_with_pytorch_on_test_images(run_dir, tmp_path, fmt, name):
+    result = export_model(ExportRequest(format=fmt, out=tmp_path / name, source=run_dir))
+    assert result.out.is_file()
+    assert result.checks["check_images"] > 0
+    assert result.checks["max_abs_probability_difference"] <= TOLERANCE
+
+
+def test_onnx_file_has_opset_18_dynamic_batch_and_the_model_info(run_dir, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    out = export_model(ExportRequest(format="onnx", out=tmp_path / "m.onnx", source=run_dir / "model.pt")).out
+    model = onnx.load(str(out))
+    assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert isinstance(session.get_inputs()[0].shape[0], str)  # a named, dynamic batch axis
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["spheroid_hpo"])
+    _, info = load_model(run_dir)
+    assert meta["class_names"] == list(info.class_names) and meta["temperature"] == info.temperature
+    probabilities, logits = session.run(None, {"image": np.random.default_rng(0).random((3, 3, 32, 32),
+                                                                                      dtype=np.float32)})
+    assert probabilities.shape == logits.shape == (3, len(info.class_names))
+
+
+def test_predict_on_onnx_equals_predict_on_model_pt(run_dir, demo_dir, tmp_path):
+    onnx_file = export_model(ExportRequest(format="onnx", out=tmp_path / "model.onnx", source=run_dir)).out
+    images = [demo_dir / "1_dead_cells", demo_dir / "3_live_inside"]
+    for options in (dict(), dict(calibrated=False), dict(tta=True)):
+        from_pt = _rows(predict_images(model=run_dir, inputs=images, out=tmp_path / "pt.csv", device="cpu",
+                                       **options).out)
+        from_onnx = _rows(predict_images(model=onnx_file, inputs=images, out=tmp_path / "onnx.csv", **options).out)
+        assert [list(r) for r in from_onnx] == [list(r) for r in from_pt]
+        assert [(r["path"], r["predicted_class"], r["error"]) for r in from_onnx] == \
+            [(r["path"], r["predicted_class"], r["error"]) for r in from_pt]
+        _, info = load_model(run_dir)
+        np.testing.assert_allclose(_probabilities(from_onnx, info.class_names),
+                                   _probabilities(from_pt, info.class_names), atol=1e-5)
+
+
+def test_a_disagreeing_export_is_refused_and_not_written(run_dir, tmp_path, monkeypatch):
+    # An exporter bug simulated: the file computes other probabilities than PyTorch.
+    real = _formats.max_probability_difference
+    monkeypatch.setattr(_formats, "max_probability_difference", lambda *a: real(*a) + 1e-3)
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportCheckError, match="differs from PyTorch"):
+        export_model(ExportRequest(format="onnx", out=out, source=run_dir))
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_exports_and_names_the_extra_when_it_is_missing(run_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cli.onnx"
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", "export", str(run_dir), "--format", "onnx", "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None) and out.is_file()
+    assert "max_abs_probability_difference" in capsys.readouterr().out
+
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "pip install 'spheroid-hpo[export]'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_without_data_or_with_a_bad_format_is_an_input_error(run_dir, tmp_path):
+    with pytest.raises(InputError, match="unknown export format"):
+        export_model(ExportRequest(format="tflite", out=tmp_path / "x", source=run_dir))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run_dir / "model.pt", bare / "model.pt")
+    with pytest.raises(InputError, match="metrics.json"):
+        export_model(ExportRequest(format="torchscript", out=tmp_path / "x.pt", source=bare))
