@@ -22,7 +22,9 @@ from spheroid_hpo.training_run import run_training
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'spheroid-hpo[export]'")
 
-FAST = dict(arch="squeezenet1_1", epochs=1, lr=1e-3, rotation=15.0, batch_size=8, image_size=32, seed=0,
+# ResNet-18: after one epoch its logits already differ between images (SqueezeNet's final ReLU
+# leaves them all 0, which any export would reproduce), so the agreement checks are not vacuous.
+FAST = dict(arch="resnet18", epochs=1, lr=1e-3, rotation=15.0, batch_size=8, image_size=32, seed=0,
             device="cpu", progress=False)
 
 
@@ -33,6 +35,8 @@ def run_dir(demo_dir, tmp_path_factory) -> Path:
     data = root / "data"
     shutil.copytree(demo_dir, data)
     run_training(data_dir=data, out_dir=root / "run", **FAST)
+    _, info = load_model(root / "run")
+    assert info.temperature != 1.0
     return root / "run"
 
 
@@ -68,6 +72,10 @@ def test_onnx_file_has_opset_18_dynamic_batch_and_the_model_info(run_dir, tmp_pa
     probabilities, logits = session.run(None, {"image": np.random.default_rng(0).random((3, 3, 32, 32),
                                                                                       dtype=np.float32)})
     assert probabilities.shape == logits.shape == (3, len(info.class_names))
+    assert np.ptp(logits) > 1e-3  # a model that says something, so agreement means something
+    # The probabilities output is the calibrated one: softmax of the logits over the fitted temperature.
+    np.testing.assert_allclose(probabilities, torch.softmax(torch.from_numpy(logits) / info.temperature, 1).numpy(),
+                               atol=1e-6)
 
 
 def test_predict_on_onnx_equals_predict_on_model_pt(run_dir, demo_dir, tmp_path):
