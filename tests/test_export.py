@@ -130,3 +130,51 @@ def test_export_without_data_or_with_a_bad_format_is_an_input_error(run_dir, tmp
     shutil.copy(run_dir / "model.pt", bare / "model.pt")
     with pytest.raises(InputError, match="metrics.json"):
         export_model(ExportRequest(format="torchscript", out=tmp_path / "x.pt", source=bare))
+
+
+def test_bioimageio_package_passes_bioimageio_core_offline(run_dir, tmp_path, monkeypatch):
+    import zipfile
+
+    monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "0")
+    from bioimageio.core import test_model
+
+    from spheroid_hpo.export import _bioimageio
+
+    out = export_model(ExportRequest(format="bioimageio", out=tmp_path / "model.zip", source=run_dir)).out
+    names = set(zipfile.ZipFile(out).namelist())
+    assert {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_output.npy", "weights.pt",
+            "weights.torchscript.pt", "weights.onnx"} <= names
+
+    _bioimageio._pydantic_compat()  # bioimageio.spec 0.5.12 needs it under pydantic >= 2.14 (see the function)
+    summary = test_model(str(out), devices=["cpu"])  # the written zip, as a bioimage.io tool would read it
+    assert summary.status == "passed", summary.format()
+    ran = " ".join(d.name for d in summary.details)
+    for weights in ("pytorch_state_dict", "torchscript", "onnx"):
+        assert f"Reproduce test outputs from test inputs ({weights})" in ran
+
+    import yaml
+    rdf = yaml.safe_load(zipfile.ZipFile(out).read("rdf.yaml"))
+    _, info = load_model(run_dir)
+    image, = rdf["inputs"]
+    assert [a.get("size") for a in image["axes"][2:]] == [info.image_size] * 2
+    normalise, = [p for p in image["preprocessing"] if p["id"] == "fixed_zero_mean_unit_variance"]
+    assert normalise["kwargs"]["mean"] == list(info.mean) and normalise["kwargs"]["std"] == list(info.std)
+    probabilities, = rdf["outputs"]
+    assert [p["id"] for p in probabilities["postprocessing"][:2]] == ["scale_linear", "softmax"]
+    assert probabilities["postprocessing"][0]["kwargs"]["gain"] == pytest.approx(1 / info.temperature)
+    assert len(probabilities["axes"][1]["channel_names"]) == len(info.class_names)
+    # The test tensors are real test images of the run and PyTorch's calibrated probabilities for them.
+    with zipfile.ZipFile(out) as archive:
+        test_input = np.load(archive.open("test_input.npy"))
+    assert test_input.shape == (1, 3, info.image_size, info.image_size) and 0 <= test_input.min() < test_input.max() <= 1
+
+
+def test_a_package_bioimageio_core_fails_is_not_written(run_dir, tmp_path, monkeypatch):
+    from spheroid_hpo.export import _bioimageio
+
+    real = _bioimageio._calibrated_probabilities
+    monkeypatch.setattr(_bioimageio, "_calibrated_probabilities", lambda *a: real(*a).roll(1, dims=1))
+    out = tmp_path / "model.zip"
+    with pytest.raises(ExportCheckError, match="test_model failed"):
+        export_model(ExportRequest(format="bioimageio", out=out, source=run_dir))
+    assert list(tmp_path.iterdir()) == []
