@@ -178,3 +178,19 @@ def test_a_package_bioimageio_core_fails_is_not_written(run_dir, tmp_path, monke
     with pytest.raises(ExportCheckError, match="test_model failed"):
         export_model(ExportRequest(format="bioimageio", out=out, source=run_dir))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_studys_best_trial_is_calibrated_and_checked(finished_study, tmp_path):
+    out = tmp_path / "best.torchscript.pt"
+    result = export_model(ExportRequest(
+        format="torchscript", out=out, study=finished_study.name, storage_url=finished_study.storage_url,
+        artifact_dir=finished_study.artifact_dir, runs_dir=finished_study.runs_dir,
+    ))
+    assert "best trial" in result.description
+    assert result.checks["max_abs_probability_difference"] <= TOLERANCE
+    extra = {"spheroid_hpo.json": ""}
+    module = torch.jit.load(str(out), _extra_files=extra)
+    info = json.loads(extra["spheroid_hpo.json"])
+    assert info["image_size"] == 32 and info["temperature"] > 0
+    probabilities, logits = module(torch.rand(3, 3, 32, 32))
+    torch.testing.assert_close(probabilities, torch.softmax(logits / info["temperature"], 1))
