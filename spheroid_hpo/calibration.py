@@ -30,7 +30,7 @@ from spheroid_hpo.tta import tta_probabilities
 
 __all__ = [
     "ECE_BINS", "Calibration", "calibrate", "expected_calibration_error", "fit_temperature",
-    "negative_log_likelihood", "plot_reliability", "reliability_bins",
+    "negative_log_likelihood", "plot_reliability", "reliability_bins", "score_calibration",
 ]
 
 ECE_BINS = 15
@@ -107,6 +107,20 @@ class Calibration:
         }
 
 
+def score_calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> tuple[dict, tuple]:
+    """NLL and ECE of ``logits`` before and after ``temperature``, and the reliability bins of both."""
+    logits, labels = logits.detach().double().cpu(), labels.cpu()
+    raw = torch.softmax(logits, dim=1).numpy()
+    calibrated = torch.softmax(logits / temperature, dim=1).numpy()
+    scores = {
+        "nll_before": negative_log_likelihood(logits, labels),
+        "nll_after": negative_log_likelihood(logits, labels, temperature),
+        "ece_before": expected_calibration_error(raw, labels.numpy()),
+        "ece_after": expected_calibration_error(calibrated, labels.numpy()),
+    }
+    return scores, (reliability_bins(raw, labels.numpy()), reliability_bins(calibrated, labels.numpy()))
+
+
 def calibrate(
     model: nn.Module,
     *,
@@ -131,15 +145,7 @@ def calibrate(
         splits["test"] = (logits_of(test_images), test_labels.cpu())
     scores, reliability = {}, {}
     for split, (logits, labels) in splits.items():
-        raw = torch.softmax(logits.double(), dim=1).numpy()
-        calibrated = torch.softmax(logits.double() / temperature, dim=1).numpy()
-        scores[split] = {
-            "nll_before": negative_log_likelihood(logits, labels),
-            "nll_after": negative_log_likelihood(logits, labels, temperature),
-            "ece_before": expected_calibration_error(raw, labels.numpy()),
-            "ece_after": expected_calibration_error(calibrated, labels.numpy()),
-        }
-        reliability[split] = (reliability_bins(raw, labels.numpy()), reliability_bins(calibrated, labels.numpy()))
+        scores[split], reliability[split] = score_calibration(logits, labels, temperature)
 
     tta = tta_probabilities(logits_of, val_images, temperature=temperature)
     right = tta.probabilities.argmax(dim=1) == val_labels.cpu()
