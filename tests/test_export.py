@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -167,6 +168,13 @@ def test_bioimageio_package_passes_bioimageio_core_offline(run_dir, tmp_path, mo
     with zipfile.ZipFile(out) as archive:
         test_input = np.load(archive.open("test_input.npy"))
     assert test_input.shape == (1, 3, info.image_size, info.image_size) and 0 <= test_input.min() < test_input.max() <= 1
+    readme = zipfile.ZipFile(out).read("README.md").decode()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The whole test split, as in metrics.json (which may have scored under bf16 autocast, hence the tolerance).
+    scores = re.search(r"accuracy ([0-9.]+), macro-F1 ([0-9.]+)", readme)
+    assert float(scores.group(2)) == pytest.approx(metrics["test"]["macro_f1"], abs=0.05)
+    assert '"lr": 0.001' in readme and "França" in readme and "10.1117/12.2580916" in readme
+    assert any(entry.get("doi") == "10.1117/12.2580916" for entry in rdf["cite"])
 
 
 def test_a_package_bioimageio_core_fails_is_not_written(run_dir, tmp_path, monkeypatch):

@@ -12,9 +12,9 @@ from spheroid_hpo.cli._app import RUNS_DIR, app
 
 @app.command("export")
 def export_command(
+    format: Annotated[str, typer.Option("--format", help="bioimageio (zip), onnx or torchscript.")],
     source: Annotated[Optional[Path], typer.Argument(help="A run folder (train, reproduce --out) or a model.pt; "
                                                           "or leave out and pass --study.")] = None,
-    format: Annotated[str, typer.Option("--format", help="bioimageio (zip), onnx or torchscript.")] = "onnx",
     out: Annotated[Optional[Path], typer.Option(help="File to write; default model.onnx, model.torchscript.pt "
                                                      "or model.bioimageio.zip next to the model.")] = None,
     study: Annotated[Optional[str], typer.Option(help="Export the best trial of this study instead.")] = None,

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spheroid_hpo import engine
 from spheroid_hpo.export._formats import ONNX_OPSET, ExportCheckError
 from spheroid_hpo.export._source import ModelSource
 from spheroid_hpo.metrics import classification_metrics
@@ -113,8 +114,8 @@ def _describe(network: nn.Module, source: ModelSource, folder: Path):
 
     info = source.info
     size = info.image_size
-    images = source.test.images[:8].float().cpu().contiguous()
-    probabilities = _calibrated_probabilities(network, info, images)
+    images = source.test.images.float().cpu().contiguous()
+    probabilities = _calibrated_probabilities(network, info, images)  # the whole test split, for the README
     np.save(folder / "test_input.npy", images[:1].numpy())
     np.save(folder / "test_output.npy", probabilities[:1].numpy())
 
@@ -132,7 +133,7 @@ def _describe(network: nn.Module, source: ModelSource, folder: Path):
             torch.onnx.export(network, (normalised,), str(onnx_file), dynamo=True, opset_version=ONNX_OPSET,
                               verbose=False, input_names=["input"], output_names=["output"], external_data=False,
                               dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
-    cover = _cover(source, images, probabilities, folder / "cover.png")
+    cover = _cover(source, images[:8], probabilities[:8], folder / "cover.png")
     readme = folder / "README.md"
     readme.write_text(_readme(source, probabilities.argmax(1)))
 
@@ -187,11 +188,10 @@ def _describe(network: nn.Module, source: ModelSource, folder: Path):
     )
 
 
-@torch.no_grad()
 def _calibrated_probabilities(network: nn.Module, info, images: torch.Tensor) -> torch.Tensor:
     """What the package must reproduce: PyTorch's calibrated probabilities (the test output tensor)."""
-    mean, std = torch.tensor(info.mean).view(1, 3, 1, 1), torch.tensor(info.std).view(1, 3, 1, 1)
-    return torch.softmax(network((images - mean) / std) / info.temperature, dim=1)
+    logits = engine.predict_logits(network, images, mean=info.mean, std=info.std).cpu()
+    return torch.softmax(logits / info.temperature, dim=1)
 
 
 def _identifier(name: str) -> str:
@@ -222,7 +222,7 @@ def _readme(source: ModelSource, predicted: torch.Tensor) -> str:
     info = source.info
     config = {k: v for k, v in source.config.items() if k != "calibration"}
     calibration = source.config.get("calibration") or {}
-    metrics = classification_metrics(source.test.labels[:len(predicted)].cpu().numpy(), predicted.numpy(),
+    metrics = classification_metrics(source.test.labels.cpu().numpy(), predicted.numpy(),
                                      num_classes=len(info.class_names))
     lines = [
         f"# spheroid-hpo {info.architecture}", "",
@@ -235,8 +235,10 @@ def _readme(source: ModelSource, predicted: torch.Tensor) -> str:
         f"divided by the temperature {info.temperature:.4g}, fitted on the validation split by minimising NLL", "",
         "## Training configuration", "", "```json", json.dumps(config, indent=2, default=str), "```", "",
         "## Test scores", "",
-        f"On the first {len(predicted)} images of the test split (the checked test tensors come from them): "
-        f"accuracy {metrics.accuracy:.3f}, macro-F1 {metrics.macro_f1:.3f}.", "",
+        f"On the {len(predicted)} images of the run's test split, which training and tuning never saw "
+        f"(the package's test tensors come from them): accuracy {metrics.accuracy:.3f}, macro-F1 "
+        f"{metrics.macro_f1:.3f}; per class F1 "
+        + ", ".join(f"{name} {f1:.3f}" for name, f1 in zip(info.class_names, metrics.f1)) + ".", "",
     ]
     if calibration:
         lines += ["Calibration (15-bin expected calibration error, before -> after the temperature):", ""]
