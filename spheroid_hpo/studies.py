@@ -8,6 +8,7 @@ other file.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ BUDGET_ATTR = "n_trials"
 DATA_ATTR = "data"
 MANIFEST_ATTR = "split_manifest_csv"
 INTERRUPTED = "interrupted"
+METRIC_NAME = "val_macro_f1"  # what a trial's value is; Optuna shows it on the dashboard's axes
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ def create_studies(
             study_name=config.study_name(architecture), storage=storage, direction="maximize",
             load_if_exists=True,
         )
+        # The dashboard's axes say "val_macro_f1" instead of "Objective 0" (the trials' value, see objective.py).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
         recorded = study.user_attrs.get(DATA_ATTR)
         if recorded is not None and recorded["fingerprint"] != data.fingerprint:
             raise InputError(
