@@ -27,6 +27,7 @@ from spheroid_hpo.data._formats import (
 )
 from spheroid_hpo.data._split import (
     DEFAULT_FRACTIONS,
+    DEFAULT_MANIFEST_NAME,
     SPLIT_NAMES,
     ManifestRow,
     assign_splits,
@@ -70,8 +71,6 @@ __all__ = [
     "scan_folder",
     "write_manifest",
 ]
-
-DEFAULT_MANIFEST_NAME = "splits.csv"
 
 
 # eq=False: the generated __eq__ would compare tensors, whose truth value is ambiguous.

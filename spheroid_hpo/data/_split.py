@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+DEFAULT_MANIFEST_NAME = "splits.csv"
 
 _REQUIRED_COLUMNS = ("path", "class", "split")
 _GROUP_COLUMN = "group"
