@@ -42,6 +42,7 @@ def run_training(
     groups_csv: Path | None = None,
     split_manifest: Path | None = None,
     class_names: Sequence[str] | None = None,
+    allow_near_duplicates_across_splits: bool = False,
     progress: bool = True,
 ) -> dict:
     """Train ``arch`` on ``data_dir`` and write the run folder ``out_dir``; return the metrics."""
@@ -54,11 +55,13 @@ def run_training(
         "groups_csv": str(groups_csv) if groups_csv else None,
         "split_manifest": str(split_manifest) if split_manifest else None,
         "class_names": list(class_names) if class_names else None,
+        "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
     }
     torch_device = engine.resolve_device(device)
     dataset = load_dataset(
         data_dir, image_size=image_size, seed=seed, fractions=fractions, group_by=group_by,
         groups_csv=groups_csv, manifest_path=split_manifest, class_names=class_names, progress=progress,
+        near_duplicates_together=not allow_near_duplicates_across_splits,
     ).to(torch_device)
     num_classes = len(dataset.class_names)
 
@@ -104,6 +107,7 @@ def run_training(
         "split_sizes": {split: len(getattr(dataset, split).labels) for split in ("train", "val", "test")},
         "split_manifest": str(dataset.manifest_path),
         "data_fingerprint": dataset.fingerprint,
+        "duplicate_groups_across_splits": list(dataset.straddling),
         "skipped_images": [{"path": path, "reason": reason} for path, reason in dataset.problems],
         "config": config,
         "environment": {

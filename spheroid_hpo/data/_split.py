@@ -82,6 +82,7 @@ def assign_splits(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int,
     groups: Sequence[str] | None = None,
+    together: Sequence[Sequence[str]] = (),
 ) -> list[str]:
     """Return one split name (see SPLIT_NAMES) per file, stratified by label.
 
@@ -89,14 +90,49 @@ def assign_splits(
     files, the fractions and the seed, not on the order of ``files``. With ``groups`` (one
     group name per file, e.g. the spheroid an image patch was cut from) all files of a group
     land in the same split, and the classes are balanced across splits as closely as the
-    groups allow.
+    groups allow. ``together`` lists further sets of paths (duplicate images) that must share
+    a split; they join the groups they touch.
     """
     values = validate_fractions(fractions)
-    if groups is None:
-        return _stratified_splits(files, values, seed)
-    if len(groups) != len(files):
+    if groups is not None and len(groups) != len(files):
         raise ValueError(f"got {len(groups)} groups for {len(files)} files; pass one group per file")
-    return _group_splits(files, values, seed, list(groups))
+    known = {file.path for file in files}
+    together = [[path for path in group if path in known] for group in together]
+    together = [group for group in together if len(group) > 1]
+    if groups is None and not together:
+        return _stratified_splits(files, values, seed)
+    try:
+        return _group_splits(files, values, seed, _merged_groups(files, groups, together))
+    except InputError as error:
+        if not together:
+            raise
+        raise InputError(
+            f"{error}; duplicate images count as one group, so remove the copies that "
+            f"check-data lists"
+        ) from None
+
+
+def _merged_groups(
+    files: Sequence[LabeledFile], groups: Sequence[str] | None, together: Sequence[Sequence[str]]
+) -> list[str]:
+    """One group name per file such that files of one group, or of one ``together`` set, share one
+    (without ``together``, the groups as they are)."""
+    # Union-find over group names; a file without a user group is its own group (its path).
+    names = [f"file:{file.path}" if groups is None else f"group:{groups[i]}" for i, file in enumerate(files)]
+    parent = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    name_of = dict(zip((file.path for file in files), names))
+    for paths in together:
+        for path in paths[1:]:
+            a, b = sorted((root(name_of[paths[0]]), root(name_of[path])))
+            parent[b] = a
+    return [root(name) for name in names]
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
