@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from spheroid_hpo.config import TUNABLE_PARAMS
+from spheroid_hpo.config import CATEGORICAL_VALUES, TUNABLE_PARAMS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.machine import KERNEL_FLAGS, MachineFingerprint
 from spheroid_hpo.models import architecture_names
@@ -153,7 +153,7 @@ def read_best_config(path: Path) -> BestConfig:
     best = doc.section("best")
     best.keys(required=("study", "architecture", "trial"))
     params = doc.section("params")
-    params.keys(required=("epochs", "lr", "rotation", "batch_size"), optional=("bn_momentum",))
+    params.keys(required=("epochs", "lr", "rotation", "batch_size"), optional=("bn_momentum", "class_weights"))
     training = doc.section("training")
     training.keys(required=(), optional=("precision", "weights"))
     data = doc.section("data")
@@ -182,7 +182,8 @@ def read_best_config(path: Path) -> BestConfig:
         study=best.value("study", str),
         architecture=architecture,
         trial=best.value("trial", int),
-        params={name: params.positive(name, TUNABLE_PARAMS[name], allow_zero=name == "rotation")
+        params={name: params.choice(name, CATEGORICAL_VALUES[name]) if name in CATEGORICAL_VALUES
+                else params.positive(name, TUNABLE_PARAMS[name], allow_zero=name == "rotation")
                 for name in params.raw},
         image_size=data.positive("image_size", int),
         precision=training.value("precision", str, "auto"),
@@ -274,6 +275,12 @@ class _Section:
         value = self.value(key, kind)
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             raise self.error(key, f"must be {'at least 0' if allow_zero else 'positive'}, but got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.value(key, str)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, but got {value!r}")
         return value
 
     def score(self, key: str, *default) -> float:

@@ -115,6 +115,7 @@ def build_objective(
                 num_classes=num_classes, epochs=int(params["epochs"]), lr=float(params["lr"]),
                 batch_size=int(params["batch_size"]), rotation=float(params["rotation"]),
                 seed=seed, precision=precision, on_epoch=on_epoch, checkpoint_path=checkpoint,
+                class_weights=str(params.get("class_weights", "none")),
             )
         except optuna.TrialPruned:
             _record_history(trial, history, started)

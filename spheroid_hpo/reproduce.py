@@ -303,6 +303,7 @@ def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, dev
             rotation=float(config.params["rotation"]), batch_size=int(config.params["batch_size"]),
             image_size=config.image_size, seed=seed, device=str(device), weights=config.weights,
             precision=config.precision, bn_momentum=config.params.get("bn_momentum"),
+            class_weights=str(config.params.get("class_weights", "none")),
             fractions=config.fractions, split_manifest=manifest, progress=False,
         )
     # The trial's value is its last epoch's validation score, taken inside the training loop.

@@ -9,12 +9,14 @@ import optuna
 from spheroid_hpo.config import ParamSpec
 
 
-def suggest_params(trial: optuna.Trial, space: Sequence[ParamSpec]) -> dict[str, float]:
+def suggest_params(trial: optuna.Trial, space: Sequence[ParamSpec]) -> dict[str, float | str]:
     """Ask ``trial`` for a value of every parameter in ``space``; fixed ones pass through."""
-    params: dict[str, float] = {}
+    params: dict[str, float | str] = {}
     for spec in space:
         if spec.kind == "fixed":
             params[spec.name] = spec.value
+        elif spec.kind == "categorical":
+            params[spec.name] = trial.suggest_categorical(spec.name, list(spec.choices))
         elif spec.kind == "int":
             params[spec.name] = trial.suggest_int(
                 spec.name, int(spec.low), int(spec.high), step=int(spec.step or 1), log=spec.log

@@ -43,6 +43,7 @@ def run_training(
     split_manifest: Path | None = None,
     class_names: Sequence[str] | None = None,
     allow_near_duplicates_across_splits: bool = False,
+    class_weights: str = "none",
     progress: bool = True,
 ) -> dict:
     """Train ``arch`` on ``data_dir`` and write the run folder ``out_dir``; return the metrics."""
@@ -56,6 +57,7 @@ def run_training(
         "split_manifest": str(split_manifest) if split_manifest else None,
         "class_names": list(class_names) if class_names else None,
         "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
+        "class_weights": class_weights,
     }
     torch_device = engine.resolve_device(device)
     dataset = load_dataset(
@@ -73,7 +75,7 @@ def run_training(
         train_images=dataset.train.images, train_labels=dataset.train.labels,
         val_images=dataset.val.images, val_labels=dataset.val.labels,
         num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, rotation=rotation,
-        seed=seed, precision=precision, progress=progress,
+        seed=seed, precision=precision, progress=progress, class_weights=class_weights,
     )
     autocast_dtype = engine.resolve_precision(precision, torch_device, model=model)
     evaluations = {}

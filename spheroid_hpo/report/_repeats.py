@@ -68,6 +68,7 @@ def repeat_best(
                     batch_size=int(params["batch_size"]), image_size=int(family.data["image_size"]), seed=seed,
                     device=device, weights=training.weights, precision=training.precision,
                     bn_momentum=params.get("bn_momentum"), split_manifest=manifest_path, progress=False,
+                    class_weights=str(params.get("class_weights", "none")),
                 ))
             results[architecture] = RepeatedRuns(
                 architecture=architecture,
