@@ -87,7 +87,7 @@ def build_objective(
     num_classes = len(data.class_names)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest_params(trial, search_space)
+        params = suggest_params(trial, search_space, architecture=architecture)
         checkpoint = Path(checkpoint_dir) / f"trial-{checkpoint_owner(_frozen(trial))}.pt"
         started = time.perf_counter()
         history: list[engine.EpochStats] = []

@@ -116,7 +116,7 @@ def export_best(
         ).metrics.macro_f1
         unscored = SeedScores(per_seed=(), original=0.0)
         best = BestConfig(
-            study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial),
+            study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial, architecture),
             image_size=int(family.data["image_size"]), precision=config.training.precision,
             weights=config.training.weights, data_path=family.data["path"],
             demo=dict(family.data["demo"]) if family.data["path"] is None else None,

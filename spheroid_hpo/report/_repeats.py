@@ -61,7 +61,7 @@ def repeat_best(
             for seed in seeds:
                 if on_run is not None:
                     on_run(architecture, seed)
-                params = family.params(trial)
+                params = family.params(trial, architecture)
                 runs.append(run_training(
                     data_dir=data_dir, out_dir=Path(scratch) / architecture / f"seed-{seed}", arch=architecture,
                     epochs=int(params["epochs"]), lr=float(params["lr"]), rotation=float(params["rotation"]),
