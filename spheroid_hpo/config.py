@@ -32,6 +32,9 @@ TUNABLE_PARAMS: dict[str, type] = {
 CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS}
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
+# With cv_folds a trial reports at fold granularity (K steps); only pruners that compare
+# trials at the same step make sense there, not epoch-budget ones.
+CV_PRUNERS = ("median", "none")
 METRICS = ("val_macro_f1",)
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
@@ -90,6 +93,8 @@ class DataConfig:
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     group_by: str | None = None
     demo: DemoConfig = field(default_factory=DemoConfig)
+    # K >= 2: each trial trains K times on stratified folds of train+val; None: once, on train.
+    cv_folds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,12 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
 
     search_space = _parse_search_space(top.table("search_space"))
     baseline = _parse_baseline(top.table("baseline"), search_space)
+    data, pruner = _parse_data(top.table("data")), _parse_pruner(top.table("pruner"))
+    if data.cv_folds is not None and pruner.name not in CV_PRUNERS:
+        raise InputError(
+            f"{source}: pruner.name = {pruner.name!r} prunes by epochs, but data.cv_folds = {data.cv_folds} "
+            f"reports once per fold; use one of: {', '.join(CV_PRUNERS)}"
+        )
     return StudyConfig(
         name=name,
         architectures=architectures,
@@ -267,8 +278,8 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
         metric=study.choice("metric", METRICS, "val_macro_f1"),
         storage=study.get("storage", str, None),
         sampler=_parse_sampler(top.table("sampler")),
-        pruner=_parse_pruner(top.table("pruner")),
-        data=_parse_data(top.table("data")),
+        pruner=pruner,
+        data=data,
         training=_parse_training(top.table("training")),
         source=source,
     )
@@ -375,7 +386,7 @@ def _parse_pruner(table: _Table) -> PrunerConfig:
 
 
 def _parse_data(table: _Table) -> DataConfig:
-    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo"))
+    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo", "cv_folds"))
     fractions = tuple(table.get("fractions", list, [0.7, 0.15, 0.15]))
     if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
             or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
@@ -389,6 +400,7 @@ def _parse_data(table: _Table) -> DataConfig:
         split_seed=table.get("split_seed", int, 0),
         fractions=tuple(float(f) for f in fractions),
         group_by=table.get("group_by", str, None),
+        cv_folds=table.positive("cv_folds", int, None, minimum=2),
         demo=DemoConfig(
             per_class=demo.positive("per_class", int, 40, minimum=3),
             size=demo.positive("size", int, 64, minimum=16),

@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.data import LabeledFile, assign_folds, read_manifest
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective
 from spheroid_hpo.study_data import load_study_dataset
@@ -180,11 +181,23 @@ def _load_trial_data(
     manifest_csv = first.user_attrs.get(MANIFEST_ATTR)
     if record is None or manifest_csv is None:
         raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
+    manifest = runs_dir / config.name / "splits.csv"
     dataset = load_study_dataset(
         study_name=config.name, record=record, manifest_csv=manifest_csv,
-        manifest_path=runs_dir / config.name / "splits.csv", data_dir=data_dir, runs_dir=runs_dir,
+        manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,
         splits=("train", "val"),
     ).to(device)
+    folds: tuple[int, ...] = ()
+    if config.data.cv_folds is not None:
+        # Folds of train + val, with the manifest's groups and every duplicate set kept in one fold.
+        group_of = {row.path: row.group for row in read_manifest(manifest)}
+        files = [LabeledFile(path, int(label)) for split in (dataset.train, dataset.val)
+                 for path, label in zip(split.paths, split.labels.tolist())]
+        folds = tuple(assign_folds(
+            files, folds=config.data.cv_folds, seed=config.data.split_seed,
+            groups=[group_of.get(file.path) for file in files], together=dataset.duplicates.groups(near=True),
+        ))
     return TrialData(
-        train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=dataset.image_size
+        train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=dataset.image_size,
+        folds=folds,
     )

@@ -31,6 +31,7 @@ from spheroid_hpo.data._split import (
     DEFAULT_MANIFEST_NAME,
     SPLIT_NAMES,
     ManifestRow,
+    assign_folds,
     assign_splits,
     groups_from_csv,
     groups_from_regex,
@@ -55,6 +56,7 @@ __all__ = [
     "ManifestRow",
     "SplitTensors",
     "UnreadableImage",
+    "assign_folds",
     "assign_splits",
     "check_data",
     "decode_images",
@@ -129,6 +131,7 @@ class Dataset:
     problems: tuple[tuple[str, str], ...]
     # Duplicate groups with files in more than one split of the manifest (see SplitPlan).
     straddling: tuple[dict, ...] = ()
+    duplicates: Duplicates = Duplicates()
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every split on ``device`` (images in channels_last memory format)."""
@@ -260,6 +263,7 @@ def load_dataset(
         fingerprint=plan.fingerprint,
         problems=tuple(problems),
         straddling=plan.straddling,
+        duplicates=plan.duplicates,
     )
 
 

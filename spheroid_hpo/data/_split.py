@@ -190,7 +190,8 @@ def _stratified_splits(
 
 
 def _group_splits(
-    files: Sequence[LabeledFile], fractions: Sequence[float], seed: int, groups: list[str]
+    files: Sequence[LabeledFile], fractions: Sequence[float], seed: int, groups: list[str],
+    names: Sequence[str] = SPLIT_NAMES, noun: str = "splits",
 ) -> list[str]:
     group_names = sorted(set(groups))
     labels = sorted({file.label for file in files})
@@ -202,18 +203,18 @@ def _group_splits(
 
     for j, label in enumerate(labels):
         groups_with_class = int((counts[:, j] > 0).sum())
-        if groups_with_class < len(SPLIT_NAMES):
+        if groups_with_class < len(names):
             name = _class_name(files, label)
             raise InputError(
                 f"class '{name}' has {int(counts[:, j].sum())} image(s) in only "
                 f"{groups_with_class} group(s), too few to put at least one group in each of "
-                f"the {len(SPLIT_NAMES)} splits ({', '.join(SPLIT_NAMES)}); add images of "
+                f"the {len(names)} {noun} ({', '.join(names)}); add images of "
                 f"'{name}' from more groups, use a finer group pattern, or split without groups"
             )
 
     placement = _place_groups(counts, np.asarray(fractions), _rng(seed))
-    _ensure_every_class_everywhere(counts, placement, np.asarray(fractions), files, labels)
-    return [SPLIT_NAMES[placement[group_row[group]]] for group in groups]
+    _ensure_every_class_everywhere(counts, placement, np.asarray(fractions), files, labels, names)
+    return [names[placement[group_row[group]]] for group in groups]
 
 
 def _imbalance(split_counts: np.ndarray, target: np.ndarray, totals: np.ndarray) -> float:
@@ -247,6 +248,7 @@ def _ensure_every_class_everywhere(
     fractions: np.ndarray,
     files: Sequence[LabeledFile],
     labels: list[int],
+    names: Sequence[str] = SPLIT_NAMES,
 ) -> None:
     """Move groups (in place) until every split has every class.
 
@@ -276,12 +278,40 @@ def _ensure_every_class_everywhere(
         if best is None:
             name = _class_name(files, labels[col])
             raise InputError(
-                f"cannot place the groups so that the {SPLIT_NAMES[split]} split gets an image "
+                f"cannot place the groups so that the {names[split]} split gets an image "
                 f"of class '{name}': its images sit in groups that other splits need; add "
                 f"images of '{name}' from more groups, use a finer group pattern, or split "
                 f"without groups"
             )
         placement[best] = split
+
+
+def assign_folds(
+    files: Sequence[LabeledFile],
+    *,
+    folds: int,
+    seed: int,
+    groups: Sequence[str | None] | None = None,
+    together: Sequence[Sequence[str]] = (),
+) -> list[int]:
+    """Fold (0 .. folds-1) of each file for cross-validation: stratified by label, every class
+    in every fold, each group (``groups``) and each set of duplicates (``together``) in one fold."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, but got {folds=}; pass e.g. 5")
+    if groups is not None and all(group is None for group in groups):
+        groups = None
+    if groups is not None:
+        # Files without a group keep to themselves.
+        groups = [group if group is not None else f"file:{file.path}" for file, group in zip(files, groups)]
+    names = tuple(f"fold {i + 1}" for i in range(folds))
+    known = {file.path for file in files}
+    together = [[p for p in group if p in known] for group in together]
+    merged = _merged_groups(files, groups, [group for group in together if len(group) > 1])
+    try:
+        placed = _group_splits(files, [1 / folds] * folds, seed, merged, names=names, noun="folds")
+    except InputError as error:
+        raise InputError(f"{error}; or lower [data] cv_folds") from None
+    return [names.index(name) for name in placed]
 
 
 # --------------------------------------------------------------------------- groups

@@ -1,0 +1,117 @@
+"""Cross-validated trials: [data] cv_folds = K, folds of train+val, mean value, fold-level pruning."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.artifacts import FileSystemArtifactStore
+from optuna.trial import TrialState
+
+from spheroid_hpo import engine
+from spheroid_hpo import objective as objective_module
+from spheroid_hpo.config import parse_study_text
+from spheroid_hpo.data import LabeledFile, assign_folds, load_dataset
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.objective import CV_SCORES_ATTR, TrialData, build_objective
+from study_files import one_architecture_study
+
+
+def _files(per_class: int = 20) -> list[LabeledFile]:
+    return [LabeledFile(f"c{label}/g{i // 3}_{i:03d}.png", label) for label in range(3) for i in range(per_class)]
+
+
+def test_folds_are_stratified_and_keep_groups_and_duplicates_together():
+    files = _files()
+    groups = [f.path.split("/")[0] + f.path.split("/")[1].split("_")[0] for f in files]
+    together = [("c0/g0_000.png", "c0/g5_015.png"), ("c1/g1_003.png", "c2/g6_018.png")]
+    for seed in range(40):
+        folds = assign_folds(files, folds=4, seed=seed, groups=groups, together=together)
+        fold_of = dict(zip((f.path for f in files), folds))
+        assert set(folds) == {0, 1, 2, 3}
+        for label in range(3):
+            assert {fold_of[f.path] for f in files if f.label == label} == {0, 1, 2, 3}
+        for group in set(groups):
+            assert len({fold for g, fold in zip(groups, folds) if g == group}) == 1
+        for pair in together:
+            assert len({fold_of[p] for p in pair}) == 1
+    sizes = Counter(assign_folds(files, folds=4, seed=0))
+    assert max(sizes.values()) - min(sizes.values()) <= 3  # 60 files, 15 a fold give or take a group
+
+
+@pytest.mark.parametrize("folds, problem", [(1, "folds=1"), (30, "lower \\[data\\] cv_folds")])
+def test_impossible_fold_counts_are_input_errors(folds, problem):
+    with pytest.raises(InputError, match=problem):
+        assign_folds(_files(), folds=folds, seed=0)
+
+
+def test_cv_folds_is_read_and_validated_with_the_pruner():
+    text = one_architecture_study()
+    assert parse_study_text(text, source=Path("s.toml")).data.cv_folds is None
+    def with_folds(text: str, folds: int) -> str:
+        return text.replace("[data]\n", f"[data]\ncv_folds = {folds}\n")
+
+    config = parse_study_text(with_folds(text, 3), source=Path("s.toml"))
+    assert config.data.cv_folds == 3
+    with pytest.raises(InputError, match="data.cv_folds must be at least 2"):
+        parse_study_text(with_folds(text, 1), source=Path("s.toml"))
+    hyperband = one_architecture_study(pruner="hyperband")
+    with pytest.raises(InputError, match="reports once per fold; use one of: median, none"):
+        parse_study_text(with_folds(hyperband, 3), source=Path("s.toml"))
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
+    dataset = load_dataset(demo_dir, image_size=32, manifest_path=tmp_path / "splits.csv", splits=("train", "val"))
+    files = [LabeledFile(p, int(l)) for s in (dataset.train, dataset.val) for p, l in zip(s.paths, s.labels.tolist())]
+    data = TrialData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32,
+                     folds=tuple(assign_folds(files, folds=folds, seed=0)))
+    runs = []
+    real_train = engine.train
+
+    def spy(model, **kwargs):
+        runs.append((list(kwargs["train_labels"]), len(kwargs["val_images"])))
+        return real_train(model, **kwargs)
+
+    monkeypatch.setattr(objective_module.engine, "train", spy)
+    config = parse_study_text(one_architecture_study(), source=Path("s.toml"))
+    (tmp_path / "artifacts").mkdir()
+    objective = build_objective(
+        architecture="squeezenet1_1", data=data, search_space=config.search_space, device=torch.device("cpu"),
+        artifact_store=FileSystemArtifactStore(str(tmp_path / "artifacts")),
+        checkpoint_dir=tmp_path / "checkpoints", precision="fp32",
+    )
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study.enqueue_trial({"lr": 1e-3})
+    study.optimize(objective, n_trials=1)
+    return study.trials[0], runs, files
+
+
+def test_a_cross_validated_trial_trains_once_per_fold_and_scores_the_mean(demo_dir, tmp_path, monkeypatch):
+    trial, runs, files = _cv_trial(demo_dir, tmp_path, monkeypatch)
+    assert trial.state == TrialState.COMPLETE
+    scores = trial.user_attrs[CV_SCORES_ATTR]
+    assert len(scores) == 3 and len(runs) == 3
+    assert trial.value == pytest.approx(statistics.fmean(scores))
+    # Each fold validates on its own images; together the folds cover train + val once.
+    assert sum(val for _, val in runs) == len(files)
+    assert all(len(train) + val == len(files) for train, val in runs)
+    assert trial.intermediate_values == pytest.approx(
+        {k: statistics.fmean(scores[:k]) for k in (1, 2, 3)}
+    )
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))
+
+
+def test_pruning_judges_the_running_mean_after_each_fold(demo_dir, tmp_path, monkeypatch):
+    trial, runs, _ = _cv_trial(demo_dir, tmp_path, monkeypatch, pruner=_AlwaysPrune())
+    assert trial.state == TrialState.PRUNED
+    assert len(runs) == 1 and list(trial.intermediate_values) == [1]  # fold 1, not an epoch
+    assert trial.intermediate_values[1] == pytest.approx(trial.user_attrs[CV_SCORES_ATTR][0])
