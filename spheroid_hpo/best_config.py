@@ -78,6 +78,9 @@ class BestConfig:
     seeds: tuple[int, ...]  # the first is the study's own training seed
     val: SeedScores
     test: SeedScores
+    # The study's [data] cv_folds: its trial's value was a mean over folds (the retrainings
+    # here train once on the train split, like the seeds' expected scores below).
+    cv_folds: int | None = None
 
     @property
     def seed(self) -> int:
@@ -117,6 +120,8 @@ class BestConfig:
         ]
         if self.group_by is not None:
             lines.append(f"group_by = {_toml(self.group_by)}")
+        if self.cv_folds is not None:
+            lines.append(f"cv_folds = {self.cv_folds}  # the trial's value is its mean over these folds")
         lines.append(f"fingerprint = {_toml(self.fingerprint)}  # of the split and the files: refuses other data")
         if self.demo is not None:
             lines += ["", "[data.demo]  # the generated demo data set, rebuilt byte for byte from these settings",
@@ -157,7 +162,7 @@ def read_best_config(path: Path) -> BestConfig:
     training = doc.section("training")
     training.keys(required=(), optional=("precision", "weights"))
     data = doc.section("data")
-    data.keys(required=("image_size", "split_seed", "fractions", "fingerprint"), optional=("path", "group_by", "demo"))
+    data.keys(required=("image_size", "split_seed", "fractions", "fingerprint"), optional=("path", "group_by", "demo", "cv_folds"))
 
     architecture = best.value("architecture", str)
     if architecture not in architecture_names():
@@ -193,6 +198,7 @@ def read_best_config(path: Path) -> BestConfig:
         split_seed=data.value("split_seed", int),
         fractions=tuple(float(f) for f in fractions),
         group_by=data.value("group_by", str, None),
+        cv_folds=data.value("cv_folds", int, None),
         fingerprint=data.value("fingerprint", str),
         machine=_read_machine(doc.section("machine")),
         seeds=seeds,

@@ -121,7 +121,7 @@ def export_best(
             weights=config.training.weights, data_path=family.data["path"],
             demo=dict(family.data["demo"]) if family.data["path"] is None else None,
             split_seed=config.data.split_seed, fractions=tuple(config.data.fractions), group_by=config.data.group_by,
-            fingerprint=family.data["fingerprint"],
+            cv_folds=config.data.cv_folds, fingerprint=family.data["fingerprint"],
             machine=machine_fingerprint(torch_device, threads=threads, precision=config.training.precision),
             seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
         )

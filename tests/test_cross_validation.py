@@ -115,3 +115,36 @@ def test_pruning_judges_the_running_mean_after_each_fold(demo_dir, tmp_path, mon
     assert trial.state == TrialState.PRUNED
     assert len(runs) == 1 and list(trial.intermediate_values) == [1]  # fold 1, not an epoch
     assert trial.intermediate_values[1] == pytest.approx(trial.user_attrs[CV_SCORES_ATTR][0])
+
+
+def test_best_toml_carries_cv_folds_and_class_weights(tmp_path):
+    from spheroid_hpo.best_config import BestConfig, SeedScores, read_best_config
+    from spheroid_hpo.machine import machine_fingerprint
+
+    scores = SeedScores(per_seed=(0.5, 0.6), original=0.55)
+    best = BestConfig(
+        study="s", architecture="squeezenet1_1", trial=3,
+        params={"epochs": 2, "lr": 1e-3, "rotation": 0.0, "batch_size": 8, "class_weights": "balanced"},
+        image_size=32, precision="fp32", weights="none", data_path="/data", demo=None, split_seed=0,
+        fractions=(0.7, 0.15, 0.15), group_by=None, fingerprint="f" * 64,
+        machine=machine_fingerprint(torch.device("cpu"), threads=1, precision="fp32"),
+        seeds=(0, 1), val=scores, test=scores, cv_folds=4,
+    )
+    path = tmp_path / "best.toml"
+    path.write_text(best.to_toml())
+    assert "cv_folds = 4" in path.read_text()
+    assert read_best_config(path) == best
+
+
+def test_the_report_shows_mean_and_sd_over_folds_of_each_best_trial():
+    from types import SimpleNamespace
+
+    from spheroid_hpo.report._content import _cross_validation
+
+    trial = SimpleNamespace(number=7, user_attrs={CV_SCORES_ATTR: [0.5, 0.7, 0.6]})
+    family = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(cv_folds=3)))
+    blocks = _cross_validation(SimpleNamespace(family=family, best={"resnet18": trial}))
+    (table,) = [block for block in blocks if hasattr(block, "rows")]
+    assert table.rows == (("resnet18", "#7", "0.600 ± 0.100", "0.500, 0.700, 0.600"),)
+    family.config.data.cv_folds = None
+    assert _cross_validation(SimpleNamespace(family=family, best={"resnet18": trial})) == []
