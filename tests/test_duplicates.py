@@ -190,3 +190,16 @@ def test_imbalance_ratio_warns_above_three(tmp_path):
     report = check_data(tmp_path)
     assert report.imbalance_ratio == 3.0 and report.imbalance_warning is None
     assert "WARNING" not in report.format_table()
+
+
+def test_check_data_command_prints_duplicate_groups_and_imbalance_in_json(planted):
+    from typer.testing import CliRunner
+
+    from spheroid_hpo.cli import app
+
+    result = CliRunner().invoke(app, ["check-data", str(planted), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["exact_duplicates"] == [list(EXACT)] and report["near_duplicates"] == [list(NEAR)]
+    assert report["imbalance"] == {"ratio": pytest.approx(12 / 9), "warning": None}
+    assert report["duplicate_groups_across_splits"] == [] and report["split_manifest"] is None
