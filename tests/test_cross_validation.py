@@ -148,3 +148,31 @@ def test_the_report_shows_mean_and_sd_over_folds_of_each_best_trial():
     assert table.rows == (("resnet18", "#7", "0.600 ± 0.100", "0.500, 0.700, 0.600"),)
     family.config.data.cv_folds = None
     assert _cross_validation(SimpleNamespace(family=family, best={"resnet18": trial})) == []
+
+
+def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(demo_dir, tmp_path):
+    import shutil
+
+    from spheroid_hpo.create import create_study_family
+    from spheroid_hpo.worker import _load_trial_data
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    copy = data / "1_dead_cells" / "copy_of_first.png"
+    shutil.copy(sorted((data / "1_dead_cells").glob("*.png"))[0], copy)
+    text = one_architecture_study().replace("[data]\n", f"[data]\ncv_folds = 3\npath = \"{data}\"\n")
+    study_file = tmp_path / "s.toml"
+    study_file.write_text(text)
+    config = parse_study_text(text, source=study_file)
+    family = create_study_family(config=config, runs_dir=tmp_path / "runs")
+    trial_data = _load_trial_data(config, family.studies, data_dir=None, runs_dir=tmp_path / "runs",
+                                  device=torch.device("cpu"))
+    paths = trial_data.train.paths + trial_data.val.paths
+    fold_of = dict(zip(paths, trial_data.folds))
+    assert set(trial_data.folds) == {0, 1, 2} and len(paths) == len(trial_data.folds)
+    (pair,) = [group for group in load_dataset(data, image_size=32, manifest_path=tmp_path / "runs" / "wiring" / "splits.csv",
+                                               splits=("train",)).duplicates.exact]
+    assert all(p in fold_of for p in pair)  # both copies in train+val with this seed
+    assert len({fold_of[p] for p in pair}) == 1
+    runs = list(trial_data.runs())
+    assert len(runs) == 3 and sum(len(val) for _, val in runs) == len(paths)
