@@ -12,7 +12,7 @@ so that images which merely look alike are not grouped:
 
 Look-alike spheroids, or background patches under the same illumination, share their layout
 but not their detail; two noise textures share neither. Measured (tests/test_duplicates.py):
-distinct demo images and look-alike patches reach at most 0.95 coarse and 0.4 detail, copies
+distinct demo images and look-alike patches reach at most 0.96 coarse and 0.4 detail, copies
 re-saved as JPEG q90 and 3% brighter at least 0.99 and 0.8 (64 px). Thumbnails with almost
 no contrast (a constant image) carry no pattern and take part in the exact test only.
 """
