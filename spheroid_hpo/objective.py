@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import ParamSpec
-from spheroid_hpo.data import SplitTensors
+from spheroid_hpo.data import Dataset, LabeledFile, SplitTensors, assign_folds, read_manifest
 from spheroid_hpo.figures import plot_confusion, plot_curves
 from spheroid_hpo.models import count_parameters, create_model
 from spheroid_hpo.saved_model import ModelInfo, save_model
@@ -69,6 +69,23 @@ class TrialData:
                              paths=tuple(p for p, keep in zip(paths, mask.tolist()) if keep))
                 for mask in (fold_of != fold, fold_of == fold)
             )
+
+
+def trial_data(dataset: Dataset, *, manifest: Path, cv_folds: int | None, split_seed: int) -> TrialData:
+    """What trials train on: the manifest's train and val splits of ``dataset`` and, with
+    ``cv_folds``, the fold of each of their images, with the manifest's groups and every set of
+    duplicates kept in one fold. The folds depend only on the files, so they repeat anywhere."""
+    folds: tuple[int, ...] = ()
+    if cv_folds is not None:
+        group_of = {row.path: row.group for row in read_manifest(manifest)}
+        files = [LabeledFile(path, int(label)) for split in (dataset.train, dataset.val)
+                 for path, label in zip(split.paths, split.labels.tolist())]
+        folds = tuple(assign_folds(
+            files, folds=cv_folds, seed=split_seed,
+            groups=[group_of.get(file.path) for file in files], together=dataset.duplicates.groups(near=True),
+        ))
+    return TrialData(train=dataset.train, val=dataset.val, class_names=dataset.class_names,
+                     image_size=dataset.image_size, folds=folds)
 
 
 def retry_links(trial: FrozenTrial) -> tuple[int | None, list[int]]:

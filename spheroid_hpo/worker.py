@@ -22,9 +22,8 @@ from optuna.trial import TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
-from spheroid_hpo.data import LabeledFile, assign_folds, read_manifest
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective
+from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective, trial_data
 from spheroid_hpo.study_data import load_study_dataset
 from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
 from spheroid_hpo.studies import (
@@ -187,17 +186,4 @@ def _load_trial_data(
         manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,
         splits=("train", "val"),
     ).to(device)
-    folds: tuple[int, ...] = ()
-    if config.data.cv_folds is not None:
-        # Folds of train + val, with the manifest's groups and every duplicate set kept in one fold.
-        group_of = {row.path: row.group for row in read_manifest(manifest)}
-        files = [LabeledFile(path, int(label)) for split in (dataset.train, dataset.val)
-                 for path, label in zip(split.paths, split.labels.tolist())]
-        folds = tuple(assign_folds(
-            files, folds=config.data.cv_folds, seed=config.data.split_seed,
-            groups=[group_of.get(file.path) for file in files], together=dataset.duplicates.groups(near=True),
-        ))
-    return TrialData(
-        train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=dataset.image_size,
-        folds=folds,
-    )
+    return trial_data(dataset, manifest=manifest, cv_folds=config.data.cv_folds, split_seed=config.data.split_seed)

@@ -64,6 +64,9 @@ def test_cv_folds_is_read_and_validated_with_the_pruner():
         parse_study_text(with_folds(hyperband, 3), source=Path("s.toml"))
 
 
+PARAMS = {"lr": 1e-3, "rotation": 5.0, "batch_size": 8}
+
+
 class _AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial) -> bool:
         return True
@@ -90,7 +93,7 @@ def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
         checkpoint_dir=tmp_path / "checkpoints", precision="fp32",
     )
     study = optuna.create_study(direction="maximize", pruner=pruner)
-    study.enqueue_trial({"lr": 1e-3})
+    study.enqueue_trial(PARAMS)
     study.optimize(objective, n_trials=1)
     return study.trials[0], runs, files
 
@@ -176,3 +179,23 @@ def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(dem
     assert len({fold_of[p] for p in pair}) == 1
     runs = list(trial_data.runs())
     assert len(runs) == 3 and sum(len(val) for _, val in runs) == len(paths)
+
+
+def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, tmp_path, monkeypatch):
+    from spheroid_hpo.best_config import BestConfig, SeedScores
+    from spheroid_hpo.machine import machine_fingerprint
+    from spheroid_hpo.reproduce import _retrain_folds
+
+    trial, _, _ = _cv_trial(demo_dir, tmp_path, monkeypatch)
+    scores = SeedScores(per_seed=(trial.value,), original=trial.value)
+    config = BestConfig(
+        study="s", architecture="squeezenet1_1", trial=0, params={"epochs": 1, **PARAMS}, image_size=32,
+        precision="fp32", weights="none", data_path=str(demo_dir), demo=None, split_seed=0,
+        fractions=(0.7, 0.15, 0.15), group_by=None, fingerprint="f" * 64,
+        machine=machine_fingerprint(torch.device("cpu"), threads=torch.get_num_threads(), precision="fp32"),
+        seeds=(0,), val=scores, test=scores, cv_folds=3,
+    )
+    val, test = _retrain_folds(config, seed=0, folder=demo_dir, manifest=tmp_path / "splits.csv",
+                               device=torch.device("cpu"))
+    assert val == trial.value  # same machine, same folds, same seed: the very number
+    assert 0.0 <= test <= 1.0
