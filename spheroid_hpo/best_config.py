@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from spheroid_hpo.config import TUNABLE_PARAMS
+from spheroid_hpo.config import CATEGORICAL_VALUES, TUNABLE_PARAMS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.machine import KERNEL_FLAGS, MachineFingerprint
 from spheroid_hpo.models import architecture_names
@@ -78,6 +78,9 @@ class BestConfig:
     seeds: tuple[int, ...]  # the first is the study's own training seed
     val: SeedScores
     test: SeedScores
+    # The study's [data] cv_folds: its trial's value was a mean over folds (the retrainings
+    # here train once on the train split, like the seeds' expected scores below).
+    cv_folds: int | None = None
 
     @property
     def seed(self) -> int:
@@ -117,6 +120,8 @@ class BestConfig:
         ]
         if self.group_by is not None:
             lines.append(f"group_by = {_toml(self.group_by)}")
+        if self.cv_folds is not None:
+            lines.append(f"cv_folds = {self.cv_folds}  # the trial's value is its mean over these folds")
         lines.append(f"fingerprint = {_toml(self.fingerprint)}  # of the split and the files: refuses other data")
         if self.demo is not None:
             lines += ["", "[data.demo]  # the generated demo data set, rebuilt byte for byte from these settings",
@@ -153,11 +158,11 @@ def read_best_config(path: Path) -> BestConfig:
     best = doc.section("best")
     best.keys(required=("study", "architecture", "trial"))
     params = doc.section("params")
-    params.keys(required=("epochs", "lr", "rotation", "batch_size"), optional=("bn_momentum",))
+    params.keys(required=("epochs", "lr", "rotation", "batch_size"), optional=("bn_momentum", "class_weights"))
     training = doc.section("training")
     training.keys(required=(), optional=("precision", "weights"))
     data = doc.section("data")
-    data.keys(required=("image_size", "split_seed", "fractions", "fingerprint"), optional=("path", "group_by", "demo"))
+    data.keys(required=("image_size", "split_seed", "fractions", "fingerprint"), optional=("path", "group_by", "demo", "cv_folds"))
 
     architecture = best.value("architecture", str)
     if architecture not in architecture_names():
@@ -182,7 +187,8 @@ def read_best_config(path: Path) -> BestConfig:
         study=best.value("study", str),
         architecture=architecture,
         trial=best.value("trial", int),
-        params={name: params.positive(name, TUNABLE_PARAMS[name], allow_zero=name == "rotation")
+        params={name: params.choice(name, CATEGORICAL_VALUES[name]) if name in CATEGORICAL_VALUES
+                else params.positive(name, TUNABLE_PARAMS[name], allow_zero=name == "rotation")
                 for name in params.raw},
         image_size=data.positive("image_size", int),
         precision=training.value("precision", str, "auto"),
@@ -192,6 +198,7 @@ def read_best_config(path: Path) -> BestConfig:
         split_seed=data.value("split_seed", int),
         fractions=tuple(float(f) for f in fractions),
         group_by=data.value("group_by", str, None),
+        cv_folds=data.value("cv_folds", int, None),
         fingerprint=data.value("fingerprint", str),
         machine=_read_machine(doc.section("machine")),
         seeds=seeds,
@@ -274,6 +281,12 @@ class _Section:
         value = self.value(key, kind)
         if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
             raise self.error(key, f"must be {'at least 0' if allow_zero else 'positive'}, but got {value!r}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        value = self.value(key, str)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, but got {value!r}")
         return value
 
     def score(self, key: str, *default) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spheroid_hpo.engine import PRECISIONS
+from spheroid_hpo.engine import CLASS_WEIGHTS, PRECISIONS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.models import architecture_names
 
@@ -26,28 +26,37 @@ TUNABLE_PARAMS: dict[str, type] = {
     "rotation": float,
     "batch_size": int,
     "bn_momentum": float,
+    "class_weights": str,
 }
+# The values a string-valued tunable may take.
+CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS}
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
+# With cv_folds a trial reports at fold granularity (K steps); only pruners that compare
+# trials at the same step make sense there, not epoch-budget ones.
+CV_PRUNERS = ("median", "none")
 METRICS = ("val_macro_f1",)
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One searched hyperparameter: an int or float range, or a fixed value."""
+    """One searched hyperparameter: an int or float range, a list of choices, or a fixed value."""
 
     name: str
-    kind: str  # "int" | "float" | "fixed"
+    kind: str  # "int" | "float" | "categorical" | "fixed"
     low: float | None = None
     high: float | None = None
     log: bool = False
     step: float | None = None
-    value: float | None = None
+    value: float | str | None = None
+    choices: tuple = ()
 
-    def contains(self, value: float) -> bool:
+    def contains(self, value: float | str) -> bool:
         if self.kind == "fixed":
             return value == self.value
+        if self.kind == "categorical":
+            return value in self.choices
         return self.low <= value <= self.high
 
 
@@ -84,6 +93,8 @@ class DataConfig:
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     group_by: str | None = None
     demo: DemoConfig = field(default_factory=DemoConfig)
+    # K >= 2: each trial trains K times on stratified folds of train+val; None: once, on train.
+    cv_folds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,8 @@ class StudyConfig:
         spec = {spec.name: spec for spec in self.search_space}.get("epochs")
         if spec is None:
             return int(self.baseline.get("epochs", 1))
+        if spec.kind == "categorical":
+            return int(max(spec.choices))
         return int(spec.value if spec.kind == "fixed" else spec.high)
 
 
@@ -249,6 +262,12 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
 
     search_space = _parse_search_space(top.table("search_space"))
     baseline = _parse_baseline(top.table("baseline"), search_space)
+    data, pruner = _parse_data(top.table("data")), _parse_pruner(top.table("pruner"))
+    if data.cv_folds is not None and pruner.name not in CV_PRUNERS:
+        raise InputError(
+            f"{source}: pruner.name = {pruner.name!r} prunes by epochs, but data.cv_folds = {data.cv_folds} "
+            f"reports once per fold; use one of: {', '.join(CV_PRUNERS)}"
+        )
     return StudyConfig(
         name=name,
         architectures=architectures,
@@ -259,8 +278,8 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
         metric=study.choice("metric", METRICS, "val_macro_f1"),
         storage=study.get("storage", str, None),
         sampler=_parse_sampler(top.table("sampler")),
-        pruner=_parse_pruner(top.table("pruner")),
-        data=_parse_data(top.table("data")),
+        pruner=pruner,
+        data=data,
         training=_parse_training(top.table("training")),
         source=source,
     )
@@ -273,9 +292,15 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
         kind = TUNABLE_PARAMS[name]
         if not isinstance(raw, dict):
             value = _Table({"value": raw}, table.key(name), table.source).get("value", kind, None)
+            _check_categorical(table, name, [value])
             specs.append(ParamSpec(name=name, kind="fixed", value=value))
             continue
         param = table.table(name)
+        if "choices" in param.raw:
+            specs.append(_parse_choices(param, name, kind))
+            continue
+        if kind is str:
+            raise param.error("", f"takes choices, not a range: {name} = {{ choices = {_toml_list(CATEGORICAL_VALUES[name])} }}")
         param.check_keys(("low", "high", "log", "step"))
         if "low" not in param.raw or "high" not in param.raw:
             raise param.error("", f"needs both low and high, e.g. {name} = {{ low = 1, high = 10 }}")
@@ -297,6 +322,35 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
     if missing:
         raise table.error("", f"must define {', '.join(missing)} (a range table or a fixed value)")
     return tuple(specs)
+
+
+def _parse_choices(param: _Table, name: str, kind: type) -> ParamSpec:
+    """``name = { choices = [...] }``: a categorical parameter, each choice of the key's type."""
+    param.check_keys(("choices",))
+    choices = param.get("choices", list, [])
+    example = f"{name} = {{ choices = {_toml_list(CATEGORICAL_VALUES.get(name, (8, 16)))} }}"
+    if not choices:
+        raise param.error("choices", f"must list at least one value, e.g. {example}, but got {choices=}")
+    checked = [_Table({"choice": value}, param.key("choices"), param.source).get("choice", kind, None) for value in choices]
+    if len(set(checked)) != len(checked):
+        raise param.error("choices", f"lists a value twice; list each once, but got {choices=}")
+    _check_categorical(param, "choices", checked, name=name)
+    if name == "epochs" and min(checked) < 1:
+        raise param.error("choices", f"must all be at least 1 epoch, but got {choices=}")
+    if name == "batch_size" and min(checked) < 2:
+        raise param.error("choices", f"must all be at least 2 (BatchNorm needs two images), but got {choices=}")
+    return ParamSpec(name=name, kind="categorical", choices=tuple(checked))
+
+
+def _check_categorical(table: _Table, key: str, values: list, *, name: str | None = None) -> None:
+    valid = CATEGORICAL_VALUES.get(name or key)
+    for value in values:
+        if valid is not None and value not in valid:
+            raise table.error(key, f"must be among {_toml_list(valid)}, but got {value=}")
+
+
+def _toml_list(values) -> str:
+    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
 
 
 def _parse_baseline(table: _Table, search_space: tuple[ParamSpec, ...]) -> dict[str, float]:
@@ -332,7 +386,7 @@ def _parse_pruner(table: _Table) -> PrunerConfig:
 
 
 def _parse_data(table: _Table) -> DataConfig:
-    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo"))
+    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo", "cv_folds"))
     fractions = tuple(table.get("fractions", list, [0.7, 0.15, 0.15]))
     if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
             or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
@@ -346,6 +400,7 @@ def _parse_data(table: _Table) -> DataConfig:
         split_seed=table.get("split_seed", int, 0),
         fractions=tuple(float(f) for f in fractions),
         group_by=table.get("group_by", str, None),
+        cv_folds=table.positive("cv_folds", int, None, minimum=2),
         demo=DemoConfig(
             per_class=demo.positive("per_class", int, 40, minimum=3),
             size=demo.positive("size", int, 64, minimum=16),

@@ -32,7 +32,11 @@ from torchvision.models import WeightsEnum
 
 from spheroid_hpo.errors import InputError
 
-__all__ = ["architecture_names", "count_parameters", "create_model"]
+__all__ = ["applicable_params", "architecture_names", "count_parameters", "create_model"]
+
+# Tunables that mean something for every architecture; BN_TUNABLES only where BatchNorm is.
+COMMON_TUNABLES = ("epochs", "lr", "rotation", "batch_size", "class_weights")
+BN_TUNABLES = ("bn_momentum",)
 
 _WEIGHTS_HELP = "pass weights='none', weights='imagenet', or a path to a state dict file saved with torch.save"
 
@@ -53,6 +57,9 @@ class _Architecture:
     head_init: Callable[[torch.Tensor], object] | None = None
     # Checkpoint keys that exist in torchvision's file but not in our model.
     dropped_key_prefixes: tuple[str, ...] = ()
+    # The search-space keys that change this net: a parameter that changes nothing (BatchNorm
+    # momentum of a net without BatchNorm) would only add noise to the search and its importances.
+    tunables: tuple[str, ...] = COMMON_TUNABLES + BN_TUNABLES
 
 
 _normal_001 = partial(nn.init.normal_, mean=0.0, std=0.01)
@@ -70,17 +77,20 @@ _REGISTRY: dict[str, _Architecture] = {
         imagenet_weights=tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1,
         head="classifier.1",
         head_init=_normal_001,
+        tunables=COMMON_TUNABLES,  # no BatchNorm
     ),
     "squeezenet1_1": _Architecture(
         build=tvm.squeezenet1_1,
         imagenet_weights=tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1,
         head="classifier.1",
         head_init=_normal_001,
+        tunables=COMMON_TUNABLES,  # no BatchNorm
     ),
     "alexnet": _Architecture(
         build=tvm.alexnet,
         imagenet_weights=tvm.AlexNet_Weights.IMAGENET1K_V1,
         head="classifier.6",
+        tunables=COMMON_TUNABLES,  # no BatchNorm
     ),
     "googlenet": _Architecture(
         # The auxiliary classifiers only help training from scratch on ImageNet.
@@ -110,6 +120,11 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 def architecture_names() -> tuple[str, ...]:
     """Names accepted by :func:`create_model`, in registry order."""
     return tuple(_REGISTRY)
+
+
+def applicable_params(name: str) -> tuple[str, ...]:
+    """The search-space keys that mean something for architecture ``name``."""
+    return _architecture(name).tunables
 
 
 def _imagenet_checkpoint_path(name: str) -> Path:

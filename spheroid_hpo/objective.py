@@ -3,11 +3,17 @@
 A trial trains on the train split and is judged on the validation split only; the
 test split never reaches this module, so nobody can pick a configuration by its
 test score. The trial's value is the validation macro-F1 of its last epoch.
+
+With cross-validation (``[data] cv_folds = K``) a trial trains K times, once per fold of
+train+val, and its value is the mean of the folds' last-epoch validation macro-F1. It then
+reports that running mean after each fold (step = fold number), so a pruner compares trials
+at fold granularity; the stored model and figures are the last fold's.
 """
 
 from __future__ import annotations
 
 import csv
+import statistics
 import tempfile
 import time
 import warnings
@@ -24,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 from spheroid_hpo import engine
 from spheroid_hpo.calibration import calibrate
 from spheroid_hpo.config import ParamSpec
-from spheroid_hpo.data import SplitTensors
+from spheroid_hpo.data import Dataset, LabeledFile, SplitTensors, assign_folds, read_manifest
 from spheroid_hpo.figures import plot_confusion, plot_curves
 from spheroid_hpo.models import count_parameters, create_model
 from spheroid_hpo.saved_model import ModelInfo, save_model
@@ -33,6 +39,7 @@ from spheroid_hpo.search_space import suggest_params
 # User attribute a re-queued interrupted trial carries: the trial whose checkpoint it resumes.
 RESUMES_TRIAL_ATTR = "resumes_trial"
 FAIL_REASON_ATTR = "fail_reason"
+CV_SCORES_ATTR = "cv_fold_val_macro_f1"
 MODEL_ARTIFACT = "model.pt"
 
 
@@ -44,6 +51,42 @@ class TrialData:
     val: SplitTensors
     class_names: tuple[str, ...]
     image_size: int
+    # With cross-validation: the fold (0 .. K-1) of each image of train + val, in that order.
+    folds: tuple[int, ...] = ()
+
+    def runs(self):
+        """(train, val) for each training run of a trial: the manifest's split, or one pair per
+        fold of train + val. A generator, so only one fold's copy of the images exists at a time."""
+        if not self.folds:
+            yield self.train, self.val
+            return
+        images = torch.cat([self.train.images, self.val.images])
+        labels = torch.cat([self.train.labels, self.val.labels])
+        paths = self.train.paths + self.val.paths
+        fold_of = torch.tensor(self.folds, device=labels.device)
+        for fold in range(max(self.folds) + 1):
+            yield tuple(
+                SplitTensors(images=images[mask], labels=labels[mask],
+                             paths=tuple(p for p, keep in zip(paths, mask.tolist()) if keep))
+                for mask in (fold_of != fold, fold_of == fold)
+            )
+
+
+def trial_data(dataset: Dataset, *, manifest: Path, cv_folds: int | None, split_seed: int) -> TrialData:
+    """What trials train on: the manifest's train and val splits of ``dataset`` and, with
+    ``cv_folds``, the fold of each of their images, with the manifest's groups and every set of
+    duplicates kept in one fold. The folds depend only on the files, so they repeat anywhere."""
+    folds: tuple[int, ...] = ()
+    if cv_folds is not None:
+        group_of = {row.path: row.group for row in read_manifest(manifest)}
+        files = [LabeledFile(path, int(label)) for split in (dataset.train, dataset.val)
+                 for path, label in zip(split.paths, split.labels.tolist())]
+        folds = tuple(assign_folds(
+            files, folds=cv_folds, seed=split_seed,
+            groups=[group_of.get(file.path) for file in files], together=dataset.duplicates.groups(near=True),
+        ))
+    return TrialData(train=dataset.train, val=dataset.val, class_names=dataset.class_names,
+                     image_size=dataset.image_size, folds=folds)
 
 
 def retry_links(trial: FrozenTrial) -> tuple[int | None, list[int]]:
@@ -88,48 +131,64 @@ def build_objective(
     num_classes = len(data.class_names)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest_params(trial, search_space)
-        checkpoint = Path(checkpoint_dir) / f"trial-{checkpoint_owner(_frozen(trial))}.pt"
+        params = suggest_params(trial, search_space, architecture=architecture)
+        owner = checkpoint_owner(_frozen(trial))
         started = time.perf_counter()
         history: list[engine.EpochStats] = []
+        fold_scores: list[float] = []
 
         def on_epoch(stats: engine.EpochStats) -> None:
             history.append(stats)
+            if data.folds:
+                return  # cross-validated trials report once per fold, below
             trial.report(stats.val_macro_f1, stats.epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {stats.epoch} at val macro-F1 {stats.val_macro_f1:.3f}")
 
-        # Every trial starts from the same seed, so trials differ by their hyperparameters, not by luck.
-        engine.seed_everything(seed)
-        model = create_model(
-            architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
-        ).to(device, memory_format=torch.channels_last)
         trial.set_user_attr("device", str(device))
         # CPU results depend on the thread count (reduction order); reproduce needs it.
         trial.set_user_attr("torch_threads", torch.get_num_threads())
-        trial.set_user_attr("parameter_count", count_parameters(model))
-        try:
-            engine.train(
-                model,
-                train_images=data.train.images, train_labels=data.train.labels,
-                val_images=data.val.images, val_labels=data.val.labels,
-                num_classes=num_classes, epochs=int(params["epochs"]), lr=float(params["lr"]),
-                batch_size=int(params["batch_size"]), rotation=float(params["rotation"]),
-                seed=seed, precision=precision, on_epoch=on_epoch, checkpoint_path=checkpoint,
-            )
-        except optuna.TrialPruned:
-            _record_history(trial, history, started)
-            _upload_history(trial, artifact_store, history, architecture=architecture)
-            checkpoint.unlink(missing_ok=True)
-            raise
-        except Exception as error:
-            trial.set_user_attr(FAIL_REASON_ATTR, f"{error.__class__.__name__}: {error}"[:1000])
-            _record_history(trial, history, started)
-            checkpoint.unlink(missing_ok=True)
-            raise
+        for fold, (train, val) in enumerate(data.runs(), start=1):
+            history.clear()
+            checkpoint = Path(checkpoint_dir) / (f"trial-{owner}-fold{fold}.pt" if data.folds else f"trial-{owner}.pt")
+            # Every trial starts from the same seed, so trials differ by their hyperparameters, not by luck.
+            engine.seed_everything(seed)
+            model = create_model(
+                architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
+            ).to(device, memory_format=torch.channels_last)
+            trial.set_user_attr("parameter_count", count_parameters(model))
+            try:
+                engine.train(
+                    model,
+                    train_images=train.images, train_labels=train.labels,
+                    val_images=val.images, val_labels=val.labels,
+                    num_classes=num_classes, epochs=int(params["epochs"]), lr=float(params["lr"]),
+                    batch_size=int(params["batch_size"]), rotation=float(params["rotation"]),
+                    seed=seed, precision=precision, on_epoch=on_epoch, checkpoint_path=checkpoint,
+                    class_weights=str(params.get("class_weights", "none")),
+                )
+                if data.folds:
+                    fold_scores.append(history[-1].val_macro_f1)
+                    trial.set_user_attr(CV_SCORES_ATTR, list(fold_scores))
+                    checkpoint.unlink(missing_ok=True)
+                    trial.report(statistics.fmean(fold_scores), fold)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(
+                            f"pruned after fold {fold} at mean val macro-F1 {statistics.fmean(fold_scores):.3f}"
+                        )
+            except optuna.TrialPruned:
+                _record_history(trial, history, started)
+                _upload_history(trial, artifact_store, history, architecture=architecture)
+                checkpoint.unlink(missing_ok=True)
+                raise
+            except Exception as error:
+                trial.set_user_attr(FAIL_REASON_ATTR, f"{error.__class__.__name__}: {error}"[:1000])
+                _record_history(trial, history, started)
+                checkpoint.unlink(missing_ok=True)
+                raise
 
         _, val_metrics = engine.evaluate(
-            model, data.val.images, data.val.labels, num_classes=num_classes,
+            model, val.images, val.labels, num_classes=num_classes,
             autocast_dtype=engine.resolve_precision(precision, device, model=model),
         )
         _record_history(trial, history, started)
@@ -158,7 +217,7 @@ def build_objective(
             )
             trial.set_user_attr("model_artifact_id", artifact_id)
         checkpoint.unlink(missing_ok=True)
-        return history[-1].val_macro_f1
+        return statistics.fmean(fold_scores) if data.folds else history[-1].val_macro_f1
 
     return objective
 

@@ -33,10 +33,12 @@ from spheroid_hpo.best_config import (
     SeedScores,
     read_best_config,
 )
-from spheroid_hpo.data import prepare_split
+from spheroid_hpo.data import load_dataset, prepare_split
 from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.machine import MachineFingerprint, machine_fingerprint
+from spheroid_hpo.models import create_model
+from spheroid_hpo.objective import trial_data
 from spheroid_hpo.report import (
     best_trial,
     download_model,
@@ -116,12 +118,12 @@ def export_best(
         ).metrics.macro_f1
         unscored = SeedScores(per_seed=(), original=0.0)
         best = BestConfig(
-            study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial),
+            study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial, architecture),
             image_size=int(family.data["image_size"]), precision=config.training.precision,
             weights=config.training.weights, data_path=family.data["path"],
             demo=dict(family.data["demo"]) if family.data["path"] is None else None,
             split_seed=config.data.split_seed, fractions=tuple(config.data.fractions), group_by=config.data.group_by,
-            fingerprint=family.data["fingerprint"],
+            cv_folds=config.data.cv_folds, fingerprint=family.data["fingerprint"],
             machine=machine_fingerprint(torch_device, threads=threads, precision=config.training.precision),
             seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
         )
@@ -296,6 +298,13 @@ def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, dev
              log: Log) -> SeedRun:
     """Train the configuration once with ``seed`` on the recorded split and thread count."""
     started = time.perf_counter()
+    if config.cv_folds is not None:
+        with _torch_threads(config.machine.threads if device.type == "cpu" else None):
+            val, test = _retrain_folds(config, seed=seed, folder=folder, manifest=manifest, device=device)
+        run = SeedRun(seed=seed, val_macro_f1=val, test_macro_f1=test, seconds=time.perf_counter() - started)
+        log(f"seed {seed}: mean val macro-F1 over {config.cv_folds} folds {val:.4f}, test macro-F1 {test:.4f} "
+            f"({run.seconds:.0f} s)")
+        return run
     with _torch_threads(config.machine.threads if device.type == "cpu" else None):
         results = run_training(
             data_dir=folder, out_dir=out_dir,
@@ -303,6 +312,7 @@ def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, dev
             rotation=float(config.params["rotation"]), batch_size=int(config.params["batch_size"]),
             image_size=config.image_size, seed=seed, device=str(device), weights=config.weights,
             precision=config.precision, bn_momentum=config.params.get("bn_momentum"),
+            class_weights=str(config.params.get("class_weights", "none")),
             fractions=config.fractions, split_manifest=manifest, progress=False,
         )
     # The trial's value is its last epoch's validation score, taken inside the training loop.
@@ -311,6 +321,30 @@ def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, dev
     log(f"seed {seed}: val macro-F1 {run.val_macro_f1:.4f}, test macro-F1 {run.test_macro_f1:.4f} "
         f"({run.seconds:.0f} s)")
     return run
+
+
+def _retrain_folds(config: BestConfig, *, seed: int, folder: Path, manifest: Path,
+                   device: torch.device) -> tuple[float, float]:
+    """Retrain as a cross-validated trial did: once per fold of train+val. Returns the trial's
+    value (mean fold validation macro-F1) and the last fold's model's test macro-F1."""
+    dataset = load_dataset(folder, image_size=config.image_size, manifest_path=manifest).to(device)
+    data = trial_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split_seed)
+    scores = []
+    for train, val in data.runs():
+        engine.seed_everything(seed)
+        model = create_model(config.architecture, num_classes=len(dataset.class_names), weights=config.weights,
+                             bn_momentum=config.params.get("bn_momentum")).to(device, memory_format=torch.channels_last)
+        history = engine.train(
+            model, train_images=train.images, train_labels=train.labels, val_images=val.images,
+            val_labels=val.labels, num_classes=len(dataset.class_names), epochs=int(config.params["epochs"]),
+            lr=float(config.params["lr"]), batch_size=int(config.params["batch_size"]),
+            rotation=float(config.params["rotation"]), seed=seed, precision=config.precision,
+            class_weights=str(config.params.get("class_weights", "none")),
+        )
+        scores.append(history[-1].val_macro_f1)
+    _, test = engine.evaluate(model, dataset.test.images, dataset.test.labels, num_classes=len(dataset.class_names),
+                              autocast_dtype=engine.resolve_precision(config.precision, device, model=model))
+    return statistics.fmean(scores), test.macro_f1
 
 
 def _drawn_split(config: BestConfig, folder: Path, manifest: Path, *, source: str) -> Path:

@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.config import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.models import applicable_params
 from spheroid_hpo.objective import FAIL_REASON_ATTR, RESUMES_TRIAL_ATTR, checkpoint_owner, retry_links
 
 STUDY_FILE_ATTR = "study_file"
@@ -101,7 +102,9 @@ def create_studies(
         study.set_user_attr(DATA_ATTR, data.as_attr())
         study.set_user_attr(MANIFEST_ATTR, data.manifest_csv)
         if not study.trials and config.baseline:
-            study.enqueue_trial(dict(config.baseline), user_attrs={"baseline": True})
+            applies = applicable_params(architecture)
+            baseline = {name: value for name, value in config.baseline.items() if name in applies}
+            study.enqueue_trial(baseline, user_attrs={"baseline": True})
         requeue_interrupted(study)
         studies[architecture] = study
     return studies

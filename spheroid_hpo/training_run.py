@@ -44,6 +44,8 @@ def run_training(
     groups_csv: Path | None = None,
     split_manifest: Path | None = None,
     class_names: Sequence[str] | None = None,
+    allow_near_duplicates_across_splits: bool = False,
+    class_weights: str = "none",
     progress: bool = True,
 ) -> dict:
     """Train ``arch`` on ``data_dir`` and write the run folder ``out_dir``; return the metrics."""
@@ -56,11 +58,14 @@ def run_training(
         "groups_csv": str(groups_csv) if groups_csv else None,
         "split_manifest": str(split_manifest) if split_manifest else None,
         "class_names": list(class_names) if class_names else None,
+        "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
+        "class_weights": class_weights,
     }
     torch_device = engine.resolve_device(device)
     dataset = load_dataset(
         data_dir, image_size=image_size, seed=seed, fractions=fractions, group_by=group_by,
         groups_csv=groups_csv, manifest_path=split_manifest, class_names=class_names, progress=progress,
+        near_duplicates_together=not allow_near_duplicates_across_splits,
     ).to(torch_device)
     num_classes = len(dataset.class_names)
 
@@ -72,7 +77,7 @@ def run_training(
         train_images=dataset.train.images, train_labels=dataset.train.labels,
         val_images=dataset.val.images, val_labels=dataset.val.labels,
         num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, rotation=rotation,
-        seed=seed, precision=precision, progress=progress,
+        seed=seed, precision=precision, progress=progress, class_weights=class_weights,
     )
     autocast_dtype = engine.resolve_precision(precision, torch_device, model=model)
     evaluations = {}
@@ -115,6 +120,7 @@ def run_training(
         "split_sizes": {split: len(getattr(dataset, split).labels) for split in ("train", "val", "test")},
         "split_manifest": str(dataset.manifest_path),
         "data_fingerprint": dataset.fingerprint,
+        "duplicate_groups_across_splits": list(dataset.straddling),
         "skipped_images": [{"path": path, "reason": reason} for path, reason in dataset.problems],
         "config": config,
         "environment": {

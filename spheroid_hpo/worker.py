@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective
+from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective, trial_data
 from spheroid_hpo.study_data import load_study_dataset
 from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
 from spheroid_hpo.studies import (
@@ -180,11 +180,10 @@ def _load_trial_data(
     manifest_csv = first.user_attrs.get(MANIFEST_ATTR)
     if record is None or manifest_csv is None:
         raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
+    manifest = runs_dir / config.name / "splits.csv"
     dataset = load_study_dataset(
         study_name=config.name, record=record, manifest_csv=manifest_csv,
-        manifest_path=runs_dir / config.name / "splits.csv", data_dir=data_dir, runs_dir=runs_dir,
+        manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,
         splits=("train", "val"),
     ).to(device)
-    return TrialData(
-        train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=dataset.image_size
-    )
+    return trial_data(dataset, manifest=manifest, cv_folds=config.data.cv_folds, split_seed=config.data.split_seed)

@@ -96,7 +96,7 @@ def test_a_clean_folder_says_there_are_no_problems(tmp_path: Path) -> None:
         Image.fromarray(np.zeros((2, 2), dtype=np.uint8)).save(tmp_path / name / "x.png")
     report = check_data(tmp_path)
     assert report.problems == () and report.ignored == ()
-    assert report.format_table().splitlines()[-1] == "no problem files"
+    assert "no problem files" in report.format_table().splitlines()
 
 
 def test_class_names_pass_through_to_the_scan(mixed_folder: Path) -> None:

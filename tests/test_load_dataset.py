@@ -21,12 +21,17 @@ PER_CLASS = 12
 
 @pytest.fixture
 def data_dir(tmp_path):
-    """ROOT/<class>/sph<k>_<i>.png: 12 grey 32 px PNGs per class, 4 spheroids k of 3 images."""
+    """ROOT/<class>/sph<k>_<i>.png: 12 grey 32 px PNGs per class, 4 spheroids k of 3 images.
+
+    One pixel holds the image's index, so no two images are exact duplicates (which would be
+    kept in one split)."""
     root = tmp_path / "data"
     for name, grey in GREY.items():
         (root / name).mkdir(parents=True)
         for i in range(PER_CLASS):
-            Image.fromarray(np.full((32, 32), grey, np.uint8)).save(root / name / f"sph{i % 4}_{i}.png")
+            pixels = np.full((32, 32), grey, np.uint8)
+            pixels[0, 0] = grey + i
+            Image.fromarray(pixels).save(root / name / f"sph{i % 4}_{i}.png")
     return root
 
 

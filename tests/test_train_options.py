@@ -61,7 +61,8 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
     invoke("train", "--data", str(demo_dir), "--out", str(out), "--arch", "squeezenet1_1", "--epochs", "1",
            "--lr", "1e-9", "--rotation", "7.5", "--batch-size", "6", "--image-size", "32", "--seed", "3",
            "--device", "cpu", "--precision", "fp32", "--weights", str(weights), "--bn-momentum", "0.05",
-           "--split-manifest", str(manifest), "--classes", ",".join(REVERSED_CLASSES))
+           "--split-manifest", str(manifest), "--classes", ",".join(REVERSED_CLASSES),
+           "--class-weights", "balanced", "--allow-near-duplicates-across-splits")
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"] == {
@@ -69,6 +70,7 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
         "lr": 1e-9, "rotation": 7.5, "batch_size": 6, "image_size": 32, "seed": 3, "device": "cpu",
         "weights": str(weights), "precision": "fp32", "bn_momentum": 0.05, "fractions": [0.7, 0.15, 0.15],
         "group_by": None, "groups_csv": None, "split_manifest": str(manifest), "class_names": list(REVERSED_CLASSES),
+        "allow_near_duplicates_across_splits": True, "class_weights": "balanced",
     }
     assert metrics["class_names"] == list(REVERSED_CLASSES)
     assert metrics["split_manifest"] == str(manifest)

@@ -31,9 +31,11 @@ def check_data_command(
     data_dir: Annotated[Path, typer.Argument(help="Data folder laid out as ROOT/<class name>/<image>.")],
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    split_manifest: Annotated[Optional[Path], typer.Option(help="Split manifest CSV to check for duplicates across splits; default DATA/splits.csv (read, never written).")] = None,
 ) -> None:
-    """Per class: image count, formats, bit depths, size range; and every problem file with its reason."""
+    """Per class: image count, formats, bit depths, size range; every problem file with its reason;
+    exact and near-duplicate groups (and those the split manifest puts in two splits); class imbalance."""
     from spheroid_hpo.data import check_data
 
-    report = check_data(data_dir, class_names=split_names(classes))
+    report = check_data(data_dir, class_names=split_names(classes), manifest_path=split_manifest)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_table())

@@ -41,6 +41,8 @@ def train_command(
     groups_csv: Annotated[Optional[Path], typer.Option(help="CSV with columns path,group keeping each group in one split.")] = None,
     split_manifest: Annotated[Optional[Path], typer.Option(help="Split manifest CSV to reuse or create; default DATA/splits.csv.")] = None,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
+    class_weights: Annotated[str, typer.Option(help="none, or balanced: weight the loss by inverse class frequency in the train split.")] = "none",
+    allow_near_duplicates_across_splits: Annotated[bool, typer.Option(help="When making a new split, let near-duplicate images land in different splits (exact duplicates never do).")] = False,
 ) -> None:
     """Train one CNN on a folder of images and write its run folder."""
     from spheroid_hpo.training_run import run_training
@@ -50,7 +52,10 @@ def train_command(
         batch_size=batch_size, image_size=image_size, seed=seed, device=device, weights=weights,
         precision=precision, bn_momentum=bn_momentum, group_by=group_by, groups_csv=groups_csv,
         split_manifest=split_manifest, class_names=split_names(classes),
+        allow_near_duplicates_across_splits=allow_near_duplicates_across_splits, class_weights=class_weights,
     )
+    crossing = results["duplicate_groups_across_splits"]
+    typer.echo(f"duplicate groups across splits in {results['split_manifest']}: {len(crossing)}")
     val, test = results["validation"], results["test"]
     typer.echo(f"validation macro-F1 {val['macro_f1']:.3f}, accuracy {val['accuracy']:.3f}")
     typer.echo(f"test       macro-F1 {test['macro_f1']:.3f}, accuracy {test['accuracy']:.3f}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from spheroid_hpo.data._check import DataCheck, check_data
+from spheroid_hpo.data._duplicates import Duplicates, find_duplicates, straddling
 from spheroid_hpo.data._folder import DataFolder, LabeledFile, find_images, is_image_name, scan_folder
 from spheroid_hpo.data._formats import (
     IMAGE_SUFFIXES,
@@ -27,8 +28,10 @@ from spheroid_hpo.data._formats import (
 )
 from spheroid_hpo.data._split import (
     DEFAULT_FRACTIONS,
+    DEFAULT_MANIFEST_NAME,
     SPLIT_NAMES,
     ManifestRow,
+    assign_folds,
     assign_splits,
     groups_from_csv,
     groups_from_regex,
@@ -47,14 +50,17 @@ __all__ = [
     "DataCheck",
     "DataFolder",
     "Dataset",
+    "Duplicates",
     "ImageInfo",
     "LabeledFile",
     "ManifestRow",
     "SplitTensors",
     "UnreadableImage",
+    "assign_folds",
     "assign_splits",
     "check_data",
     "decode_images",
+    "find_duplicates",
     "find_images",
     "is_image_name",
     "groups_from_csv",
@@ -70,8 +76,6 @@ __all__ = [
     "scan_folder",
     "write_manifest",
 ]
-
-DEFAULT_MANIFEST_NAME = "splits.csv"
 
 
 # eq=False: the generated __eq__ would compare tensors, whose truth value is ambiguous.
@@ -125,6 +129,9 @@ class Dataset:
     manifest_path: Path
     fingerprint: str
     problems: tuple[tuple[str, str], ...]
+    # Duplicate groups with files in more than one split of the manifest (see SplitPlan).
+    straddling: tuple[dict, ...] = ()
+    duplicates: Duplicates = Duplicates()
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every split on ``device`` (images in channels_last memory format)."""
@@ -135,12 +142,19 @@ class Dataset:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    """A scanned data folder and its split, before any image is decoded."""
+    """A scanned data folder and its split, before any image is decoded.
+
+    ``straddling`` lists the duplicate groups the manifest puts in more than one split:
+    none for a manifest made here (unless near-duplicates were allowed to straddle), and
+    possibly some for a reused one, which is reported and never rewritten.
+    """
 
     folder: DataFolder
     rows: tuple[ManifestRow, ...]
     manifest_path: Path
     fingerprint: str
+    duplicates: Duplicates = Duplicates()
+    straddling: tuple[dict, ...] = ()
 
 
 def prepare_split(
@@ -152,6 +166,7 @@ def prepare_split(
     groups_csv: str | os.PathLike | None = None,
     manifest_path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
+    near_duplicates_together: bool = True,
 ) -> SplitPlan:
     """Scan ``data_dir`` and read its split from ``manifest_path``, or make and write one.
 
@@ -159,7 +174,9 @@ def prepare_split(
     every run sees the same split; ``seed``, ``fractions`` and the grouping then do not
     matter. Otherwise a stratified split is made (group-aware with ``group_by``, a regex
     whose first capture group names a file's group, or ``groups_csv``) and written there.
-    The fingerprint covers the split and every file's size: it tells whether another
+    Exact duplicate images always share a split, and so do near-duplicates unless
+    ``near_duplicates_together`` is False; a reused manifest that splits a duplicate group
+    is warned about. The fingerprint covers the split and every file's size: it tells whether another
     machine's folder holds the same data.
     """
     root = Path(data_dir)
@@ -171,7 +188,15 @@ def prepare_split(
         )
     folder = scan_folder(root, class_names=class_names)
     manifest = Path(manifest_path) if manifest_path is not None else root / DEFAULT_MANIFEST_NAME
-    if manifest.exists():
+    duplicates = find_duplicates(folder.root, [file.path for file in folder.files])
+    if not near_duplicates_together and duplicates.near:
+        warnings.warn(
+            f"{len(duplicates.near)} group(s) of near-duplicate images may be split across train, "
+            f"val and test (--allow-near-duplicates-across-splits): test scores may be inflated",
+            stacklevel=2,
+        )
+    reused = manifest.exists()
+    if reused:
         rows = _reuse_manifest(manifest, folder, subset=class_names is not None)
         if (group_by is not None or groups_csv is not None) and rows[0].group is None:
             warnings.warn(
@@ -181,11 +206,21 @@ def prepare_split(
             )
     else:
         rows = _new_manifest(
-            manifest, folder, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv
+            manifest, folder, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv,
+            together=duplicates.groups(near=near_duplicates_together),
+        )
+    crossing = straddling(duplicates.groups(near=True), {row.path: row.split for row in rows})
+    if crossing and reused:
+        first = ", ".join(f"{path} ({split})" for path, split in crossing[0]["files"].items())
+        warnings.warn(
+            f"split manifest {manifest} puts {len(crossing)} group(s) of duplicate images in more "
+            f"than one split (first: {first}), so validation and test scores may be inflated; it "
+            f"is used as it is: delete it to re-split with duplicates kept together",
+            stacklevel=2,
         )
     return SplitPlan(
         folder=folder, rows=tuple(rows), manifest_path=manifest,
-        fingerprint=manifest_fingerprint(rows, root=root),
+        fingerprint=manifest_fingerprint(rows, root=root), duplicates=duplicates, straddling=tuple(crossing),
     )
 
 
@@ -201,6 +236,7 @@ def load_dataset(
     class_names: Sequence[str] | None = None,
     splits: Sequence[str] = SPLIT_NAMES,
     progress: bool = False,
+    near_duplicates_together: bool = True,
 ) -> Dataset:
     """Split ``data_dir`` (see ``prepare_split``) and decode the requested ``splits`` into memory.
 
@@ -211,7 +247,7 @@ def load_dataset(
     wanted = _validate_split_names(splits)
     plan = prepare_split(
         data_dir, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv,
-        manifest_path=manifest_path, class_names=class_names,
+        manifest_path=manifest_path, class_names=class_names, near_duplicates_together=near_duplicates_together,
     )
     tensors, problems = _decode_splits(
         plan.folder, plan.rows, wanted=wanted, image_size=image_size, progress=progress
@@ -226,6 +262,8 @@ def load_dataset(
         manifest_path=plan.manifest_path,
         fingerprint=plan.fingerprint,
         problems=tuple(problems),
+        straddling=plan.straddling,
+        duplicates=plan.duplicates,
     )
 
 
@@ -249,13 +287,14 @@ def _new_manifest(
     fractions: Sequence[float],
     group_by: str | None,
     groups_csv: str | os.PathLike | None,
+    together: Sequence[Sequence[str]] = (),
 ) -> list[ManifestRow]:
     groups = None
     if group_by is not None:
         groups = groups_from_regex(folder.files, group_by)
     elif groups_csv is not None:
         groups = groups_from_csv(folder.files, groups_csv)
-    assigned = assign_splits(folder.files, fractions=fractions, seed=seed, groups=groups)
+    assigned = assign_splits(folder.files, fractions=fractions, seed=seed, groups=groups, together=together)
     try:
         return write_manifest(manifest, folder.files, folder.class_names, assigned, groups)
     except OSError as error:

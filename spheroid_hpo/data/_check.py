@@ -1,4 +1,6 @@
-"""Summarise a data folder before training: what each class holds and which files are broken."""
+"""Summarise a data folder before training: what each class holds, which files are broken,
+which images are duplicates (and whether the split manifest puts them on both sides), and
+how imbalanced the classes are."""
 
 from __future__ import annotations
 
@@ -8,8 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from spheroid_hpo.data._duplicates import Duplicates, find_duplicates, straddling
 from spheroid_hpo.data._folder import scan_folder
 from spheroid_hpo.data._formats import ImageInfo, UnreadableImage, inspect_image
+from spheroid_hpo.data._split import DEFAULT_MANIFEST_NAME, read_manifest
+
+# Largest-to-smallest class ratio above which check-data warns: beyond it, a plain
+# cross-entropy tends to give up on the smallest class (class_weights = "balanced" helps).
+IMBALANCE_WARNING_RATIO = 3.0
 
 _MAX_IGNORED_SHOWN = 10
 _HEADER = ("class", "images", "formats", "bit depths", "min size", "max size")
@@ -40,6 +48,29 @@ class DataCheck:
     classes: tuple[ClassSummary, ...]
     problems: tuple[tuple[str, str], ...]  # (relative path, reason)
     ignored: tuple[str, ...]
+    duplicates: Duplicates = Duplicates()
+    manifest: Path | None = None  # the split manifest checked for straddling groups, if it exists
+    straddling: tuple[dict, ...] = ()  # duplicate groups with files in more than one split of it
+
+    @property
+    def imbalance_ratio(self) -> float | None:
+        """Images of the largest class over images of the smallest; None when a class is empty."""
+        counts = [row.count for row in self.classes]
+        return max(counts) / min(counts) if counts and min(counts) > 0 else None
+
+    @property
+    def imbalance_warning(self) -> str | None:
+        ratio = self.imbalance_ratio
+        if ratio is None or ratio <= IMBALANCE_WARNING_RATIO:
+            return None
+        largest = max(self.classes, key=lambda row: row.count)
+        smallest = min(self.classes, key=lambda row: row.count)
+        return (
+            f"classes are imbalanced: '{largest.name}' has {ratio:.1f}x the images of "
+            f"'{smallest.name}' ({largest.count} vs {smallest.count}, warning above "
+            f"{IMBALANCE_WARNING_RATIO:g}x); add class_weights = {{ choices = ['none', 'balanced'] }} "
+            f"to the search space, or collect more '{smallest.name}' images"
+        )
 
     @property
     def total(self) -> int:
@@ -54,6 +85,10 @@ class DataCheck:
             "classes": [_row_dict(row) for row in self.classes],
             "problems": [{"path": path, "reason": reason} for path, reason in self.problems],
             "ignored": list(self.ignored),
+            **self.duplicates.to_dict(),
+            "split_manifest": str(self.manifest) if self.manifest else None,
+            "duplicate_groups_across_splits": list(self.straddling),
+            "imbalance": {"ratio": self.imbalance_ratio, "warning": self.imbalance_warning},
         }
 
     def format_table(self) -> str:
@@ -62,14 +97,40 @@ class DataCheck:
         lines = [f"data folder {self.root}: {len(self.classes)} classes, {self.total} readable images", ""]
         lines += _table_lines(_HEADER, rows)
         lines += _problem_lines(self.problems) + _ignored_lines(self.ignored)
+        lines += _duplicate_lines(self.duplicates) + self._manifest_lines() + self._imbalance_lines()
         return "\n".join(lines)
 
+    def _manifest_lines(self) -> list[str]:
+        if self.manifest is None:
+            return []
+        if not self.straddling:
+            return ["", f"split manifest {self.manifest}: no duplicate group crosses splits"]
+        lines = ["", f"WARNING: split manifest {self.manifest} puts {len(self.straddling)} duplicate "
+                 f"group(s) in more than one split (leakage; delete it to re-split):"]
+        for group in self.straddling:
+            lines.append("  " + ", ".join(f"{path} ({split})" for path, split in group["files"].items()))
+        return lines
 
-def check_data(root: str | os.PathLike[str], *, class_names: Sequence[str] | None = None) -> DataCheck:
-    """Scan `root` like `scan_folder` and read every image's header.
+    def _imbalance_lines(self) -> list[str]:
+        ratio = self.imbalance_ratio
+        if ratio is None:
+            return []
+        warning = self.imbalance_warning
+        return ["", f"imbalance: largest/smallest class = {ratio:.1f}"] + ([f"WARNING: {warning}"] if warning else [])
+
+
+def check_data(
+    root: str | os.PathLike[str],
+    *,
+    class_names: Sequence[str] | None = None,
+    manifest_path: str | os.PathLike[str] | None = None,
+) -> DataCheck:
+    """Scan `root` like `scan_folder`, read every image's header and find duplicates.
 
     Layout errors raise `InputError`; unreadable images do not raise but are
-    listed in `problems` with their reason and left out of the counts.
+    listed in `problems` with their reason and left out of the counts. When the
+    split manifest (default ROOT/splits.csv) exists, the duplicate groups it puts
+    in more than one split are listed; it is only read, never rewritten.
     """
     folder = scan_folder(root, class_names=class_names)
     paths = [folder.root / file.path for file in folder.files]
@@ -83,7 +144,17 @@ def check_data(root: str | os.PathLike[str], *, class_names: Sequence[str] | Non
         else:
             problems.append((file.path, result))
     classes = tuple(_summarise(name, class_infos) for name, class_infos in zip(folder.class_names, infos, strict=True))
-    return DataCheck(root=folder.root, classes=classes, problems=tuple(problems), ignored=folder.ignored)
+    unreadable = {path for path, _ in problems}
+    duplicates = find_duplicates(folder.root, [f.path for f in folder.files if f.path not in unreadable])
+    manifest = Path(manifest_path) if manifest_path is not None else folder.root / DEFAULT_MANIFEST_NAME
+    crossing: list[dict] = []
+    if manifest.exists():
+        split_of = {row.path: row.split for row in read_manifest(manifest)}
+        crossing = straddling(duplicates.groups(near=True), split_of)
+    return DataCheck(
+        root=folder.root, classes=classes, problems=tuple(problems), ignored=folder.ignored,
+        duplicates=duplicates, manifest=manifest if manifest.exists() else None, straddling=tuple(crossing),
+    )
 
 
 def _inspect_or_reason(path: Path) -> ImageInfo | str:
@@ -161,3 +232,14 @@ def _ignored_lines(ignored: tuple[str, ...]) -> list[str]:
     if len(ignored) > _MAX_IGNORED_SHOWN:
         shown.append(f"  ... and {len(ignored) - _MAX_IGNORED_SHOWN} more")
     return ["", f"{len(ignored)} ignored file(s) (not images):", *shown]
+
+
+def _duplicate_lines(duplicates: Duplicates) -> list[str]:
+    lines = []
+    for kind, groups in (("exact duplicate", duplicates.exact), ("near-duplicate", duplicates.near)):
+        if not groups:
+            lines += ["", f"no {kind} images"]
+            continue
+        lines += ["", f"{len(groups)} {kind} group(s), kept in one split when splitting:"]
+        lines += [f"  {i}: " + ", ".join(group) for i, group in enumerate(groups, start=1)]
+    return lines

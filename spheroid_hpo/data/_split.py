@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+DEFAULT_MANIFEST_NAME = "splits.csv"
 
 _REQUIRED_COLUMNS = ("path", "class", "split")
 _GROUP_COLUMN = "group"
@@ -81,6 +82,7 @@ def assign_splits(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int,
     groups: Sequence[str] | None = None,
+    together: Sequence[Sequence[str]] = (),
 ) -> list[str]:
     """Return one split name (see SPLIT_NAMES) per file, stratified by label.
 
@@ -88,14 +90,49 @@ def assign_splits(
     files, the fractions and the seed, not on the order of ``files``. With ``groups`` (one
     group name per file, e.g. the spheroid an image patch was cut from) all files of a group
     land in the same split, and the classes are balanced across splits as closely as the
-    groups allow.
+    groups allow. ``together`` lists further sets of paths (duplicate images) that must share
+    a split; they join the groups they touch.
     """
     values = validate_fractions(fractions)
-    if groups is None:
-        return _stratified_splits(files, values, seed)
-    if len(groups) != len(files):
+    if groups is not None and len(groups) != len(files):
         raise ValueError(f"got {len(groups)} groups for {len(files)} files; pass one group per file")
-    return _group_splits(files, values, seed, list(groups))
+    known = {file.path for file in files}
+    together = [[path for path in group if path in known] for group in together]
+    together = [group for group in together if len(group) > 1]
+    if groups is None and not together:
+        return _stratified_splits(files, values, seed)
+    try:
+        return _group_splits(files, values, seed, _merged_groups(files, groups, together))
+    except InputError as error:
+        if not together:
+            raise
+        raise InputError(
+            f"{error}; duplicate images count as one group, so remove the copies that "
+            f"check-data lists"
+        ) from None
+
+
+def _merged_groups(
+    files: Sequence[LabeledFile], groups: Sequence[str] | None, together: Sequence[Sequence[str]]
+) -> list[str]:
+    """One group name per file such that files of one group, or of one ``together`` set, share one
+    (without ``together``, the groups as they are)."""
+    # Union-find over group names; a file without a user group is its own group (its path).
+    names = [f"file:{file.path}" if groups is None else f"group:{groups[i]}" for i, file in enumerate(files)]
+    parent = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    name_of = dict(zip((file.path for file in files), names))
+    for paths in together:
+        for path in paths[1:]:
+            a, b = sorted((root(name_of[paths[0]]), root(name_of[path])))
+            parent[b] = a
+    return [root(name) for name in names]
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -153,7 +190,8 @@ def _stratified_splits(
 
 
 def _group_splits(
-    files: Sequence[LabeledFile], fractions: Sequence[float], seed: int, groups: list[str]
+    files: Sequence[LabeledFile], fractions: Sequence[float], seed: int, groups: list[str],
+    names: Sequence[str] = SPLIT_NAMES, noun: str = "splits",
 ) -> list[str]:
     group_names = sorted(set(groups))
     labels = sorted({file.label for file in files})
@@ -165,18 +203,18 @@ def _group_splits(
 
     for j, label in enumerate(labels):
         groups_with_class = int((counts[:, j] > 0).sum())
-        if groups_with_class < len(SPLIT_NAMES):
+        if groups_with_class < len(names):
             name = _class_name(files, label)
             raise InputError(
                 f"class '{name}' has {int(counts[:, j].sum())} image(s) in only "
                 f"{groups_with_class} group(s), too few to put at least one group in each of "
-                f"the {len(SPLIT_NAMES)} splits ({', '.join(SPLIT_NAMES)}); add images of "
+                f"the {len(names)} {noun} ({', '.join(names)}); add images of "
                 f"'{name}' from more groups, use a finer group pattern, or split without groups"
             )
 
     placement = _place_groups(counts, np.asarray(fractions), _rng(seed))
-    _ensure_every_class_everywhere(counts, placement, np.asarray(fractions), files, labels)
-    return [SPLIT_NAMES[placement[group_row[group]]] for group in groups]
+    _ensure_every_class_everywhere(counts, placement, np.asarray(fractions), files, labels, names)
+    return [names[placement[group_row[group]]] for group in groups]
 
 
 def _imbalance(split_counts: np.ndarray, target: np.ndarray, totals: np.ndarray) -> float:
@@ -210,6 +248,7 @@ def _ensure_every_class_everywhere(
     fractions: np.ndarray,
     files: Sequence[LabeledFile],
     labels: list[int],
+    names: Sequence[str] = SPLIT_NAMES,
 ) -> None:
     """Move groups (in place) until every split has every class.
 
@@ -239,12 +278,40 @@ def _ensure_every_class_everywhere(
         if best is None:
             name = _class_name(files, labels[col])
             raise InputError(
-                f"cannot place the groups so that the {SPLIT_NAMES[split]} split gets an image "
+                f"cannot place the groups so that the {names[split]} split gets an image "
                 f"of class '{name}': its images sit in groups that other splits need; add "
                 f"images of '{name}' from more groups, use a finer group pattern, or split "
                 f"without groups"
             )
         placement[best] = split
+
+
+def assign_folds(
+    files: Sequence[LabeledFile],
+    *,
+    folds: int,
+    seed: int,
+    groups: Sequence[str | None] | None = None,
+    together: Sequence[Sequence[str]] = (),
+) -> list[int]:
+    """Fold (0 .. folds-1) of each file for cross-validation: stratified by label, every class
+    in every fold, each group (``groups``) and each set of duplicates (``together``) in one fold."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, but got {folds=}; pass e.g. 5")
+    if groups is not None and all(group is None for group in groups):
+        groups = None
+    if groups is not None:
+        # Files without a group keep to themselves.
+        groups = [group if group is not None else f"file:{file.path}" for file, group in zip(files, groups)]
+    names = tuple(f"fold {i + 1}" for i in range(folds))
+    known = {file.path for file in files}
+    together = [[p for p in group if p in known] for group in together]
+    merged = _merged_groups(files, groups, [group for group in together if len(group) > 1])
+    try:
+        placed = _group_splits(files, [1 / folds] * folds, seed, merged, names=names, noun="folds")
+    except InputError as error:
+        raise InputError(f"{error}; or lower [data] cv_folds") from None
+    return [names.index(name) for name in placed]
 
 
 # --------------------------------------------------------------------------- groups

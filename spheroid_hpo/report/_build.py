@@ -145,7 +145,7 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
     figure_files, notes = _draw_figures(family, best, evaluations, repeated, store=store, staging=staging,
                                         scratch=scratch, class_names=dataset.class_names)
 
-    summaries = tuple(summarize_study(a, family.trials(a), params=family.params) for a in family.config.architectures)
+    summaries = tuple(summarize_study(a, family.trials(a), params=lambda t, a=a: family.params(t, a)) for a in family.config.architectures)
     caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
     write_table3_csv(tuned, dataset.class_names, staging / "table3.csv")
     write_table3_tex(tuned, dataset.class_names, staging / "table3.tex", caption=caption)
@@ -243,7 +243,7 @@ def _row(family: StudyFamily, architecture: str, trial: FrozenTrial, evaluation:
         architecture=architecture,
         class_f1=evaluation.metrics.f1 if evaluation else None,
         mean_f1=evaluation.metrics.macro_f1 if evaluation else None,
-        params=family.params(trial),
+        params=family.params(trial, architecture),
         val_macro_f1=trial.value if trial.state == TrialState.COMPLETE else None,
         seconds=trial.user_attrs.get("wall_time_seconds"),
         parameter_count=trial.user_attrs.get("parameter_count"),

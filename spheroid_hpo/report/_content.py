@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
+from spheroid_hpo.objective import CV_SCORES_ATTR
 from spheroid_hpo.report._document import Block, Bullets, Figures, Heading, Paragraph, Table
 from spheroid_hpo.report._family import StudyFamily
 from spheroid_hpo.report._paired import PairedComparison
@@ -26,7 +28,7 @@ from spheroid_hpo.report._table import (
 from spheroid_hpo.storage import masked_url
 
 _PARAM_TITLES = {"epochs": "epochs", "lr": "learning rate", "rotation": "rotation (°)", "batch_size": "batch size",
-                 "bn_momentum": "BN momentum"}
+                 "bn_momentum": "BN momentum", "class_weights": "class weights"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def report_blocks(content: ReportContent) -> tuple[str, list[Block]]:
     blocks: list[Block] = [*_introduction(content)]
     blocks += _table3(content)
     blocks += _calibration(content)
+    blocks += _cross_validation(content)
     blocks += _original(content)
     blocks += _published()
     blocks += _repeats(content)
@@ -145,6 +148,25 @@ def _calibration(content: ReportContent) -> list[Block]:
     if images:
         blocks.append(Figures(tuple(images)))
     return blocks
+
+
+def _cross_validation(content: ReportContent) -> list[Block]:
+    """Mean ± sd of the fold scores of each architecture's best trial, when trials were cross-validated."""
+    folds = content.family.config.data.cv_folds
+    if folds is None:
+        return []
+    rows = []
+    for architecture, trial in content.best.items():
+        scores = trial.user_attrs.get(CV_SCORES_ATTR) or []
+        spread = f"{statistics.fmean(scores):.3f} ± {statistics.stdev(scores):.3f}" if len(scores) > 1 else "–"
+        rows.append((architecture, f"#{trial.number}", spread, ", ".join(f"{s:.3f}" for s in scores) or "–"))
+    return [
+        Heading(f"Cross-validation: validation macro-F1 over {folds} folds"),
+        Table(columns=("architecture", "trial", "mean ± sd", "per fold"), rows=tuple(rows),
+              caption=f"Each best trial trained once per fold of train+val; its value is the mean"),
+        Paragraph("The test scores above come from the model of the last fold, which saw the other folds' "
+                  "images; the test split stayed out of every fold."),
+    ]
 
 
 def _original(content: ReportContent) -> list[Block]:

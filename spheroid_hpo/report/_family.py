@@ -12,6 +12,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.models import applicable_params
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.storage import RUNS_DIR, default_storage_url, masked_url, open_storage
 from spheroid_hpo.studies import DATA_ATTR, MANIFEST_ATTR, find_study_family
@@ -34,15 +35,18 @@ class StudyFamily:
     def trials(self, architecture: str) -> list[FrozenTrial]:
         return self.studies[architecture].get_trials(deepcopy=False)
 
-    def params(self, trial: FrozenTrial) -> dict[str, float]:
-        """Every hyperparameter the trial trained with, in search-space order.
+    def params(self, trial: FrozenTrial, architecture: str) -> dict[str, float]:
+        """Every hyperparameter the trial of ``architecture`` trained with, in search-space order.
 
         Optuna records only suggested values; a fixed one (``bn_momentum = 0.1``) is
-        never suggested, yet a retraining needs it.
+        never suggested, yet a retraining needs it. Parameters that do not apply to the
+        architecture (BatchNorm momentum of SqueezeNet) are left out, even from older trials.
         """
         fixed = {spec.name: spec.value for spec in self.config.search_space if spec.kind == "fixed"}
         merged = {**fixed, **trial.params}
-        return {spec.name: merged[spec.name] for spec in self.config.search_space if spec.name in merged}
+        applies = applicable_params(architecture)
+        return {spec.name: merged[spec.name] for spec in self.config.search_space
+                if spec.name in merged and spec.name in applies}
 
 
 def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = RUNS_DIR) -> StudyFamily:

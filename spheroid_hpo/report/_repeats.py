@@ -61,13 +61,14 @@ def repeat_best(
             for seed in seeds:
                 if on_run is not None:
                     on_run(architecture, seed)
-                params = family.params(trial)
+                params = family.params(trial, architecture)
                 runs.append(run_training(
                     data_dir=data_dir, out_dir=Path(scratch) / architecture / f"seed-{seed}", arch=architecture,
                     epochs=int(params["epochs"]), lr=float(params["lr"]), rotation=float(params["rotation"]),
                     batch_size=int(params["batch_size"]), image_size=int(family.data["image_size"]), seed=seed,
                     device=device, weights=training.weights, precision=training.precision,
                     bn_momentum=params.get("bn_momentum"), split_manifest=manifest_path, progress=False,
+                    class_weights=str(params.get("class_weights", "none")),
                 ))
             results[architecture] = RepeatedRuns(
                 architecture=architecture,

@@ -115,6 +115,8 @@ def format_score(value: float | None, *, digits: int = 2) -> str:
 def format_param(name: str, value) -> str:
     if value is None:
         return "–"
+    if isinstance(value, str):  # a categorical choice, e.g. class_weights
+        return value
     if name in ("lr", "bn_momentum"):
         return f"{value:.1e}"
     if isinstance(value, float) and not value.is_integer():
