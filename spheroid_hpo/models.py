@@ -52,6 +52,8 @@ class _Architecture:
     head_init: Callable[[torch.Tensor], object] | None = None
     # Checkpoint keys that exist in torchvision's file but not in our model.
     dropped_key_prefixes: tuple[str, ...] = ()
+    # Smallest square input whose feature maps do not shrink to nothing (measured, rounded up).
+    min_image_size: int = 16
 
 
 _normal_001 = partial(nn.init.normal_, mean=0.0, std=0.01)
@@ -69,17 +71,20 @@ _REGISTRY: dict[str, _Architecture] = {
         imagenet_weights=tvm.SqueezeNet1_0_Weights.IMAGENET1K_V1,
         head="classifier.1",
         head_init=_normal_001,
+        min_image_size=32,
     ),
     "squeezenet1_1": _Architecture(
         build=tvm.squeezenet1_1,
         imagenet_weights=tvm.SqueezeNet1_1_Weights.IMAGENET1K_V1,
         head="classifier.1",
         head_init=_normal_001,
+        min_image_size=32,
     ),
     "alexnet": _Architecture(
         build=tvm.alexnet,
         imagenet_weights=tvm.AlexNet_Weights.IMAGENET1K_V1,
         head="classifier.6",
+        min_image_size=64,
     ),
     "googlenet": _Architecture(
         # The auxiliary classifiers only help training from scratch on ImageNet.
@@ -98,6 +103,7 @@ _REGISTRY: dict[str, _Architecture] = {
         build=tvm.vgg16_bn,
         imagenet_weights=tvm.VGG16_BN_Weights.IMAGENET1K_V1,
         head="classifier.6",
+        min_image_size=32,
         head_init=_normal_001,
     ),
 }
@@ -109,6 +115,14 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 def architecture_names() -> tuple[str, ...]:
     """Names accepted by :func:`create_model`, in registry order."""
     return tuple(_REGISTRY)
+
+
+def check_image_size(name: str, image_size: int) -> int:
+    """``image_size`` if architecture ``name`` can classify images that small, else an InputError."""
+    minimum = _architecture(name).min_image_size
+    if image_size < minimum:
+        raise InputError(f"{name} needs images of at least {minimum} px, but got {image_size=}; raise image_size")
+    return image_size
 
 
 def _imagenet_checkpoint_path(name: str) -> Path:

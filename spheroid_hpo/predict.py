@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +61,7 @@ def predict_images(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     columns = ["path", "predicted_class", *(f"p_{name}" for name in info.class_names), "error"]
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    partial = out.with_name(f".{out.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
     errors = 0
     try:
         with open(partial, "w", newline="") as handle:
