@@ -58,6 +58,22 @@ def masked_url(url: str) -> str:
 _PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its PostgreSQL password, and the password (None when it has none).
+
+    The password then travels as ``PGPASSWORD``, which libpq reads, instead of on a
+    command line (``ps`` shows it to every user) or in the database.
+    """
+    parsed = _parse_url(url)
+    password = parsed.password or parsed.query.get("password")
+    if parsed.get_backend_name() != "postgresql" or not password:
+        return url, None
+    if isinstance(password, tuple):
+        password = password[0]
+    bare = parsed._replace(password=None).difference_update_query(["password"])  # set() skips None
+    return bare.render_as_string(hide_password=False), str(password)
+
+
 def open_storage(
     url: str,
     *,

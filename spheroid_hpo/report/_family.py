@@ -49,7 +49,7 @@ def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = 
     """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""
     if storage_url is None:
         if study is None:
-            raise InputError("pass --study NAME (and --storage URL unless it is in runs/NAME/study.db)")
+            raise InputError(f"pass --study NAME (and --storage URL unless it is in {Path(runs_dir) / 'NAME' / 'study.db'})")
         storage_url = default_storage_url(study, runs_dir=runs_dir)
     _refuse_missing_sqlite(storage_url)
     storage = open_storage(storage_url, heartbeat_interval=None)
