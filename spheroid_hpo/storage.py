@@ -114,6 +114,21 @@ def open_storage(
     return storage
 
 
+def require_existing_sqlite(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist: opening it would create an empty study file.
+
+    For commands that only join or read a study (worker, report, dashboard). A URL
+    that does not parse (a port that is not a number) is refused in one line here too.
+    """
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise InputError(
+                f"no study storage at {url}: the file {parsed.database} does not exist; pass --storage with the "
+                "URL `spheroid-hpo launch` printed, or launch the study first"
+            )
+
+
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
     """The folder-backed Optuna artifact store (shared folder for several machines)."""
     path = Path(path)

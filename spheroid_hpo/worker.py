@@ -25,7 +25,9 @@ from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, TrialTakenOver, build_objective
 from spheroid_hpo.study_data import load_study_dataset
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
+from spheroid_hpo.storage import (
+    RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage, require_existing_sqlite,
+)
 from spheroid_hpo.studies import (
     BUDGET_ATTR,
     DATA_ATTR,
@@ -72,6 +74,7 @@ def run_worker(
     if threads is not None:
         torch.set_num_threads(threads)
     url = storage_url or default_storage_url(study or "", runs_dir=runs_dir)
+    require_existing_sqlite(url)  # a worker joins a study; it never creates one
     storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
     config, _ = find_study_family(storage, study)
     studies = load_studies(config, storage, worker_index=worker_index)
