@@ -50,6 +50,8 @@ def predict_images(
     """
     if not inputs:
         raise InputError("pass at least one image or folder to classify")
+    if Path(out).is_dir():
+        raise InputError(f"--out {out} is a folder; pass a CSV file path such as {Path(out) / 'predictions.csv'}")
     torch_device = engine.resolve_device(device)
     network, info = load_model(model, device=torch_device)
     files = list(_image_files(inputs))
