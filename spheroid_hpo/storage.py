@@ -106,7 +106,14 @@ def open_storage(
                     "grace_period": grace_period or 4 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+            try:
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+            except sqlalchemy.exc.OperationalError as error:
+                # Two processes creating the same new file race to create its tables; the
+                # loser finds them made ("table studies already exists") and opens it again.
+                if "already exists" not in str(error):
+                    raise
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         raise InputError(f"cannot open storage {masked_url(url)}: {_first_line(error)}; {_hint(parsed)}") from error
     if parsed.get_backend_name() == "sqlite":
@@ -127,6 +134,17 @@ def require_existing_sqlite(url: str) -> None:
                 f"no study storage at {url}: the file {parsed.database} does not exist; pass --storage with the "
                 "URL `spheroid-hpo launch` printed, or launch the study first"
             )
+
+
+def locked_message(error: BaseException) -> str | None:
+    """One line for a SQLite storage that stayed locked past the busy timeout, else None."""
+    if not isinstance(error, sqlalchemy.exc.OperationalError) or "database is locked" not in str(error):
+        return None
+    return (
+        f"the SQLite storage stayed locked for {SQLITE_BUSY_TIMEOUT_S} s: another process holds its write "
+        "lock (a paused or hung worker?); resume or stop that process and run again, or use PostgreSQL "
+        "for many workers"
+    )
 
 
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
