@@ -8,6 +8,8 @@ killed worker's trial into a retried one instead of a trial RUNNING forever.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import sqlite3
 import warnings
@@ -106,13 +108,7 @@ def open_storage(
                     "grace_period": grace_period or 4 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            try:
-                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
-            except sqlalchemy.exc.OperationalError as error:
-                # Two processes creating the same new file race to create its tables; the
-                # loser finds them made ("table studies already exists") and opens it again.
-                if "already exists" not in str(error):
-                    raise
+            with _creation_lock(parsed):
                 storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         raise InputError(f"cannot open storage {masked_url(url)}: {_first_line(error)}; {_hint(parsed)}") from error
@@ -198,6 +194,25 @@ def _prepare_sqlite(parsed: sqlalchemy.engine.URL, url: str) -> None:
             connection.execute("PRAGMA journal_mode=WAL")
     except (OSError, sqlite3.Error) as error:
         raise InputError(f"cannot open SQLite storage {url}: {error}; check the path and its permissions") from error
+
+
+@contextlib.contextmanager
+def _creation_lock(parsed: sqlalchemy.engine.URL):
+    """Hold an exclusive lock on a SQLite file while Optuna creates its tables.
+
+    Two launches starting on the same new file would otherwise both create them, and one
+    fails ("table studies already exists"). flock is apart from SQLite's own fcntl locks.
+    """
+    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(database, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _serialize_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
