@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spheroid_hpo.data import MAX_IMAGE_SIZE
 from spheroid_hpo.demo_data import MAX_PER_CLASS, MAX_SIZE, MIN_PER_CLASS, MIN_SIZE
 from spheroid_hpo.engine import MIN_BATCH_SIZE, PRECISIONS
 from spheroid_hpo.errors import InputError
@@ -37,7 +38,6 @@ PARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
     "batch_size": (MIN_BATCH_SIZE, 4096, False, "BatchNorm needs two images per batch"),
     "bn_momentum": (0.0, 1.0, True, "BatchNorm momentum lies in (0, 1]"),
 }
-MAX_IMAGE_SIZE = 2048  # a 2048 px float image is already 50 MB; beyond, decoding a split would not fit
 MAX_TRIALS = 100_000
 MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
 SAMPLERS = ("tpe", "random")

@@ -70,6 +70,16 @@ class EpochStats:
 EpochCallback = Callable[[EpochStats], None]
 
 
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size``, or an InputError below MIN_BATCH_SIZE: a batch of one trains nothing."""
+    if batch_size < MIN_BATCH_SIZE:
+        raise InputError(
+            f"batch size must be at least {MIN_BATCH_SIZE} (BatchNorm cannot train on one image), "
+            f"but got {batch_size=}"
+        )
+    return batch_size
+
+
 def resolve_device(device: str) -> torch.device:
     """Turn ``auto``/``cpu``/``cuda``/``cuda:1`` into a device, CUDA when present for ``auto``."""
     if device == "auto":
@@ -227,11 +237,7 @@ def train(
     """
     if epochs < 1:
         raise InputError(f"epochs must be at least 1, but got {epochs=}")
-    if batch_size < MIN_BATCH_SIZE:
-        raise InputError(
-            f"batch size must be at least {MIN_BATCH_SIZE} (BatchNorm cannot train on one image), "
-            f"but got {batch_size=}"
-        )
+    check_batch_size(batch_size)
     if not lr > 0:
         raise InputError(f"learning rate must be positive, but got {lr=}")
     if len(train_images) == 0 or len(val_images) == 0:
