@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from spheroid_hpo.cli._app import RUNS_DIR, app
+from spheroid_hpo.cli._app import RUNS_DIR, app, clean_up_on_sigterm
 
 _STORAGE_HELP = "Storage URL the study ran on; default sqlite:///runs/<study>/study.db."
 _ARTIFACTS_HELP = "Artifact folder the workers wrote models to; default runs/<study>/artifacts."
@@ -28,6 +28,8 @@ def report_command(
 ) -> None:
     """The paper's Table III from each architecture's best trial, scored once on the test split."""
     from spheroid_hpo.report import write_report
+
+    clean_up_on_sigterm()
 
     result = write_report(
         study=study, storage_url=storage, out_dir=out, artifact_dir=artifacts, runs_dir=runs_dir, data_dir=data,
@@ -54,6 +56,8 @@ def export_best_command(
     """Print the best configuration over all architectures as TOML (redirect it to studies/best.toml)."""
     from spheroid_hpo.best_config import export_best
 
+    clean_up_on_sigterm()
+
     best = export_best(
         study=study, storage_url=storage, artifact_dir=artifacts, runs_dir=runs_dir, data_dir=data,
         tolerance=tolerance, threads=threads, device=device,
@@ -72,6 +76,8 @@ def reproduce_command(
 ) -> None:
     """Retrain a best.toml and compare; exit 0 within its tolerance, 1 outside."""
     from spheroid_hpo.best_config import reproduce
+
+    clean_up_on_sigterm()
 
     result = reproduce(path=best_file, data_dir=data, runs_dir=runs_dir, out_dir=out, device=device)
     typer.echo(result.format_table())
