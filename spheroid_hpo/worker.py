@@ -115,7 +115,7 @@ def run_worker(
             except TrialTakenOver as taken:
                 # Paused past the heartbeat grace period, this worker's trial was failed and
                 # queued again; its retry owns it now, so leave it alone and go on.
-                log.info("worker %d: %s; going on to the next trial", worker_index, taken)
+                log.warning("worker %d: %s; going on to the next trial", worker_index, taken)
                 continue
             trials_run += 1
     except _Interrupted:
