@@ -91,7 +91,6 @@ def open_storage(
     parsed = _parse_url(url)
     engine_kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
-        _prepare_sqlite(parsed, url)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     elif parsed.get_backend_name() == "postgresql":
         # A few connections per worker keep a server's connection limit far away with
@@ -108,7 +107,7 @@ def open_storage(
                     "grace_period": grace_period or 4 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            with _creation_lock(parsed):
+            with _sqlite_creation_lock(parsed, url):
                 storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         raise InputError(f"cannot open storage {masked_url(url)}: {_first_line(error)}; {_hint(parsed)}") from error
@@ -134,7 +133,13 @@ def require_existing_sqlite(url: str) -> None:
 
 def locked_message(error: BaseException) -> str | None:
     """One line for a SQLite storage that stayed locked past the busy timeout, else None."""
-    if not isinstance(error, sqlalchemy.exc.OperationalError) or "database is locked" not in str(error):
+    # Optuna wraps the driver's error (StorageInternalError), so look down the chain.
+    while error is not None and not (
+        isinstance(error, (sqlalchemy.exc.OperationalError, sqlite3.OperationalError))
+        and "database is locked" in str(error)
+    ):
+        error = error.__cause__ or error.__context__
+    if error is None:
         return None
     return (
         f"the SQLite storage stayed locked for {SQLITE_BUSY_TIMEOUT_S} s: another process holds its write "
@@ -181,34 +186,31 @@ def _parse_url(url: str) -> sqlalchemy.engine.URL:
     return parsed
 
 
-def _prepare_sqlite(parsed: sqlalchemy.engine.URL, url: str) -> None:
-    database = parsed.database
-    if not database or database == ":memory:":
-        return
-    path = Path(database)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL lets readers (the dashboard, progress) run beside a writer, and it is a
-        # property of the file: set once, every later connection inherits it.
-        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
-    except (OSError, sqlite3.Error) as error:
-        raise InputError(f"cannot open SQLite storage {url}: {error}; check the path and its permissions") from error
-
-
 @contextlib.contextmanager
-def _creation_lock(parsed: sqlalchemy.engine.URL):
-    """Hold an exclusive lock on a SQLite file while Optuna creates its tables.
+def _sqlite_creation_lock(parsed: sqlalchemy.engine.URL, url: str):
+    """Prepare a SQLite file (folder, WAL) and hold an exclusive lock on it while Optuna creates its tables.
 
-    Two launches starting on the same new file would otherwise both create them, and one
-    fails ("table studies already exists"). flock is apart from SQLite's own fcntl locks.
+    Two launches starting on the same new file would otherwise both switch it to WAL and
+    create its tables; one fails ("table studies already exists", "database is locked").
+    flock is apart from SQLite's own fcntl locks. Other databases need no lock.
     """
     database = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if not database or database == ":memory:":
         yield
         return
-    with open(database, "rb") as handle:
+    path = Path(database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "ab")  # creates the file, and leaves an existing one as it is
         fcntl.flock(handle, fcntl.LOCK_EX)
+        # WAL lets readers (the dashboard, progress) run beside a writer, and it is a
+        # property of the file: set once, every later connection inherits it.
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.Error) as error:
+        message = locked_message(error) or f"{error}; check the path and its permissions"
+        raise InputError(f"cannot open SQLite storage {url}: {message}") from error
+    with handle:
         try:
             yield
         finally:
