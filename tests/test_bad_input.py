@@ -99,7 +99,8 @@ CASES = {
                                 "squeezenet1_1 needs images of at least 32 px"),
     "demo per_class absurd": Case(("create", "--study", _study("per_class=100000000")), "per_class"),
     # 3. batch size 1 is refused everywhere, with the reason
-    "train batch size 1": Case(("train", "--data", "{data}", "--batch-size", "1", "--out", "{tmp}/t"), "BatchNorm"),
+    "train batch size 1": Case(("train", "--data", "{data}", "--batch-size", "1", "--out", "{tmp}/t"),
+                               "batch size must be at least 2 (BatchNorm"),
     "train alexnet at 32 px": Case(("train", "--data", "{data}", "--arch", "alexnet", "--image-size", "32",
                                     "--out", "{tmp}/t"), "at least 64 px"),
     "train image size huge": Case(("train", "--data", "{data}", "--image-size", "100000", "--out", "{tmp}/t"),
