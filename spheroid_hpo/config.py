@@ -309,7 +309,7 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
         param.check_keys(("low", "high", "log", "step"))
         if "low" not in param.raw or "high" not in param.raw:
             raise param.error("", f"needs both low and high, e.g. {name} = {{ low = 1, high = 10 }}")
-        low, high = param.param("low", name, kind), param.param("high", name, kind)
+        low, high = param.get("low", kind, None), param.get("high", kind, None)
         log = param.get("log", bool, False)
         step = param.get("step", kind, None)
         if low > high:
@@ -318,6 +318,8 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
             raise param.error("low", f"must be positive on a log scale, but got {low}; set log = false or raise low")
         if step is not None and (step <= 0 or log):
             raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
+        for end in ("low", "high"):  # the checks a fixed value gets, on both ends
+            param.param(end, name, kind)
         specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
     missing = [name for name in ("epochs", "lr", "rotation", "batch_size") if name not in table.raw]
     if missing:

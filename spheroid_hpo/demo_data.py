@@ -331,7 +331,8 @@ def _read_marker(marker: Path) -> dict:
 
 
 def _validated_settings(*, per_class: int, size: int, seed: int) -> dict[str, int]:
-    bounds = (("per_class", per_class, MIN_PER_CLASS, MAX_PER_CLASS), ("size", size, MIN_SIZE, MAX_SIZE),
+    # per_class may be below MIN_PER_CLASS: class_counts raises every class to it anyway.
+    bounds = (("per_class", per_class, 1, MAX_PER_CLASS), ("size", size, MIN_SIZE, MAX_SIZE),
               ("seed", seed, 0, 2**32 - 1))
     for name, value, minimum, maximum in bounds:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
