@@ -1,54 +1,60 @@
-"""The winning configuration as a small TOML file: exported from a study, retrained anywhere.
+"""The winning configuration as a small TOML file (``best.toml``): its schema, writer and reader.
 
-``export_best`` picks the best trial over all architectures (validation macro-F1)
-and records what a retraining needs to land on the same numbers: architecture,
-hyperparameters, image size, seed, precision, CPU threads, the data (a folder
-or the demo generator's settings), how the split was drawn (seed, fractions,
-grouping) with its fingerprint, and the validation and test macro-F1 reached.
-``reproduce`` retrains it with ``run_training`` on exactly that split and
-compares.
-
-Tolerance: on the same kind of CPU with the same thread count, training is
-bit-for-bit deterministic and the scores match exactly. Other hardware, another
-thread count or another optimizer kernel changes the order of floating-point
-work, and training then drifts like a run with another seed (studies/ci.toml
-records how far). The tolerance states how far a reproduction may drift and
-still count; the default 0.02 keeps the check close to exact.
+A best.toml holds what a retraining needs (architecture, hyperparameters, image
+size, seed, precision, the data or the demo generator's settings, how the split
+was drawn, with its fingerprint) and what it must land on: the validation and
+test macro-F1 of the winning configuration retrained with K seeds on the machine
+described in ``[machine]``, and the original trial's own scores.
+``spheroid_hpo.reproduce`` writes it (``export_best``) and checks it (``reproduce``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import tempfile
-import time
+import statistics
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from spheroid_hpo import engine
 from spheroid_hpo.config import TUNABLE_PARAMS
-from spheroid_hpo.data import prepare_split
-from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.machine import KERNEL_FLAGS, MachineFingerprint
 from spheroid_hpo.models import architecture_names
-from spheroid_hpo.report import (
-    best_trial,
-    download_model,
-    evaluate_on_test,
-    load_study_data,
-    open_family,
-    study_data_dir,
-    write_study_manifest,
-)
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, open_artifact_store
-from spheroid_hpo.training_run import run_training
 
-DEFAULT_TOLERANCE = 0.02
-THREADS_ATTR = "torch_threads"  # recorded on trials by workers that know their thread count
+DEFAULT_SEEDS = 5  # retrainings export-best records: enough for a spread, ~4 min on 2 cores for studies/ci.toml
+Z = 3.0  # band width in standard errors of the difference of two means
+MIN_BAND = 0.05  # and never narrower: a few changed predictions on a ~60-image split
+SCORES = ("val_macro_f1", "test_macro_f1")
+
+RULE_TEXT = (
+    "Rule (spheroid-hpo reproduce): on a machine whose [machine] fingerprint matches, the first seed is "
+    "retrained and must give exactly its recorded scores. Otherwise, or if it does not, n of the seeds "
+    f"(all, or --seeds n) are retrained, and for each score the mean obtained must lie within the mean "
+    f"recorded for the same seeds +- max({Z:g} * sd * sqrt(2 / n), {MIN_BAND:g}), sd being the spread recorded "
+    "over all seeds."
+)
+
+
+@dataclass(frozen=True)
+class SeedScores:
+    """One score (validation or test macro-F1) of the winning configuration retrained with each seed."""
+
+    per_seed: tuple[float, ...]
+    original: float  # the study's trial, as it ran
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.per_seed)
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation over the seeds (0 for one seed)."""
+        return statistics.stdev(self.per_seed) if len(self.per_seed) > 1 else 0.0
+
+    def half_width(self, n: int) -> float:
+        """Half-width of the band for the mean of ``n`` retrained seeds (the rule in RULE_TEXT)."""
+        return max(Z * self.sd * math.sqrt(2 / n), MIN_BAND)
 
 
 @dataclass(frozen=True)
@@ -58,46 +64,50 @@ class BestConfig:
     study: str
     architecture: str
     trial: int
-    trained_on: str  # device type the trial ran on: "cpu" or "cuda"
     params: dict[str, float]
     image_size: int
-    seed: int
     precision: str
     weights: str
-    threads: int | None  # torch CPU threads the trial trained with; None when unknown
     data_path: str | None  # None: the generated demo data set
     demo: dict[str, int] | None
     split_seed: int
     fractions: tuple[float, float, float]
     group_by: str | None
     fingerprint: str
-    val_macro_f1: float
-    test_macro_f1: float
-    tolerance: float
+    machine: MachineFingerprint  # where the seeds were retrained
+    seeds: tuple[int, ...]  # the first is the study's own training seed
+    val: SeedScores
+    test: SeedScores
+
+    @property
+    def seed(self) -> int:
+        """The training seed of the study's trial."""
+        return self.seeds[0]
+
+    def scores(self) -> dict[str, SeedScores]:
+        return {"val_macro_f1": self.val, "test_macro_f1": self.test}
 
     def to_toml(self) -> str:
         """The best.toml text (comments explain each section)."""
         lines = [
             f"# The best configuration of study {self.study!r} over all its architectures, by validation macro-F1.",
             "# Retrain it and compare with:  spheroid-hpo reproduce THIS_FILE",
+            *(f"# {line}" for line in _wrap(RULE_TEXT)),
             "",
             "[best]",
             f"study = {_toml(self.study)}",
             f"architecture = {_toml(self.architecture)}",
             f"trial = {self.trial}",
-            f"trained_on = {_toml(self.trained_on)}",
             "",
             "[params]",
             *(f"{name} = {_toml(value)}" for name, value in self.params.items()),
             "",
             "[training]",
-            f"seed = {self.seed}",
             f"precision = {_toml(self.precision)}",
             f"weights = {_toml(self.weights)}",
+            "",
+            "[data]",
         ]
-        if self.threads is not None:
-            lines.append(f"threads = {self.threads}  # CPU results depend on the thread count")
-        lines += ["", "[data]"]
         if self.data_path is not None:
             lines.append(f"path = {_toml(self.data_path)}")
         lines += [
@@ -111,187 +121,26 @@ class BestConfig:
         if self.demo is not None:
             lines += ["", "[data.demo]  # the generated demo data set, rebuilt byte for byte from these settings",
                       *(f"{key} = {value}" for key, value in self.demo.items())]
-        lines += [
-            "",
-            "[expected]",
-            f"val_macro_f1 = {_toml(self.val_macro_f1)}",
-            f"test_macro_f1 = {_toml(self.test_macro_f1)}",
-            f"tolerance = {_toml(self.tolerance)}  # largest |obtained - expected| that counts as reproduced",
-            "",
-        ]
-        return "\n".join(lines)
-
-
-def export_best(
-    *,
-    study: str | None,
-    storage_url: str | None = None,
-    artifact_dir: Path | None = None,
-    runs_dir: Path = RUNS_DIR,
-    data_dir: Path | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-    threads: int | None = None,
-    device: str = "auto",
-) -> BestConfig:
-    """The best trial of study ``study`` as a ``BestConfig``, its model scored once on the test split.
-
-    ``threads`` is the CPU thread count the trial trained with, used when the trial
-    did not record it.
-    """
-    if not (0 <= tolerance < 1):
-        raise InputError(f"--tolerance must be in [0, 1), but got {tolerance}")
-    runs_dir = Path(runs_dir)
-    family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
-    candidates = [(architecture, best_trial(family.trials(architecture))) for architecture in family.studies]
-    candidates = [(architecture, trial) for architecture, trial in candidates if trial is not None]
-    if not candidates:
-        raise InputError(
-            f"study {family.name} has no completed trial yet; run `spheroid-hpo launch --study "
-            f"studies/{family.name}.toml` until one completes"
-        )
-    # The highest validation macro-F1; on a tie the architecture listed first, then the earlier trial.
-    architecture, trial = max(candidates, key=lambda pair: pair[1].value)
-    config = family.config
-    artifact_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(family.name, runs_dir=runs_dir)
-    if not artifact_dir.is_dir():
-        raise InputError(f"artifact folder {artifact_dir} does not exist; pass --artifacts with the study's folder")
-
-    folder = study_data_dir(family, data_dir=data_dir, runs_dir=runs_dir)
-    with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
-        scratch = Path(scratch)
-        regenerated = prepare_split(
-            folder, manifest_path=scratch / "regenerated.csv", seed=config.data.split_seed,
-            fractions=config.data.fractions, group_by=config.data.group_by,
-        )
-        if regenerated.fingerprint != family.data["fingerprint"]:
-            raise InputError(
-                f"the split of study {family.name} cannot be drawn again from split_seed={config.data.split_seed} "
-                f"and fractions={list(config.data.fractions)} on {folder} (the data or the split changed since "
-                f"the study ran), so a retraining could not use the same split; pass --data with the study's data"
-            )
-        manifest = write_study_manifest(family, scratch / "splits.csv")
-        dataset = load_study_data(family, data_dir=folder, manifest_path=manifest, splits=("test",))
-        model = download_model(trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
-                               study_name=config.study_name(architecture), folder=scratch)
-        evaluation = evaluate_on_test(
-            model, architecture=architecture, trial_number=trial.number, test=dataset.test,
-            class_names=dataset.class_names, precision=config.training.precision,
-            device=engine.resolve_device(device),
-        )
-    return BestConfig(
-        study=family.name,
-        architecture=architecture,
-        trial=trial.number,
-        trained_on=torch.device(trial.user_attrs.get("device", "cpu")).type,
-        params=family.params(trial),
-        image_size=int(family.data["image_size"]),
-        seed=config.training.seed,
-        precision=config.training.precision,
-        weights=config.training.weights,
-        threads=trial.user_attrs.get(THREADS_ATTR, threads),
-        data_path=family.data["path"],
-        demo=dict(family.data["demo"]) if family.data["path"] is None else None,
-        split_seed=config.data.split_seed,
-        fractions=tuple(config.data.fractions),
-        group_by=config.data.group_by,
-        fingerprint=family.data["fingerprint"],
-        val_macro_f1=float(trial.value),
-        test_macro_f1=evaluation.metrics.macro_f1,
-        tolerance=tolerance,
-    )
-
-
-@dataclass(frozen=True)
-class ReproduceResult:
-    config: BestConfig
-    val_macro_f1: float
-    test_macro_f1: float
-    device: str
-    threads: int
-    seconds: float
-    out_dir: Path | None  # the retrained run folder, when one was asked for
-
-    @property
-    def within_tolerance(self) -> bool:
-        return all(abs(obtained - expected) <= self.config.tolerance + 1e-12
-                   for obtained, expected in self._pairs().values())
-
-    def _pairs(self) -> dict[str, tuple[float, float]]:
-        return {"val macro-F1": (self.val_macro_f1, self.config.val_macro_f1),
-                "test macro-F1": (self.test_macro_f1, self.config.test_macro_f1)}
-
-    def format_table(self) -> str:
-        """Expected and obtained scores side by side, and the verdict."""
-        c = self.config
-        lines = [
-            f"retrained {c.architecture} (trial {c.trial} of study {c.study}) on {self.device} with "
-            f"{self.threads} thread(s), seed {c.seed}, in {self.seconds:.0f} s",
-            f"{'':<15}{'expected':>10}{'obtained':>10}{'difference':>12}",
-        ]
-        for name, (obtained, expected) in self._pairs().items():
-            lines.append(f"{name:<15}{expected:>10.4f}{obtained:>10.4f}{obtained - expected:>+12.4f}")
-        verdict = "reproduced" if self.within_tolerance else "NOT reproduced"
-        lines.append(f"{verdict}: tolerance {c.tolerance:g}")
-        if c.trained_on != torch.device(self.device).type:
-            lines.append(f"note: the trial trained on {c.trained_on}, this run on {self.device}; "
-                         f"small differences are expected")
-        return "\n".join(lines)
-
-
-def reproduce(
-    *,
-    path: Path,
-    data_dir: Path | None = None,
-    runs_dir: Path = RUNS_DIR,
-    out_dir: Path | None = None,
-    device: str | None = None,
-) -> ReproduceResult:
-    """Retrain the configuration in ``path`` (a best.toml) on its split and score it.
-
-    ``device`` defaults to the kind the trial trained on (CPU when that is not here),
-    since CPU and GPU arithmetic differ in the last bits.
-    """
-    config = read_best_config(path)
-    started = time.perf_counter()
-    folder = _data_folder(config, data_dir=data_dir, runs_dir=Path(runs_dir))
-    if device is None:
-        device = "cuda" if config.trained_on == "cuda" and torch.cuda.is_available() else "cpu"
-    torch_device = engine.resolve_device(device)
-    with tempfile.TemporaryDirectory(prefix="spheroid-hpo-reproduce-") as scratch:
-        scratch = Path(scratch)
-        run_dir = Path(out_dir) if out_dir is not None else scratch / "run"
-        # Always draw the split afresh: a manifest left by an earlier run would be reused as it is.
-        (run_dir / "splits.csv").unlink(missing_ok=True)
-        split = prepare_split(
-            folder, manifest_path=run_dir / "splits.csv", seed=config.split_seed, fractions=config.fractions,
-            group_by=config.group_by,
-        )
-        if split.fingerprint != config.fingerprint:
-            raise InputError(
-                f"the data in {folder} split with split_seed={config.split_seed} differs from the data "
-                f"{path} was found on (fingerprint {split.fingerprint[:12]} != {config.fingerprint[:12]}); "
-                f"pass --data with the same images"
-            )
-        with _torch_threads(config.threads):
-            threads = torch.get_num_threads()
-            results = run_training(
-                data_dir=folder, out_dir=run_dir,
-                arch=config.architecture, epochs=int(config.params["epochs"]), lr=float(config.params["lr"]),
-                rotation=float(config.params["rotation"]), batch_size=int(config.params["batch_size"]),
-                image_size=config.image_size, seed=config.seed, device=str(torch_device), weights=config.weights,
-                precision=config.precision, bn_momentum=config.params.get("bn_momentum"),
-                fractions=config.fractions, split_manifest=split.manifest_path, progress=False,
-            )
-    return ReproduceResult(
-        # The trial's value is its last epoch's validation score, taken inside the training loop.
-        config=config, val_macro_f1=results["history"][-1]["val_macro_f1"], test_macro_f1=results["test"]["macro_f1"],
-        device=str(torch_device), threads=threads, seconds=time.perf_counter() - started,
-        out_dir=Path(out_dir) if out_dir is not None else None,
-    )
+        lines += ["", "[machine]  # where the seeds below were retrained; exact results need an identical one",
+                  *(f"{key} = {_toml(value)}" for key, value in self.machine.as_dict().items())]
+        lines += ["", "[expected]", f"seeds = {_toml(list(self.seeds))}"]
+        for name, scores in self.scores().items():
+            lines += [
+                "", f"[expected.{name}]",
+                f"per_seed = {_toml(list(scores.per_seed))}",
+                f"mean = {_toml(scores.mean)}",
+                f"sd = {_toml(scores.sd)}",
+                f"min = {_toml(min(scores.per_seed))}",
+                f"max = {_toml(max(scores.per_seed))}",
+                f"original = {_toml(scores.original)}  # the study's trial, as it ran",
+            ]
+        return "\n".join(lines) + "\n"
 
 
 def read_best_config(path: Path) -> BestConfig:
     """Parse and validate a best.toml; InputError naming the file, the key and the fix."""
+    from spheroid_hpo.demo_data import validated_demo_settings
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist; write one with `spheroid-hpo export-best --study NAME > {path}`")
@@ -300,17 +149,15 @@ def read_best_config(path: Path) -> BestConfig:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise InputError(f"{path} is not a readable TOML file: {error}") from error
     doc = _Section(raw, "", path)
-    doc.keys(required=("best", "params", "training", "data", "expected"))
+    doc.keys(required=("best", "params", "training", "data", "machine", "expected"))
     best = doc.section("best")
-    best.keys(required=("study", "architecture", "trial"), optional=("trained_on",))
+    best.keys(required=("study", "architecture", "trial"))
     params = doc.section("params")
     params.keys(required=("epochs", "lr", "rotation", "batch_size"), optional=("bn_momentum",))
     training = doc.section("training")
-    training.keys(required=("seed",), optional=("precision", "weights", "threads"))
+    training.keys(required=(), optional=("precision", "weights"))
     data = doc.section("data")
     data.keys(required=("image_size", "split_seed", "fractions", "fingerprint"), optional=("path", "group_by", "demo"))
-    expected = doc.section("expected")
-    expected.keys(required=("val_macro_f1", "test_macro_f1"), optional=("tolerance",))
 
     architecture = best.value("architecture", str)
     if architecture not in architecture_names():
@@ -321,32 +168,69 @@ def read_best_config(path: Path) -> BestConfig:
             raise data.error("", "needs either path = \"DATA FOLDER\" or a [data.demo] table")
         section = data.section("demo")
         section.keys(required=("per_class", "size", "seed"))
-        demo = {key: section.value(key, int) for key in ("per_class", "size", "seed")}
+        try:  # bounded before anything is generated: a file from elsewhere must not fill the disk
+            demo = validated_demo_settings(**{key: section.value(key, int) for key in ("per_class", "size", "seed")})
+        except InputError as error:
+            raise section.error("", f"is refused: {error}") from error
     fractions = data.value("fractions", list)
-    if len(fractions) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions):
-        raise data.error("fractions", f"must be three numbers (train, val, test), but got {fractions!r}")
+    if len(fractions) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
+                                      for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise data.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, "
+                                      f"but got {fractions!r}")
+    seeds, val, test = _read_expected(doc.section("expected"))
     return BestConfig(
         study=best.value("study", str),
         architecture=architecture,
         trial=best.value("trial", int),
-        trained_on=best.value("trained_on", str, "cpu"),
         params={name: params.positive(name, TUNABLE_PARAMS[name], allow_zero=name == "rotation")
                 for name in params.raw},
         image_size=data.positive("image_size", int),
-        seed=training.value("seed", int),
         precision=training.value("precision", str, "auto"),
         weights=training.value("weights", str, "none"),
-        threads=training.positive("threads", int) if "threads" in training.raw else None,
         data_path=data.value("path", str, None),
         demo=demo,
         split_seed=data.value("split_seed", int),
         fractions=tuple(float(f) for f in fractions),
         group_by=data.value("group_by", str, None),
         fingerprint=data.value("fingerprint", str),
-        val_macro_f1=expected.score("val_macro_f1"),
-        test_macro_f1=expected.score("test_macro_f1"),
-        tolerance=expected.score("tolerance", DEFAULT_TOLERANCE),
+        machine=_read_machine(doc.section("machine")),
+        seeds=seeds,
+        val=val,
+        test=test,
     )
+
+
+def _read_machine(section: _Section) -> MachineFingerprint:
+    section.keys(required=("torch", "device", "cpu", "cpu_flags", "aten_capability", "gpu", "gpu_driver", "threads",
+                           "precision"))
+    flags = section.value("cpu_flags", list)
+    if not all(flag in KERNEL_FLAGS for flag in flags):
+        raise section.error("cpu_flags", f"must list flags among {', '.join(KERNEL_FLAGS)}, but got {flags!r}")
+    strings = {key: section.value(key, str) for key in ("torch", "device", "cpu", "aten_capability", "gpu",
+                                                         "gpu_driver", "precision")}
+    return MachineFingerprint(**strings, cpu_flags=tuple(flags), threads=section.positive("threads", int))
+
+
+def _read_expected(section: _Section) -> tuple[tuple[int, ...], SeedScores, SeedScores]:
+    section.keys(required=("seeds", *SCORES))
+    seeds = section.value("seeds", list)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(type(s) is int and s >= 0 for s in seeds):
+        raise section.error("seeds", f"must be distinct non-negative integers, but got {seeds!r}")
+    scores = []
+    for name in SCORES:
+        table = section.section(name)
+        table.keys(required=("per_seed", "mean", "sd", "min", "max", "original"))
+        per_seed = table.value("per_seed", list)
+        if len(per_seed) != len(seeds) or not all(isinstance(v, float) and 0 <= v <= 1 for v in per_seed):
+            raise table.error("per_seed", f"must hold one score in [0, 1] per seed ({len(seeds)}), "
+                                          f"but got {per_seed!r}")
+        score = SeedScores(per_seed=tuple(per_seed), original=table.score("original"))
+        # The summary is for people; it must agree with the scores it summarises.
+        for key, derived in (("mean", score.mean), ("sd", score.sd), ("min", min(per_seed)), ("max", max(per_seed))):
+            if not math.isclose(table.value(key, float), derived, abs_tol=1e-9):
+                raise table.error(key, f"is {table.value(key, float)!r} but per_seed gives {derived!r}")
+        scores.append(score)
+    return tuple(seeds), scores[0], scores[1]
 
 
 class _Section:
@@ -354,7 +238,7 @@ class _Section:
 
     def __init__(self, raw, where: str, path: Path):
         if not isinstance(raw, dict):
-            raise InputError(f"{path}: [{where}] must be a table")
+            raise InputError(f"{path}: [{where}] must be a table; fix it or export the file again with export-best")
         self.raw, self.where, self.path = raw, where, path
 
     def section(self, name: str) -> _Section:
@@ -399,29 +283,15 @@ class _Section:
         return value
 
 
-def _data_folder(config: BestConfig, *, data_dir: Path | None, runs_dir: Path) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    if config.demo is not None:
-        return ensure_demo_data(demo_data_dir(runs_dir, **config.demo), **config.demo)
-    if not Path(config.data_path).is_dir():
-        raise InputError(
-            f"the configuration was found on {config.data_path}, which this machine does not have; pass --data "
-            f"with this machine's copy of that folder"
-        )
-    return Path(config.data_path)
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None):
-    """Train with the trial's CPU thread count, and give the process its own back afterwards."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+def _wrap(text: str, width: int = 100) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*lines, line]
 
 
 def _toml(value) -> str:
@@ -433,5 +303,7 @@ def _toml(value) -> str:
         # repr round-trips exactly, so the retraining uses the very learning rate the trial used.
         return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
                                                           ("inf" if value > 0 else "-inf"))
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(_toml(item) for item in value)}]"
     # TOML basic strings take JSON's escapes.
     return json.dumps(str(value), ensure_ascii=False)

@@ -342,3 +342,8 @@ def _validated_settings(*, per_class: int, size: int, seed: int) -> dict[str, in
 
 def _settings_text(settings: dict) -> str:
     return ", ".join(f"{key}={settings.get(key)}" for key in ("per_class", "size", "seed", "generator_version"))
+
+
+def validated_demo_settings(*, per_class: int, size: int, seed: int) -> dict[str, int]:
+    """The generator's settings, checked before anything is written; InputError naming the bad one."""
+    return _validated_settings(per_class=per_class, size=size, seed=seed)

@@ -8,15 +8,19 @@ and the next launch resumes them from their checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import optuna
 import torch
 from rich.console import Console, Group
 from rich.live import Live
@@ -58,6 +62,22 @@ def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
     return max(1, (cpu_count or os.cpu_count() or 1) // workers)
 
 
+@contextlib.contextmanager
+def optuna_messages_to(path: Path) -> Iterator[None]:
+    """Send Optuna's log lines to the file ``path`` instead of the terminal while the block runs."""
+    logger = optuna.logging.get_logger("optuna")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(message)s"))
+    optuna.logging.disable_default_handler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        optuna.logging.enable_default_handler()
+
+
 def launch(
     *,
     config: StudyConfig,
@@ -73,14 +93,16 @@ def launch(
         raise InputError(f"--workers must be at least 1, but got {workers=}")
     console = console or Console(stderr=True)
     started = time.monotonic()
-    family = create_study_family(config=config, runs_dir=runs_dir)
+    log_dir = runs_dir / config.name / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # Optuna's INFO lines ("A new study created in RDB ...") would interleave with the live table.
+    with optuna_messages_to(log_dir / "launch.log"):
+        family = create_study_family(config=config, runs_dir=runs_dir)
     storage_url, studies = family.storage_url, family.studies
     artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
 
     devices = worker_devices(workers, gpus)
     threads = threads_per_worker(workers)
-    log_dir = runs_dir / config.name / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     console.print(
         f"study [bold]{config.name}[/] ({', '.join(config.architectures)}), {config.n_trials} trials each, "
         f"storage {masked_url(storage_url)}\n"

@@ -22,6 +22,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo import engine
+from spheroid_hpo.calibration import calibrate
 from spheroid_hpo.config import ParamSpec
 from spheroid_hpo.data import SplitTensors
 from spheroid_hpo.figures import plot_confusion, plot_curves
@@ -153,6 +154,8 @@ def build_objective(
         trial.set_user_attr("val_f1_per_class", [round(f, 6) for f in val_metrics.f1])
         trial.set_user_attr("val_accuracy", val_metrics.accuracy)
         trial.set_user_attr("class_names", list(data.class_names))
+        calibration = calibrate(model, val_images=data.val.images, val_labels=data.val.labels)
+        trial.set_user_attr("calibration", calibration.as_dict())
         with tempfile.TemporaryDirectory(prefix="spheroid-hpo-trial-") as scratch:
             scratch = Path(scratch)
             _upload_history(trial, artifact_store, history, architecture=architecture)
@@ -164,6 +167,7 @@ def build_objective(
             info = ModelInfo(
                 architecture=architecture, class_names=data.class_names, image_size=data.image_size,
                 mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=params.get("bn_momentum"),
+                temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
             )
             weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)
             artifact_id = upload_artifact(

@@ -2,7 +2,11 @@
 
 Images are read exactly as for training (``spheroid_hpo.data``: 16-bit TIFF
 stretched by its own range, grey to three channels, antialiased resize) and
-normalised with the mean and std saved with the model. Folders are walked
+normalised with the mean and std saved with the model. Probabilities are
+calibrated with the temperature saved with the model (``calibrated=False``: raw
+softmax); with ``tta`` they are averaged over the 8 dihedral views, and
+agreement, entropy and an ``uncertain`` flag join the row. ``model`` may also be
+an ONNX file written by ``spheroid-hpo export``, run through onnxruntime. Folders are walked
 recursively with the data package's rules: image suffixes only, hidden files
 and folders skipped. A file that cannot be read gets a row saying why.
 """
@@ -13,7 +17,7 @@ import csv
 import os
 import socket
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from spheroid_hpo import engine
 from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.tta import tta_probabilities
 
 CHUNK = 256  # images decoded at a time: memory stays flat on folders of any size
 
@@ -42,6 +47,8 @@ def predict_images(
     out: Path,
     device: str = "auto",
     batch_size: int = engine.EVAL_BATCH_SIZE,
+    calibrated: bool = True,
+    tta: bool = False,
 ) -> PredictSummary:
     """Write ``out`` (CSV): path, predicted class, the probability of every class, and an error column.
 
@@ -52,8 +59,7 @@ def predict_images(
         raise InputError("pass at least one image or folder to classify")
     if Path(out).is_dir():
         raise InputError(f"--out {out} is a folder; pass a CSV file path such as {Path(out) / 'predictions.csv'}")
-    torch_device = engine.resolve_device(device)
-    network, info = load_model(model, device=torch_device)
+    logits_fn, info = _load_predictor(Path(model), device=device, batch_size=batch_size)
     files = list(_image_files(inputs))
     if not files:
         raise InputError(
@@ -62,7 +68,10 @@ def predict_images(
         )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["path", "predicted_class", *(f"p_{name}" for name in info.class_names), "error"]
+    columns = ["path", "predicted_class", *(f"p_{name}" for name in info.class_names),
+               *(TTA_COLUMNS if tta else ()), "error"]
+    scoring = _Scoring(logits_fn=logits_fn, temperature=info.temperature if calibrated else 1.0, tta=tta,
+                       uncertain_entropy=info.uncertain_entropy)
     partial = out.with_name(f".{out.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
     errors = 0
     try:
@@ -70,7 +79,7 @@ def predict_images(
             writer = csv.writer(handle)
             writer.writerow(columns)
             for start in range(0, len(files), CHUNK):
-                rows = _classify(files[start:start + CHUNK], network=network, info=info, batch_size=batch_size)
+                rows = _classify(files[start:start + CHUNK], scoring=scoring, info=info)
                 errors += sum(1 for row in rows if row[-1])
                 writer.writerows(rows)
         os.replace(partial, out)
@@ -80,16 +89,17 @@ def predict_images(
     return PredictSummary(out=out, images=len(files), errors=errors, class_names=info.class_names)
 
 
-def _classify(files: list[tuple[str, str]], *, network, info, batch_size: int) -> list[list]:
+def _classify(files: list[tuple[str, str]], *, scoring: _Scoring, info) -> list[list]:
     """Rows for one chunk of (path, reason-it-is-not-an-image) pairs, in input order."""
     readable = [path for path, reason in files if not reason]
     images, problems = decode_images(Path("."), readable, image_size=info.image_size)
     reasons = dict(problems)
     probabilities = iter(())
+    extras = iter(())
     if len(images):
-        logits = engine.predict_logits(network, images, mean=info.mean, std=info.std, batch_size=batch_size)
-        probabilities = iter(torch.softmax(logits, dim=1).cpu().tolist())
-    blank = [""] * len(info.class_names)
+        p, extra = scoring(images)
+        probabilities, extras = iter(p.tolist()), iter(extra)
+    blank = [""] * (len(info.class_names) + (len(TTA_COLUMNS) if scoring.tta else 0))
     rows = []
     for path, reason in files:
         reason = reason or reasons.get(path, "")
@@ -98,7 +108,7 @@ def _classify(files: list[tuple[str, str]], *, network, info, batch_size: int) -
             continue
         p = next(probabilities)
         best = max(range(len(p)), key=p.__getitem__)
-        rows.append([path, info.class_names[best], *(f"{value:.6f}" for value in p), ""])
+        rows.append([path, info.class_names[best], *(f"{value:.6f}" for value in p), *next(extras), ""])
     return rows
 
 
@@ -121,3 +131,44 @@ def _image_files(inputs: Sequence[Path]) -> Iterator[tuple[str, str]]:
                 yield str(item), f"not an image file: suffix {item.suffix or '(none)'} is not one of {suffixes}"
         else:
             raise InputError(f"{item} does not exist; pass image files or folders of images")
+
+
+# --- Calibration, test-time augmentation and ONNX models (issue 14) ---------------------------------
+
+TTA_COLUMNS = ("tta_agreement", "entropy", "uncertain")
+
+
+def _load_predictor(model: Path, *, device: str, batch_size: int):
+    """(images in [0, 1] -> raw logits on the CPU, ModelInfo) for a model.pt, a run folder or an ONNX file."""
+    if model.suffix.lower() == ".onnx":
+        from spheroid_hpo.onnx_model import load_onnx_model
+
+        return load_onnx_model(model, batch_size=batch_size)
+    network, info = load_model(model, device=engine.resolve_device(device))
+
+    def logits_fn(images: torch.Tensor) -> torch.Tensor:
+        return engine.predict_logits(network, images, mean=info.mean, std=info.std, batch_size=batch_size).cpu()
+
+    return logits_fn, info
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """How a chunk of decoded images becomes probabilities (and, with TTA, its extra columns)."""
+
+    logits_fn: Callable[[torch.Tensor], torch.Tensor]
+    temperature: float
+    tta: bool
+    uncertain_entropy: float | None
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, list[list[str]]]:
+        if not self.tta:
+            return torch.softmax(self.logits_fn(images).float() / self.temperature, dim=1), [[]] * len(images)
+        result = tta_probabilities(self.logits_fn, images, temperature=self.temperature)
+        threshold = self.uncertain_entropy
+        extras = [
+            [f"{agreement:.3f}", f"{entropy:.6f}",
+             "" if threshold is None else str(entropy > threshold).lower()]
+            for agreement, entropy in zip(result.agreement.tolist(), result.entropy.tolist())
+        ]
+        return result.probabilities, extras

@@ -30,6 +30,10 @@ class ModelInfo:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     bn_momentum: float | None = None
+    # Calibration (spheroid_hpo.calibration): logits are divided by ``temperature`` before
+    # softmax; ``predict --tta`` flags images whose predictive entropy exceeds ``uncertain_entropy``.
+    temperature: float = 1.0
+    uncertain_entropy: float | None = None
 
 
 def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
@@ -44,6 +48,8 @@ def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
         "mean": list(info.mean),
         "std": list(info.std),
         "bn_momentum": info.bn_momentum,
+        "temperature": float(info.temperature),
+        "uncertain_entropy": info.uncertain_entropy,
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
     }
     partial = path.with_name(path.name + ".partial")
@@ -74,6 +80,9 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
             mean=tuple(float(value) for value in payload["mean"]),
             std=tuple(float(value) for value in payload["std"]),
             bn_momentum=payload.get("bn_momentum"),
+            # Absent from files written before calibration: raw softmax, no uncertainty flag.
+            temperature=float(payload.get("temperature") or 1.0),
+            uncertain_entropy=payload.get("uncertain_entropy"),
         )
         if not 16 <= info.image_size <= 4096:
             raise ValueError(f"image_size={info.image_size} is outside 16 to 4096")

@@ -9,6 +9,7 @@ other file.
 from __future__ import annotations
 
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ BUDGET_ATTR = "n_trials"
 DATA_ATTR = "data"
 MANIFEST_ATTR = "split_manifest_csv"
 INTERRUPTED = "interrupted"
+METRIC_NAME = "val_macro_f1"  # what a trial's value is; Optuna shows it on the dashboard's axes
 # A random id set when a study is first created: a study re-created under the same name
 # (its study.db deleted) gets a new one, so it never resumes the old study's checkpoints.
 CREATION_ID_ATTR = "creation_id"
@@ -86,6 +88,10 @@ def create_studies(
             study_name=config.study_name(architecture), storage=storage, direction="maximize",
             load_if_exists=True,
         )
+        # The dashboard's axes say "val_macro_f1" instead of "Objective 0" (the trials' value, see objective.py).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
         recorded = study.user_attrs.get(DATA_ATTR)
         if recorded is not None and recorded["fingerprint"] != data.fingerprint:
             raise InputError(

@@ -2,7 +2,8 @@
 
 ``run_training`` is what ``spheroid-hpo train`` calls: load the data once, build
 the model, train, evaluate validation and test, and write ``metrics.json``,
-``model.pt``, ``curves.png`` and ``confusion.png``.
+``model.pt`` (with the temperature fitted on validation), ``curves.png``,
+``confusion.png`` and ``reliability.png``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from spheroid_hpo import engine
+from spheroid_hpo.calibration import calibrate, plot_reliability
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.figures import plot_confusion, plot_curves
 from spheroid_hpo.models import check_image_size, count_parameters, create_model
@@ -52,6 +54,8 @@ def run_training(
         "seed": seed, "device": device, "weights": weights, "precision": precision, "bn_momentum": bn_momentum,
         "fractions": list(fractions), "group_by": group_by,
         "groups_csv": str(groups_csv) if groups_csv else None,
+        "split_manifest": str(split_manifest) if split_manifest else None,
+        "class_names": list(class_names) if class_names else None,
     }
     # Before the data is decoded: these fail in seconds, not after minutes of loading.
     engine.check_batch_size(batch_size)
@@ -81,14 +85,22 @@ def run_training(
             model, tensors.images, tensors.labels, num_classes=num_classes, autocast_dtype=autocast_dtype
         )
         evaluations[split] = {"loss": loss, **metrics.to_dict()}
+    # One temperature fitted on validation; test is only scored with it.
+    calibration = calibrate(
+        model, val_images=dataset.val.images, val_labels=dataset.val.labels,
+        test_images=dataset.test.images, test_labels=dataset.test.labels,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = ModelInfo(
         architecture=arch, class_names=dataset.class_names, image_size=image_size,
         mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=bn_momentum,
+        temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
     )
     save_model(out_dir / "model.pt", model, info)
+    plot_reliability(calibration, out_dir / "reliability.png", title=f"{arch}: reliability before and after "
+                     f"temperature scaling")
     history_dicts = [record.as_dict() for record in history]
     plot_curves(history_dicts, out_dir / "curves.png", title=f"{arch}: loss and accuracy per epoch")
     plot_confusion(
@@ -99,6 +111,7 @@ def run_training(
         "class_names": list(dataset.class_names),
         "validation": evaluations["val"],
         "test": evaluations["test"],
+        "calibration": calibration.as_dict(),
         "history": history_dicts,
         "wall_time_seconds": time.perf_counter() - started,
         "parameter_count": count_parameters(model),

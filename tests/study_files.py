@@ -47,3 +47,51 @@ def write_tiny_study(folder: Path, *, name: str = "tiny", n_trials: int = 3, pru
     path = Path(folder) / f"{name}.toml"
     path.write_text(TINY_STUDY.format(name=name, n_trials=n_trials, pruner=pruner))
     return path
+
+
+ONE_ARCHITECTURE_STUDY = """
+[study]
+name = "{name}"
+architectures = ["{architecture}"]
+n_trials = {n_trials}
+
+[search_space]
+epochs = {epochs}
+lr = {{ low = 1e-4, high = 3e-3, log = true }}
+rotation = {{ low = 0.0, high = 20.0 }}
+batch_size = {{ low = 6, high = 12 }}
+{extra_space}
+
+[sampler]
+name = "{sampler}"
+seed = 0
+n_startup_trials = 2
+
+[pruner]
+name = "{pruner}"
+n_startup_trials = 1
+n_warmup_steps = 0
+min_resource = 1
+reduction_factor = 3
+
+[data]
+image_size = 32
+
+[data.demo]
+per_class = 12
+size = 32
+"""
+
+
+def one_architecture_study(*, name: str = "wiring", architecture: str = "squeezenet1_1", n_trials: int = 2,
+                           epochs: int = 1, sampler: str = "tpe", pruner: str = "none", extra_space: str = "") -> str:
+    """A study of one architecture on 32 px demo data, without a baseline; ``extra_space`` adds search-space lines."""
+    return ONE_ARCHITECTURE_STUDY.format(name=name, architecture=architecture, n_trials=n_trials, epochs=epochs,
+                                         sampler=sampler, pruner=pruner, extra_space=extra_space)
+
+
+def write_one_architecture_study(folder: Path, **options) -> Path:
+    """``one_architecture_study(**options)`` written to FOLDER/<name>.toml; returns its path."""
+    path = Path(folder) / f"{options.get('name', 'wiring')}.toml"
+    path.write_text(one_architecture_study(**options))
+    return path

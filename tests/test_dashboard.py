@@ -204,3 +204,45 @@ def test_a_busy_port_is_one_clear_error(finished_study):
             serve_dashboard(
                 storage_url=finished_study.storage_url, artifact_dir=finished_study.artifact_dir, port=port,
             )
+
+
+def test_dashboard_serves_each_trials_intermediate_values_and_the_parameter_importances(finished_study, tmp_path):
+    """The data behind the intermediate-values and importance pages, as the browser fetches it."""
+    import json
+    import sqlite3
+
+    # A copy of the finished study, plus a study whose value depends on lr alone, so importances are defined.
+    copy = tmp_path / "study.db"
+    with sqlite3.connect(finished_study.storage_url.removeprefix("sqlite:///")) as source, \
+            sqlite3.connect(copy) as target:
+        source.backup(target)
+    url = f"sqlite:///{copy}"
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)
+    rotation = optuna.distributions.FloatDistribution(0.0, 20.0)
+    synthetic = optuna.create_study(study_name="importance-demo", storage=url, direction="maximize")
+    for index in range(8):
+        params = {"lr": 10 ** (-4 + index / 4), "rotation": float((index * 7) % 20)}
+        synthetic.add_trial(optuna.trial.create_trial(
+            params=params, distributions={"lr": lr, "rotation": rotation}, value=0.1 * index,
+            intermediate_values={1: 0.05 * index, 2: 0.1 * index},
+        ))
+    tuned = optuna.load_study(study_name=f"{finished_study.name}.resnet18", storage=url)
+
+    with running_dashboard("--storage", url, "--artifacts", str(finished_study.artifact_dir), cwd=tmp_path) as dashboard:
+        root = dashboard.wait_for_url().removesuffix("/dashboard")
+
+        def get(path: str) -> dict:
+            with urllib.request.urlopen(root + path, timeout=60) as response:
+                return json.loads(response.read())
+
+        served = {t["number"]: t for t in get(f"/api/studies/{tuned._study_id}")["trials"]}
+        importances = get(f"/api/studies/{synthetic._study_id}/param_importances")["param_importances"][0]
+        assert dashboard.stop() == 0
+
+    assert sorted(served) == [t.number for t in tuned.trials]
+    for trial in tuned.trials:
+        values = {v["step"]: v["value"] for v in served[trial.number]["intermediate_values"]}
+        assert values == trial.intermediate_values and values  # the per-epoch validation macro-F1
+        assert sorted(values) == list(range(1, trial.user_attrs["epochs_trained"] + 1))
+    by_name = {item["name"]: item["importance"] for item in importances}
+    assert set(by_name) == {"lr", "rotation"} and by_name["lr"] > by_name["rotation"]

@@ -4,8 +4,11 @@ One scenario runs the way docker-compose does: ``spheroid-hpo create`` puts the
 study in a fresh database, then ``spheroid-hpo launch --workers 4`` and a worker
 started by hand (its own process group and runs folder, standing for another
 machine, sharing only the storage and the artifact folder) run it to the end.
-A table lock held by the test lines the five workers up at their first trial,
-so they all claim trials at the same moment and each is sure to run one.
+A table lock held by the test lines the workers up at their first claim, so they
+claim trials at nearly the same moment; the test releases it once all five wait
+there, or after a minute, and asserts only what the code decided (every trial
+recorded once, every worker's count adding up, each process's pool capped), not
+which worker the scheduler let run which trial.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ LAUNCH_WORKERS = 4
 HAND_WORKER_INDEX = LAUNCH_WORKERS  # distinct from the launcher's 0..3, so its sampler seed differs
 N_TRIALS = 4
 # storage.open_storage: pool_size=2 + max_overflow=2 connections per process at most.
-MAX_CONNECTIONS_PER_PROCESS = 4
+POOL_SIZE, MAX_OVERFLOW = 2, 2
+# The barrier is released when every worker waits at it, or after this long regardless.
+BARRIER_GRACE_S = 60
 RAN_LINE = re.compile(r"worker (\d+): ran (\d+) trials")
 CONNECTION_TROUBLE = re.compile(
     r"Traceback|OperationalError|InterfaceError|connection (failed|refused|reset|is closed)|"
@@ -81,8 +86,6 @@ class DistributedRun:
     hand_code: int
     hand_output: str
     blocked_at_barrier: int
-    peak_connections: int
-    processes: int
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +129,7 @@ def distributed_run(database, tmp_path_factory) -> DistributedRun:
                 env=env, start_new_session=True,  # a process group of its own: another machine
             )
             processes.append(hand)
-            blocked, peak = _release_and_watch(monitor, barrier, database_name, processes, logs=(launch_log, hand_log))
+            blocked = _release_and_watch(monitor, barrier, database_name, processes, logs=(launch_log, hand_log))
         finally:
             barrier.rollback()
             _stop_everything_under(folder, processes)
@@ -136,35 +139,33 @@ def distributed_run(database, tmp_path_factory) -> DistributedRun:
         create_output=created.stdout, launch_code=launch.returncode, launch_output=launch_log.read_text(),
         worker_logs={p.name: p.read_text() for p in sorted((server_runs / name / "logs").glob("worker-*.log"))},
         hand_code=hand.returncode, hand_output=hand_log.read_text(), blocked_at_barrier=blocked,
-        peak_connections=peak, processes=LAUNCH_WORKERS + 2,
     )
 
 
 def _release_and_watch(
     monitor: psycopg.Connection, barrier: psycopg.Connection, database_name: str,
     processes: list[subprocess.Popen], *, logs: tuple[Path, ...],
-) -> tuple[int, int]:
-    """Release the barrier once every worker waits on it; sample connections until all exit.
+) -> int:
+    """Release the barrier once every worker waits on it, or after ``BARRIER_GRACE_S``; wait until all exit.
 
-    Returns how many workers waited at the barrier and the most connections seen at once.
+    Returns how many connections waited behind the barrier when it was released.
     """
-    peak, blocked = 0, 0
-    deadline = time.monotonic() + 420
+    released_by = time.monotonic() + BARRIER_GRACE_S
+    deadline = time.monotonic() + 600  # only a guard against a hang
+    blocked = None
     while any(process.poll() is None for process in processes):
         assert time.monotonic() < deadline, "the distributed run did not finish in time\n" + _tail(*logs)
-        connections, waiting = monitor.execute(
-            "SELECT count(*), count(*) FILTER (WHERE wait_event_type = 'Lock') FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid() AND pid <> %s",
-            (database_name, barrier.info.backend_pid),
-        ).fetchone()
-        peak = max(peak, connections)
-        if not blocked:
+        if blocked is None:
             assert all(process.poll() is None for process in processes), _tail(*logs)
-            if waiting >= LAUNCH_WORKERS + 1:
+            waiting = monitor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND %s = ANY(pg_blocking_pids(pid))",
+                (database_name, barrier.info.backend_pid),
+            ).fetchone()[0]
+            if waiting >= LAUNCH_WORKERS + 1 or time.monotonic() > released_by:
                 blocked = waiting
                 barrier.commit()
         time.sleep(0.25)
-    return blocked, peak
+    return blocked or 0
 
 
 def _tail(*paths: Path) -> str:
@@ -233,11 +234,23 @@ def test_workers_exit_cleanly_without_connection_errors(distributed_run):
         assert not CONNECTION_TROUBLE.search(text), text
 
 
-def test_connections_stay_within_each_process_pool(distributed_run):
-    """The launcher, its four workers and the hand-started one: at most four connections each."""
-    assert distributed_run.blocked_at_barrier == LAUNCH_WORKERS + 1
-    assert distributed_run.processes <= distributed_run.peak_connections
-    assert distributed_run.peak_connections <= MAX_CONNECTIONS_PER_PROCESS * distributed_run.processes
+def test_each_process_pools_at_most_four_connections(database):
+    """What caps a process's connections is its pool: two kept, two more on demand, each pinged before use."""
+    storage = open_storage(database, heartbeat_interval=None)
+    try:
+        pool = storage.engine.pool
+        assert isinstance(pool, sqlalchemy.pool.QueuePool)
+        assert (pool.size(), pool._max_overflow) == (POOL_SIZE, MAX_OVERFLOW)
+        assert pool._pre_ping and pool._recycle == 1800
+        # The cap holds: a fifth checkout waits for a connection instead of opening one.
+        pool._timeout = 0.5
+        held = [storage.engine.connect() for _ in range(POOL_SIZE + MAX_OVERFLOW)]
+        with pytest.raises(sqlalchemy.exc.TimeoutError):
+            storage.engine.connect()
+        for connection in held:
+            connection.close()
+    finally:
+        storage.engine.dispose()
 
 
 def test_hand_started_worker_joins_the_running_study(distributed_run, trials):
@@ -246,7 +259,7 @@ def test_hand_started_worker_joins_the_running_study(distributed_run, trials):
     for text in distributed_run.worker_logs.values():
         launched.update(_ran(text))
     assert sorted(launched) == list(range(LAUNCH_WORKERS))
-    assert hand[HAND_WORKER_INDEX] >= 1 and sum(launched.values()) >= 1
+    assert list(hand) == [HAND_WORKER_INDEX]  # it ran its loop to the end of the budget
     total = sum(len(study_trials) for study_trials in trials.values())
     assert hand[HAND_WORKER_INDEX] + sum(launched.values()) == total  # every trial was run by one of them
 

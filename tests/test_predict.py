@@ -145,3 +145,45 @@ def test_cli_writes_the_csv_and_exits_2_on_user_errors(model_dir, mixed_folder, 
         main()
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_predictions_are_an_independent_forward_pass_on_known_images(tmp_path):
+    """Pixels / 255 (kept as float16), the saved mean and std, the network in eval mode, softmax: computed here without the package's
+    decoder or inference code, so a change to either that alters predictions fails, whatever rows still sum to."""
+    torch.manual_seed(1)
+    network = create_model("squeezenet1_1", num_classes=len(CLASSES))
+    with torch.no_grad():
+        network.classifier[1].weight.mul_(20)  # confident logits, so the predicted class is well defined
+    save_model(tmp_path / "model.pt", network, ModelInfo(
+        architecture="squeezenet1_1", class_names=CLASSES, image_size=32, mean=MEAN, std=STD,
+    ))
+    rng = np.random.default_rng(7)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = {  # 8-bit RGB at the model's size: no resizing between the file and the network
+        "noise.png": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+        "dark.png": rng.integers(0, 40, (32, 32, 3), dtype=np.uint8),
+        "bright.png": rng.integers(200, 256, (32, 32, 3), dtype=np.uint8),
+        "ramp.png": np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (32, 32, 3)).copy(),
+    }
+    for name, array in pixels.items():
+        Image.fromarray(array).save(folder / name)
+
+    out = tmp_path / "predictions.csv"
+    predict_images(model=tmp_path / "model.pt", inputs=[folder / name for name in pixels], out=out, device="cpu")
+
+    reference = create_model("squeezenet1_1", num_classes=len(CLASSES))
+    reference.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"])
+    reference.eval()
+    # Decoded images are kept as float16 in [0, 1] (spheroid_hpo.data), so the reference rounds them the same way.
+    batch = (torch.from_numpy(np.stack(list(pixels.values()))).permute(0, 3, 1, 2).float() / 255.0).half().float()
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = torch.softmax(reference((batch - mean) / std).double(), dim=1).numpy()
+
+    rows = _read_rows(out)
+    assert [Path(row["path"]).name for row in rows] == list(pixels)
+    got = np.array([[float(row[f"p_{c}"]) for c in CLASSES] for row in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert [row["predicted_class"] for row in rows] == [CLASSES[i] for i in expected.argmax(axis=1)]
+    assert all(np.sort(p)[-1] - np.sort(p)[-2] > 1e-3 for p in expected)  # no near-tie decides a class

@@ -254,3 +254,37 @@ def test_paired_tests_match_scipy_and_exact_enumeration():
     assert sign_flip_p_value(np.zeros(3)) == 1.0
     # Beyond exact enumeration, the Monte Carlo estimate agrees with the exact answer of a clear case.
     assert sign_flip_p_value(np.full(30, 0.01)) < 1e-4
+
+
+def _manifest_count(manifest_csv: str, split: str) -> int:
+    return sum(row["split"] == split for row in csv.DictReader(io.StringIO(manifest_csv)))
+
+
+def test_every_test_confusion_matrix_sums_to_the_manifests_test_split(report, family):
+    test_size = _manifest_count(family.manifest_csv, "test")
+    assert test_size != _manifest_count(family.manifest_csv, "train")
+    for architecture, evaluation in report.evaluations.items():
+        assert np.asarray(evaluation.metrics.confusion).sum() == test_size == len(evaluation.y_true), architecture
+
+
+def test_a_launched_trials_validation_f1_is_its_model_on_the_manifests_validation_split(family, finished_study,
+                                                                                        tmp_path):
+    """Recomputed from the trial's model.pt, as a worker process stored it, on the study's validation split."""
+    architecture = family.config.architectures[0]
+    trial = best_trial(family.trials(architecture))
+    model_file = tmp_path / "model.pt"
+    download_artifact(artifact_store=FileSystemArtifactStore(str(finished_study.artifact_dir)),
+                      file_path=str(model_file), artifact_id=trial.user_attrs["model_artifact_id"])
+    manifest = tmp_path / "splits.csv"
+    manifest.write_text(family.manifest_csv)
+    val = load_dataset(next(finished_study.runs_dir.glob("demo-data-*")), image_size=32, manifest_path=manifest,
+                       splits=("val",)).val
+    assert len(val.labels) == _manifest_count(family.manifest_csv, "val")
+    model, info = load_model(model_file)
+    autocast = engine.resolve_precision(family.config.training.precision, torch.device("cpu"), model=model)
+    predicted = engine.predict_logits(model, val.images, mean=info.mean, std=info.std,
+                                      autocast_dtype=autocast).argmax(1).numpy()
+    labels = list(range(len(info.class_names)))
+    expected = f1_score(val.labels.numpy(), predicted, labels=labels, average=None, zero_division=0)
+    np.testing.assert_allclose(trial.user_attrs["val_f1_per_class"], expected, atol=1e-6)
+    assert trial.value == pytest.approx(float(np.mean(expected)), abs=1e-6)

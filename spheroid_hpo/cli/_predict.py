@@ -13,13 +13,18 @@ from spheroid_hpo.cli._app import app
 @app.command("predict")
 def predict_command(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and folders (walked recursively).")],
-    model: Annotated[Path, typer.Option(help="A model.pt, or a run folder holding one (train, reproduce --out).")],
+    model: Annotated[Path, typer.Option(help="A model.pt, a run folder holding one (train, reproduce --out), or an "
+                                             "ONNX file from `spheroid-hpo export --format onnx`.")],
     out: Annotated[Path, typer.Option(help="CSV to write: path, predicted class, probability per class, error.")] = Path("predictions.csv"),
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    calibration: Annotated[bool, typer.Option("--calibration/--no-calibration", help="Probabilities scaled by the "
+                                              "temperature fitted on validation; --no-calibration: raw softmax.")] = True,
+    tta: Annotated[bool, typer.Option("--tta", help="Average over the 8 rotations/flips; adds agreement, entropy "
+                                                    "and an uncertain flag.")] = False,
 ) -> None:
     """Predict the class of each image; unreadable files get a row with the reason."""
     from spheroid_hpo.predict import predict_images
 
-    summary = predict_images(model=model, inputs=inputs, out=out, device=device)
+    summary = predict_images(model=model, inputs=inputs, out=out, device=device, calibrated=calibration, tta=tta)
     problems = f", {summary.errors} could not be read (see the error column)" if summary.errors else ""
     typer.echo(f"wrote {summary.out}: {summary.images} images{problems}")

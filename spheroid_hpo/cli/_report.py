@@ -47,20 +47,24 @@ def export_best_command(
     storage: Annotated[Optional[str], typer.Option(help=_STORAGE_HELP)] = None,
     artifacts: Annotated[Optional[Path], typer.Option(help=_ARTIFACTS_HELP)] = None,
     data: Annotated[Optional[Path], typer.Option(help=_DATA_HELP)] = None,
-    tolerance: Annotated[float, typer.Option(help="Largest |obtained - expected| macro-F1 reproduce accepts.")] = 0.02,
+    seeds: Annotated[Optional[int], typer.Option(help="Retrain the winner with this many seeds and record the "
+                                                      "spread of its scores (default 5).")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads the trial trained with, if the trial "
                                                                "did not record it (launch: cores / workers).")] = None,
-    device: Annotated[str, typer.Option(help="Device to score the model on the test split.")] = "auto",
+    device: Annotated[str, typer.Option(help="Device to score and retrain on.")] = "auto",
     runs_dir: Annotated[Path, typer.Option(help="Folder holding the study's runs and demo data.")] = RUNS_DIR,
 ) -> None:
-    """Print the best configuration over all architectures as TOML (redirect it to studies/best.toml)."""
-    from spheroid_hpo.best_config import export_best
+    """Print the best configuration over all architectures as TOML (redirect it to studies/best.toml).
+
+    The winner is retrained with --seeds seeds (progress on stderr) and the spread of its scores recorded.
+    """
+    from spheroid_hpo.reproduce import export_best
 
     clean_up_on_sigterm()
 
     best = export_best(
         study=study, storage_url=storage, artifact_dir=artifacts, runs_dir=runs_dir, data_dir=data,
-        tolerance=tolerance, threads=threads, device=device,
+        seeds=seeds, threads=threads, device=device,
     )
     typer.echo(best.to_toml(), nl=False)
 
@@ -70,15 +74,19 @@ def reproduce_command(
     best_file: Annotated[Path, typer.Argument(help="A best.toml written by export-best.")],
     data: Annotated[Optional[Path], typer.Option(help="This machine's copy of the data folder (not for demo data).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Keep the retrained run folder (model.pt, metrics.json) here.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N; default the kind the trial trained "
-                                                       "on.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or cuda:N; default the kind the seeds were "
+                                                       "recorded on.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Retrain only the first N recorded seeds when the band rule "
+                                                      "applies (default: all).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: the recorded count).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Folder for the regenerated demo data.")] = RUNS_DIR,
 ) -> None:
-    """Retrain a best.toml and compare; exit 0 within its tolerance, 1 outside."""
-    from spheroid_hpo.best_config import reproduce
+    """Retrain a best.toml and decide by its rule: exit 0 reproduced, 1 not reproduced, 2 a bad file."""
+    from spheroid_hpo.reproduce import reproduce
 
     clean_up_on_sigterm()
 
-    result = reproduce(path=best_file, data_dir=data, runs_dir=runs_dir, out_dir=out, device=device)
+    result = reproduce(path=best_file, data_dir=data, runs_dir=runs_dir, out_dir=out, device=device, seeds=seeds,
+                       threads=threads)
     typer.echo(result.format_table())
-    raise typer.Exit(0 if result.within_tolerance else 1)
+    raise typer.Exit(0 if result.reproduced else 1)

@@ -54,5 +54,9 @@ def train_command(
     val, test = results["validation"], results["test"]
     typer.echo(f"validation macro-F1 {val['macro_f1']:.3f}, accuracy {val['accuracy']:.3f}")
     typer.echo(f"test       macro-F1 {test['macro_f1']:.3f}, accuracy {test['accuracy']:.3f}")
-    typer.echo(f"wrote {out}/metrics.json, model.pt, curves.png, confusion.png "
+    calibration = results["calibration"]
+    typer.echo(f"temperature {calibration['temperature']:.3f}: validation ECE {calibration['val']['ece_before']:.3f} "
+               f"-> {calibration['val']['ece_after']:.3f}, test ECE {calibration['test']['ece_before']:.3f} "
+               f"-> {calibration['test']['ece_after']:.3f}")
+    typer.echo(f"wrote {out}/metrics.json, model.pt, curves.png, confusion.png, reliability.png "
                f"({results['wall_time_seconds']:.0f} s)")

@@ -24,6 +24,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo import engine
+from spheroid_hpo.calibration import plot_reliability
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.report._artifacts import download_history, download_model
 from spheroid_hpo.report._content import ReportContent, report_blocks
@@ -154,6 +155,7 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
         family=family, class_names=dataset.class_names, split_sizes=_split_sizes(family.manifest_csv),
         data_folder=folder, tuned=tuple(tuned), original=tuple(original), best=best, summaries=summaries,
         repeats=repeated, comparisons=tuple(comparisons), figures=figure_files, notes=tuple(notes),
+        evaluations=evaluations,
     )
     title, blocks = report_blocks(content)
     (staging / "report.md").write_text(render_markdown(title, blocks))
@@ -219,6 +221,12 @@ def _draw_figures(family: StudyFamily, best, evaluations, repeated, *, store, st
             evaluations[architecture].metrics.confusion, class_names, folder / f"{architecture}-confusion.png",
             architecture=architecture, trial_number=trial.number,
         )
+        calibration = evaluations[architecture].calibration
+        if calibration is not None:
+            files["reliability"] = plot_reliability(
+                calibration, folder / f"{architecture}-reliability.png",
+                title=f"{architecture} trial {trial.number}: test reliability, T = {calibration.temperature:.2f}",
+            )
         study = family.studies[architecture]
         for name, plot in (("history", optimization_history_figure), ("importances", importances_figure)):
             drawn = plot(study, folder / f"{architecture}-{name}.png", architecture=architecture)

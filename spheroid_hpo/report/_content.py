@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from optuna.trial import FrozenTrial
@@ -43,6 +43,7 @@ class ReportContent:
     comparisons: tuple[PairedComparison, ...]
     figures: dict[str, dict[str, Path]]  # architecture -> figure name -> path in the report folder
     notes: tuple[str, ...]
+    evaluations: dict = field(default_factory=dict)  # architecture -> TestEvaluation of its best trial
 
 
 def report_blocks(content: ReportContent) -> tuple[str, list[Block]]:
@@ -51,6 +52,7 @@ def report_blocks(content: ReportContent) -> tuple[str, list[Block]]:
     title = f"Study {family.name}: {' vs '.join(family.config.architectures)}"
     blocks: list[Block] = [*_introduction(content)]
     blocks += _table3(content)
+    blocks += _calibration(content)
     blocks += _original(content)
     blocks += _published()
     blocks += _repeats(content)
@@ -105,6 +107,44 @@ def _table3(content: ReportContent) -> list[Block]:
                   "trial and this report used. Time is the trial's wall-clock training time; validation macro-F1 "
                   "is the score the search maximised."),
     ]
+
+
+def _calibration(content: ReportContent) -> list[Block]:
+    """Temperature, ECE before/after on validation and test, and test macro-F1 with and without TTA."""
+    rows, images = [], []
+    for architecture, trial in content.best.items():
+        evaluation = content.evaluations.get(architecture)
+        if evaluation is None or evaluation.calibration is None:
+            continue
+        val = (trial.user_attrs.get("calibration") or {}).get("val")
+        test = evaluation.calibration.scores["test"]
+        rows.append((
+            architecture, f"#{trial.number}", f"{evaluation.calibration.temperature:.2f}",
+            f"{val['ece_before']:.3f} → {val['ece_after']:.3f}" if val else "–",
+            f"{test['ece_before']:.3f} → {test['ece_after']:.3f}",
+            f"{test['nll_before']:.3f} → {test['nll_after']:.3f}",
+            format_score(evaluation.metrics.macro_f1),
+            format_score(evaluation.tta_metrics.macro_f1) if evaluation.tta_metrics else "–",
+        ))
+        if "reliability" in content.figures.get(architecture, {}):
+            images.append((content.figures[architecture]["reliability"],
+                           f"{architecture}: test reliability diagram, softmax and calibrated"))
+    if not rows:
+        return []
+    blocks: list[Block] = [
+        Heading("Calibrated probabilities and test-time augmentation"),
+        Table(
+            columns=("architecture", "trial", "temperature", "validation ECE", "test ECE", "test NLL",
+                     "test macro-F1", "test macro-F1 with TTA"),
+            rows=tuple(rows),
+            caption="Each best trial's temperature, fitted on validation by minimising NLL; expected calibration "
+                    "error (15 bins) and NLL before → after; TTA averages the calibrated probabilities over the "
+                    "8 rotations and flips",
+        ),
+    ]
+    if images:
+        blocks.append(Figures(tuple(images)))
+    return blocks
 
 
 def _original(content: ReportContent) -> list[Block]:

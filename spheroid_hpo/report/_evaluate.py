@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from spheroid_hpo import engine
+from spheroid_hpo.calibration import Calibration, score_calibration
 from spheroid_hpo.data import SplitTensors
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.metrics import ClassificationMetrics, classification_metrics
 from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.tta import tta_probabilities
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,6 +27,9 @@ class TestEvaluation:
     y_true: np.ndarray
     y_pred: np.ndarray
     paths: tuple[str, ...]
+    # Test-time augmentation (8 dihedral views) and calibration on the test split (issue 14).
+    tta_metrics: ClassificationMetrics | None = None
+    calibration: Calibration | None = field(default=None, repr=False)
 
 
 def evaluate_on_test(
@@ -55,6 +60,12 @@ def evaluate_on_test(
     )
     y_pred = logits.argmax(dim=1).cpu().numpy()
     y_true = test.labels.cpu().numpy()
+
+    def fp32_logits(images: torch.Tensor) -> torch.Tensor:  # as predict and the exports compute them
+        return engine.predict_logits(model, images.to(device), mean=info.mean, std=info.std).cpu()
+
+    scores, bins = score_calibration(fp32_logits(test.images), test.labels, info.temperature)
+    tta = tta_probabilities(fp32_logits, test.images, temperature=info.temperature)
     return TestEvaluation(
         architecture=architecture,
         trial_number=trial_number,
@@ -62,4 +73,8 @@ def evaluate_on_test(
         y_true=y_true,
         y_pred=y_pred,
         paths=test.paths,
+        tta_metrics=classification_metrics(y_true, tta.probabilities.argmax(dim=1).numpy(),
+                                           num_classes=len(class_names)),
+        calibration=Calibration(temperature=info.temperature, uncertain_entropy=info.uncertain_entropy,
+                                scores={"test": scores}, reliability={"test": bins}),
     )
