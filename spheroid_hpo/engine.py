@@ -222,6 +222,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
     checkpoint_tag: dict | None = None,
+    checkpoint_guard: Callable[[], None] | None = None,
     progress: bool = False,
 ) -> list[EpochStats]:
     """Train ``model`` in place with Adam and cross-entropy; return the per-epoch history.
@@ -231,9 +232,10 @@ def train(
     finds a checkpoint resumes after its last epoch with the same random stream,
     so an interrupted run ends where an uninterrupted one would. ``checkpoint_tag``
     (study, trial, parameters) is stored in the checkpoint, and a checkpoint with
-    another tag is refused: it belongs to another run. ``on_epoch`` is called once
-    per epoch in order, restored epochs included, before the epoch's checkpoint is
-    written, and may raise to stop (then nothing is written).
+    another tag is refused: it belongs to another run. ``checkpoint_guard`` is
+    called before each checkpoint is written and may raise to stop without writing
+    it. ``on_epoch`` is called once per epoch in order, restored epochs included,
+    after the epoch's checkpoint is written, and may raise to stop.
     """
     if epochs < 1:
         raise InputError(f"epochs must be at least 1, but got {epochs=}")
@@ -337,14 +339,14 @@ def train(
                 images_per_second=seen / train_seconds if train_seconds > 0 else 0.0,
             )
             history.append(stats)
-            bar.advance(stats)
-            # First the callback: a trial that was pruned or taken over by another worker
-            # stops here, without writing a checkpoint someone else may be resuming from.
-            if on_epoch is not None:
-                on_epoch(stats)
             if checkpoint_path is not None:
+                if checkpoint_guard is not None:
+                    checkpoint_guard()
                 _save_checkpoint(Path(checkpoint_path), model=model, optimizer=optimizer,
                                  generator=generator, history=history, device=device, tag=checkpoint_tag)
+            bar.advance(stats)
+            if on_epoch is not None:
+                on_epoch(stats)
     return history
 
 

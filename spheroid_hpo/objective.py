@@ -107,9 +107,14 @@ def build_objective(
         started = time.perf_counter()
         history: list[engine.EpochStats] = []
 
-        def on_epoch(stats: engine.EpochStats) -> None:
+        def still_ours() -> None:
+            # A worker paused past its heartbeat finds its trial failed and retried by another
+            # worker, which resumes from this checkpoint: stop before overwriting it.
             if _taken_over(trial):
                 raise TrialTakenOver(f"trial {trial.number} was taken over by another worker")
+
+        def on_epoch(stats: engine.EpochStats) -> None:
+            still_ours()
             history.append(stats)
             trial.report(stats.val_macro_f1, stats.epoch)
             if trial.should_prune():
@@ -132,7 +137,7 @@ def build_objective(
                 num_classes=num_classes, epochs=int(params["epochs"]), lr=float(params["lr"]),
                 batch_size=int(params["batch_size"]), rotation=float(params["rotation"]),
                 seed=seed, precision=precision, on_epoch=on_epoch, checkpoint_path=checkpoint,
-                checkpoint_tag=tag,
+                checkpoint_tag=tag, checkpoint_guard=still_ours,
             )
         except optuna.TrialPruned:
             _record_history(trial, history, started)

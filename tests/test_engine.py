@@ -106,9 +106,7 @@ def test_resuming_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(demo, t
     checkpoint = tmp_path / "trial.pt"
 
     def kill_after_two(stats):
-        # on_epoch runs before its epoch's checkpoint is written (a taken-over trial must
-        # write nothing), so stopping in epoch 3 leaves the checkpoint of epoch 2.
-        if stats.epoch == 3:
+        if stats.epoch == 2:
             raise _Killed
 
     with pytest.raises(_Killed):
