@@ -15,9 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spheroid_hpo.engine import CLASS_WEIGHTS, PRECISIONS
+from spheroid_hpo.data import MAX_IMAGE_SIZE
+from spheroid_hpo.demo_data import MAX_PER_CLASS, MAX_SIZE, MIN_PER_CLASS, MIN_SIZE
+from spheroid_hpo.engine import CLASS_WEIGHTS, MIN_BATCH_SIZE, PRECISIONS
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.models import architecture_names
+from spheroid_hpo.models import architecture_names, check_image_size
 
 # The hyperparameters a trial can vary, and the type each takes.
 TUNABLE_PARAMS: dict[str, type] = {
@@ -30,6 +32,17 @@ TUNABLE_PARAMS: dict[str, type] = {
 }
 # The values a string-valued tunable may take.
 CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS}
+# The values each hyperparameter may take, fixed or as a range's ends: (low, high, low
+# excluded?, why). One table, so a fixed value gets exactly the checks a range gets.
+PARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
+    "epochs": (1, 10_000, False, "a trial trains at least one epoch"),
+    "lr": (0.0, 1.0, True, "Adam's learning rate is positive"),
+    "rotation": (0.0, 180.0, False, "rotation is +/- degrees"),
+    "batch_size": (MIN_BATCH_SIZE, 4096, False, "BatchNorm needs two images per batch"),
+    "bn_momentum": (0.0, 1.0, True, "BatchNorm momentum lies in (0, 1]"),
+}
+MAX_TRIALS = 100_000
+MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 # With cv_folds a trial reports at fold granularity (K steps); only pruners that compare
@@ -225,10 +238,21 @@ class _Table:
             raise self.error(name, f"must be {names}, but got {value!r}")
         return value
 
-    def positive(self, name: str, kind: type, default: Any, *, minimum: float = 1) -> Any:
+    def positive(self, name: str, kind: type, default: Any, *, minimum: float = 1, maximum: float = math.inf) -> Any:
         value = self.get(name, kind, default)
-        if value is not None and value < minimum:
-            raise self.error(name, f"must be at least {minimum}, but got {value!r}")
+        if value is not None and not minimum <= value <= maximum:
+            limit = f"at least {minimum}" if maximum == math.inf else f"from {minimum} to {maximum}"
+            raise self.error(name, f"must be {limit}, but got {value!r}")
+        return value
+
+    def param(self, name: str, param: str, kind: type) -> Any:
+        """The value of key ``name``, checked against hyperparameter ``param``'s bounds."""
+        value = self.get(name, kind, None)
+        low, high, low_excluded, why = PARAM_BOUNDS[param]
+        too_low = value <= low if low_excluded else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            interval = f"{'(' if low_excluded else '['}{low}, {high}]"
+            raise self.error(name, f"must lie in {interval} ({why}), but got {param} = {value!r}")
         return value
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
@@ -268,13 +292,18 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
             f"{source}: pruner.name = {pruner.name!r} prunes by epochs, but data.cv_folds = {data.cv_folds} "
             f"reports once per fold; use one of: {', '.join(CV_PRUNERS)}"
         )
+    for architecture in architectures:
+        try:
+            check_image_size(architecture, data.image_size)
+        except InputError as error:
+            raise InputError(f"{source}: data.image_size: {error}") from None
     return StudyConfig(
         name=name,
         architectures=architectures,
         search_space=search_space,
         baseline=baseline,
-        n_trials=study.positive("n_trials", int, 20),
-        timeout=study.positive("timeout", float, None, minimum=1),
+        n_trials=study.positive("n_trials", int, 20, maximum=MAX_TRIALS),
+        timeout=study.positive("timeout", float, None, minimum=1, maximum=365 * 24 * 3600),
         metric=study.choice("metric", METRICS, "val_macro_f1"),
         storage=study.get("storage", str, None),
         sampler=_parse_sampler(top.table("sampler")),
@@ -291,7 +320,7 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
     for name, raw in table.raw.items():
         kind = TUNABLE_PARAMS[name]
         if not isinstance(raw, dict):
-            value = _Table({"value": raw}, table.key(name), table.source).get("value", kind, None)
+            value = table.param(name, name, kind) if name in PARAM_BOUNDS else table.get(name, kind, None)
             _check_categorical(table, name, [value])
             specs.append(ParamSpec(name=name, kind="fixed", value=value))
             continue
@@ -313,10 +342,8 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
             raise param.error("low", f"must be positive on a log scale, but got {low}; set log = false or raise low")
         if step is not None and (step <= 0 or log):
             raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
-        if name == "epochs" and low < 1:
-            raise param.error("low", f"must be at least 1 epoch, but got {low}")
-        if name == "batch_size" and low < 2:
-            raise param.error("low", f"must be at least 2 (BatchNorm needs two images), but got {low}")
+        for end in ("low", "high"):  # the checks a fixed value gets, on both ends
+            param.param(end, name, kind)
         specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
     missing = [name for name in ("epochs", "lr", "rotation", "batch_size") if name not in table.raw]
     if missing:
@@ -331,14 +358,15 @@ def _parse_choices(param: _Table, name: str, kind: type) -> ParamSpec:
     example = f"{name} = {{ choices = {_toml_list(CATEGORICAL_VALUES.get(name, (8, 16)))} }}"
     if not choices:
         raise param.error("choices", f"must list at least one value, e.g. {example}, but got {choices=}")
-    checked = [_Table({"choice": value}, param.key("choices"), param.source).get("choice", kind, None) for value in choices]
+
+    def checked_choice(value):  # each choice gets the checks a fixed value gets
+        one = _Table({"choices": value}, param.where, param.source)
+        return one.param("choices", name, kind) if name in PARAM_BOUNDS else one.get("choices", kind, None)
+
+    checked = [checked_choice(value) for value in choices]
     if len(set(checked)) != len(checked):
         raise param.error("choices", f"lists a value twice; list each once, but got {choices=}")
     _check_categorical(param, "choices", checked, name=name)
-    if name == "epochs" and min(checked) < 1:
-        raise param.error("choices", f"must all be at least 1 epoch, but got {choices=}")
-    if name == "batch_size" and min(checked) < 2:
-        raise param.error("choices", f"must all be at least 2 (BatchNorm needs two images), but got {choices=}")
     return ParamSpec(name=name, kind="categorical", choices=tuple(checked))
 
 
@@ -369,7 +397,7 @@ def _parse_sampler(table: _Table) -> SamplerConfig:
     table.check_keys(("name", "seed", "n_startup_trials"))
     return SamplerConfig(
         name=table.choice("name", SAMPLERS, "tpe"),
-        seed=table.get("seed", int, 0),
+        seed=table.positive("seed", int, 0, minimum=0, maximum=MAX_SEED),
         n_startup_trials=table.positive("n_startup_trials", int, 10, minimum=0),
     )
 
@@ -396,15 +424,15 @@ def _parse_data(table: _Table) -> DataConfig:
     path = table.get("path", str, None)
     return DataConfig(
         path=Path(path) if path else None,
-        image_size=table.positive("image_size", int, 224, minimum=16),
+        image_size=table.positive("image_size", int, 224, minimum=16, maximum=MAX_IMAGE_SIZE),
         split_seed=table.get("split_seed", int, 0),
         fractions=tuple(float(f) for f in fractions),
         group_by=table.get("group_by", str, None),
         cv_folds=table.positive("cv_folds", int, None, minimum=2),
         demo=DemoConfig(
-            per_class=demo.positive("per_class", int, 40, minimum=3),
-            size=demo.positive("size", int, 64, minimum=16),
-            seed=demo.get("seed", int, 0),
+            per_class=demo.positive("per_class", int, 40, minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
+            size=demo.positive("size", int, 64, minimum=MIN_SIZE, maximum=MAX_SIZE),
+            seed=demo.positive("seed", int, 0, minimum=0, maximum=2**32 - 1),
         ),
     )
 
@@ -414,5 +442,5 @@ def _parse_training(table: _Table) -> TrainingConfig:
     return TrainingConfig(
         precision=table.choice("precision", PRECISIONS, "auto"),
         weights=table.get("weights", str, "none"),
-        seed=table.get("seed", int, 0),
+        seed=table.positive("seed", int, 0, minimum=0, maximum=2**32 - 1),
     )

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import optuna
 
-from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.config import StudyConfig, parse_study_text
 from spheroid_hpo.data import prepare_split
 from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
-from spheroid_hpo.storage import RUNS_DIR, default_storage_url, open_storage
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.storage import RUNS_DIR, default_storage_url, open_storage, split_password
 from spheroid_hpo.studies import DataRecord, create_studies
 
 
@@ -43,8 +44,23 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> St
     # Storage first: a wrong URL fails at once instead of after the data is scanned.
     storage = open_storage(storage_url, heartbeat_interval=None)
     data = prepare_data(config, runs_dir=runs_dir)
-    studies = create_studies(config, storage, study_file_text=config.source.read_text(), data=data)
+    studies = create_studies(config, storage, study_file_text=_without_password(config), data=data)
     return StudyFamily(study_name=config.name, storage_url=storage_url, studies=studies, data=data)
+
+
+def _without_password(config: StudyConfig) -> str:
+    """The study file's text to record in storage, its storage URL's password removed."""
+    text = config.source.read_text()
+    written = parse_study_text(text, source=config.source).storage  # the file's, not --storage's
+    bare, password = split_password(written) if written else (written, None)
+    if password is None:
+        return text
+    text = text.replace(written, bare)
+    if password in text:  # written with TOML escapes, say: refuse rather than store it
+        raise InputError(
+            f"{config.source}: study.storage holds a password; leave it out of the URL and set PGPASSWORD"
+        )
+    return text
 
 
 def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> DataRecord:

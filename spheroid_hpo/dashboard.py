@@ -16,8 +16,6 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
-import sqlalchemy
-import sqlalchemy.exc
 from rich.console import Console
 from rich.markup import escape
 
@@ -29,6 +27,7 @@ from spheroid_hpo.storage import (
     masked_url,
     open_artifact_store,
     open_storage,
+    require_existing_sqlite,
 )
 from spheroid_hpo.studies import find_study_family
 
@@ -56,9 +55,9 @@ def serve_dashboard(
     console = console or Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     if storage_url is None and study is None:
-        raise InputError("pass --storage URL or --study NAME (which reads sqlite:///runs/NAME/study.db)")
+        raise InputError(f"pass --storage URL or --study NAME (which reads {default_storage_url('NAME', runs_dir=runs_dir)})")
     url = storage_url or default_storage_url(study, runs_dir=runs_dir)
-    _require_existing_sqlite(url)
+    require_existing_sqlite(url)
     storage = open_storage(url, heartbeat_interval=None)
     if study is not None or artifact_dir is None:
         study = find_study_family(storage, study)[0].name
@@ -95,21 +94,6 @@ def browser_url(host: str, port: int) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}/dashboard"
-
-
-def _require_existing_sqlite(url: str) -> None:
-    """The dashboard only reads: a mistyped SQLite path must not become a new, empty study file."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return  # open_storage explains what a storage URL looks like
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return
-    if not Path(parsed.database).is_file():
-        raise InputError(
-            f"no study storage at {url}: the file {parsed.database} does not exist; launch the study first "
-            "(spheroid-hpo launch) or pass --storage URL of an existing one"
-        )
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 
@@ -28,8 +29,11 @@ from spheroid_hpo.errors import InputError
 CLASS_NAMES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
 
 _CLASS_WEIGHTS = (1.5, 0.6, 0.8, 1.1)  # mean 1, so per_class stays the mean count
-_MIN_PER_CLASS = 3  # one image for each of train, val and test
-_MIN_SIZE = 16
+MIN_PER_CLASS = 3  # one image for each of train, val and test
+MIN_SIZE = 16
+# Settings can come from a file someone sent (a study file, a best.toml): bound what they may write.
+MAX_PER_CLASS = 5000
+MAX_SIZE = 1024
 _MARKER = ".demo-data.json"  # hidden, so data scanners skip it
 _GENERATOR_VERSION = 1  # bump when the images change, so stale folders are not reused
 
@@ -48,7 +52,7 @@ def write_demo_data(
     out_dir = Path(out_dir)
     settings = _validated_settings(per_class=per_class, size=size, seed=seed)
     _check_free(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    staging = out_dir.parent / f".{out_dir.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial"
     staging.mkdir(parents=True)  # unlike tempfile.mkdtemp, honours the umask
     try:
         counts = _write_images(staging, **settings)
@@ -96,7 +100,7 @@ def ensure_demo_data(out_dir: str | os.PathLike[str], *, per_class: int = 40, si
 def class_counts(per_class: int) -> dict[str, int]:
     """Images per class for a mean of `per_class`: imbalanced, at least 3 each."""
     return {
-        name: max(_MIN_PER_CLASS, int(per_class * weight + 0.5))
+        name: max(MIN_PER_CLASS, int(per_class * weight + 0.5))
         for name, weight in zip(CLASS_NAMES, _CLASS_WEIGHTS, strict=True)
     }
 
@@ -327,9 +331,12 @@ def _read_marker(marker: Path) -> dict:
 
 
 def _validated_settings(*, per_class: int, size: int, seed: int) -> dict[str, int]:
-    for name, value, minimum in (("per_class", per_class, 1), ("size", size, _MIN_SIZE), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise InputError(f"demo data {name}={value!r} is invalid; use an integer >= {minimum}")
+    # per_class may be below MIN_PER_CLASS: class_counts raises every class to it anyway.
+    bounds = (("per_class", per_class, 1, MAX_PER_CLASS), ("size", size, MIN_SIZE, MAX_SIZE),
+              ("seed", seed, 0, 2**32 - 1))
+    for name, value, minimum, maximum in bounds:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+            raise InputError(f"demo data {name}={value!r} is invalid; use an integer from {minimum} to {maximum}")
     return {"per_class": int(per_class), "size": int(size), "seed": int(seed)}
 
 

@@ -21,7 +21,9 @@ import ctypes
 import functools
 import math
 import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,6 +42,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTS = ("none", "balanced")
 EVAL_BATCH_SIZE = 64
+MIN_BATCH_SIZE = 2  # BatchNorm cannot normalise a batch of one image in train mode
+
+
+class CheckpointMismatch(InputError):
+    """A checkpoint found at the path belongs to another study, trial or configuration."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,16 @@ class EpochStats:
 
 
 EpochCallback = Callable[[EpochStats], None]
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size``, or an InputError below MIN_BATCH_SIZE: a batch of one trains nothing."""
+    if batch_size < MIN_BATCH_SIZE:
+        raise InputError(
+            f"batch size must be at least {MIN_BATCH_SIZE} (BatchNorm cannot train on one image), "
+            f"but got {batch_size=}"
+        )
+    return batch_size
 
 
 def resolve_device(device: str) -> torch.device:
@@ -218,6 +235,8 @@ def train(
     precision: str = "auto",
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
+    checkpoint_tag: dict | None = None,
+    checkpoint_guard: Callable[[], None] | None = None,
     progress: bool = False,
     class_weights: str = "none",
 ) -> list[EpochStats]:
@@ -226,15 +245,18 @@ def train(
     The model and the image tensors must already be on the same device. With
     ``checkpoint_path`` the state after every epoch is saved there, and a run that
     finds a checkpoint resumes after its last epoch with the same random stream,
-    so an interrupted run ends where an uninterrupted one would. ``on_epoch`` is
-    called once per epoch in order, restored epochs included, and may raise to stop.
+    so an interrupted run ends where an uninterrupted one would. ``checkpoint_tag``
+    (study, trial, parameters) is stored in the checkpoint, and a checkpoint with
+    another tag is refused: it belongs to another run. ``checkpoint_guard`` is
+    called before each checkpoint is written and may raise to stop without writing
+    it. ``on_epoch`` is called once per epoch in order, restored epochs included,
+    after the epoch's checkpoint is written, and may raise to stop.
     ``class_weights="balanced"`` weights the training loss by inverse class frequency in
     ``train_labels`` (see ``class_weights_for``); validation loss stays unweighted.
     """
     if epochs < 1:
         raise InputError(f"epochs must be at least 1, but got {epochs=}")
-    if batch_size < 1:
-        raise InputError(f"batch size must be at least 1, but got {batch_size=}")
+    check_batch_size(batch_size)
     if not lr > 0:
         raise InputError(f"learning rate must be positive, but got {lr=}")
     if len(train_images) == 0 or len(val_images) == 0:
@@ -262,6 +284,11 @@ def train(
     if checkpoint_path is not None and Path(checkpoint_path).exists():
         # On the CPU first: RNG states must be CPU tensors; the state dicts are copied to the device.
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if checkpoint.get("tag") != checkpoint_tag:
+            raise CheckpointMismatch(
+                f"checkpoint {checkpoint_path} belongs to another run ({checkpoint.get('tag')}), not to "
+                f"{checkpoint_tag}; delete it or use another checkpoint folder"
+            )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         generator.set_state(checkpoint["generator"])
@@ -304,6 +331,11 @@ def train(
                 loss_sum += loss.detach() * len(index)
                 correct += (logits.argmax(dim=1) == labels).sum()
                 seen += len(index)
+            if seen == 0:
+                raise InputError(
+                    f"epoch {epoch} trained on no image: the train split holds {len(train_images)} "
+                    f"image(s) and batches of one are skipped (BatchNorm); add images or lower the batch size"
+                )
             # .item() waits for the device, so the throughput counts every queued GPU step.
             train_loss = loss_sum.item() / max(seen, 1)
             train_seconds = time.perf_counter() - started
@@ -328,8 +360,10 @@ def train(
             )
             history.append(stats)
             if checkpoint_path is not None:
+                if checkpoint_guard is not None:
+                    checkpoint_guard()
                 _save_checkpoint(Path(checkpoint_path), model=model, optimizer=optimizer,
-                                 generator=generator, history=history, device=device)
+                                 generator=generator, history=history, device=device, tag=checkpoint_tag)
             bar.advance(stats)
             if on_epoch is not None:
                 on_epoch(stats)
@@ -356,11 +390,14 @@ def _reuse_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
 
 
-def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device) -> None:
-    # Write then rename: a worker killed mid-save must never leave a torn checkpoint.
+def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device,
+                     tag: dict | None) -> None:
+    # Write then rename: a worker killed mid-save must never leave a torn checkpoint. The
+    # name is unique across machines: compose replicas on one shared volume are all PID 1.
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(f"{path.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
     state = {
+        "tag": tag,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "generator": generator.get_state(),

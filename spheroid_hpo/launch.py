@@ -29,7 +29,7 @@ from rich.text import Text
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.create import create_study_family
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, masked_url
+from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, masked_url, split_password
 from spheroid_hpo.study_progress import ArchitectureProgress, progress_table, summarize_studies
 
 POLL_SECONDS = 2.0
@@ -41,6 +41,7 @@ class LaunchSummary:
     study_name: str
     storage_url: str
     artifact_dir: Path
+    log_dir: Path
     progress: list[ArchitectureProgress]
     worker_exit_codes: list[int]
     interrupted: bool
@@ -133,7 +134,7 @@ def launch(
         _stop_workers(processes)
     progress = summarize_studies(studies)
     return LaunchSummary(
-        study_name=config.name, storage_url=storage_url, artifact_dir=artifact_dir, progress=progress,
+        study_name=config.name, storage_url=storage_url, artifact_dir=artifact_dir, log_dir=log_dir, progress=progress,
         worker_exit_codes=[process.returncode for process in processes], interrupted=interrupted,
         seconds=time.monotonic() - started,
     )
@@ -141,6 +142,23 @@ def launch(
 
 def _start_worker(index: int, *, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path,
                   device: str, threads: int, heartbeat_interval: int | None, log_path: Path) -> subprocess.Popen:
+    command, env = worker_command(
+        index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
+        device=device, threads=threads, heartbeat_interval=heartbeat_interval,
+    )
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        # A session of its own keeps the terminal's Ctrl-C away from workers (the launcher
+        # stops them in order); the parent-death signal stops them if the launcher is killed.
+        start_new_session=True, preexec_fn=_terminate_with_parent,
+    )
+
+
+def worker_command(index: int, *, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path,
+                   device: str, threads: int, heartbeat_interval: int | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of worker ``index``; a storage password goes by environment."""
+    storage_url, password = split_password(storage_url)
     command = [
         sys.executable, "-m", "spheroid_hpo", "worker", "--study", config.name, "--storage", storage_url,
         "--artifacts", str(artifact_dir), "--runs-dir", str(runs_dir), "--device", device,
@@ -154,13 +172,9 @@ def _start_worker(index: int, *, config: StudyConfig, storage_url: str, artifact
         command += ["--heartbeat-interval", str(heartbeat_interval)]
     # Each BLAS/OpenMP pool would otherwise start one thread per core in every worker.
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = open(log_path, "ab")
-    return subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        # A session of its own keeps the terminal's Ctrl-C away from workers (the launcher
-        # stops them in order); the parent-death signal stops them if the launcher is killed.
-        start_new_session=True, preexec_fn=_terminate_with_parent,
-    )
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return command, env
 
 
 def _terminate_with_parent() -> None:
@@ -227,6 +241,13 @@ def print_launch_summary(summary: LaunchSummary, console: Console | None = None)
     console.print(f"report:    spheroid-hpo report --storage {url} --study {summary.study_name}")
     failed = [code for code in summary.worker_exit_codes if code not in (0, None, -signal.SIGTERM)]
     if failed and not summary.interrupted:
-        console.print(f"[red]{len(failed)} worker(s) exited with an error; see {summary.study_name} logs under runs/[/]")
+        console.print(f"[red]{len(failed)} worker(s) exited with an error; see the logs in {summary.log_dir}/[/]")
+        return 1
+    # A study whose every trial failed has no result: "finished" with exit 0 would hide that.
+    hopeless = [row for row in summary.progress if row.failed and not row.complete and not row.pruned]
+    if hopeless and not summary.interrupted:
+        for row in hopeless:
+            console.print(f"[red]error: every trial of {row.architecture} failed ({row.failed}); last reason: "
+                          f"{row.fail_reason or 'unknown'}; see the logs in {summary.log_dir}/[/]", highlight=False)
         return 1
     return 130 if summary.interrupted else 0

@@ -60,6 +60,8 @@ class _Architecture:
     # The search-space keys that change this net: a parameter that changes nothing (BatchNorm
     # momentum of a net without BatchNorm) would only add noise to the search and its importances.
     tunables: tuple[str, ...] = COMMON_TUNABLES + BN_TUNABLES
+    # Smallest square input whose feature maps do not shrink to nothing (measured, rounded up).
+    min_image_size: int = 16
 
 
 _normal_001 = partial(nn.init.normal_, mean=0.0, std=0.01)
@@ -78,6 +80,7 @@ _REGISTRY: dict[str, _Architecture] = {
         head="classifier.1",
         head_init=_normal_001,
         tunables=COMMON_TUNABLES,  # no BatchNorm
+        min_image_size=32,
     ),
     "squeezenet1_1": _Architecture(
         build=tvm.squeezenet1_1,
@@ -85,12 +88,14 @@ _REGISTRY: dict[str, _Architecture] = {
         head="classifier.1",
         head_init=_normal_001,
         tunables=COMMON_TUNABLES,  # no BatchNorm
+        min_image_size=32,
     ),
     "alexnet": _Architecture(
         build=tvm.alexnet,
         imagenet_weights=tvm.AlexNet_Weights.IMAGENET1K_V1,
         head="classifier.6",
         tunables=COMMON_TUNABLES,  # no BatchNorm
+        min_image_size=64,
     ),
     "googlenet": _Architecture(
         # The auxiliary classifiers only help training from scratch on ImageNet.
@@ -109,6 +114,7 @@ _REGISTRY: dict[str, _Architecture] = {
         build=tvm.vgg16_bn,
         imagenet_weights=tvm.VGG16_BN_Weights.IMAGENET1K_V1,
         head="classifier.6",
+        min_image_size=32,
         head_init=_normal_001,
     ),
 }
@@ -125,6 +131,14 @@ def architecture_names() -> tuple[str, ...]:
 def applicable_params(name: str) -> tuple[str, ...]:
     """The search-space keys that mean something for architecture ``name``."""
     return _architecture(name).tunables
+
+
+def check_image_size(name: str, image_size: int) -> int:
+    """``image_size`` if architecture ``name`` can classify images that small, else an InputError."""
+    minimum = _architecture(name).min_image_size
+    if image_size < minimum:
+        raise InputError(f"{name} needs images of at least {minimum} px, but got {image_size=}; raise image_size")
+    return image_size
 
 
 def _imagenet_checkpoint_path(name: str) -> Path:

@@ -109,6 +109,16 @@ def checkpoint_owner(trial: FrozenTrial) -> int:
     return trial.number if retried is None else retried
 
 
+class TrialTakenOver(BaseException):
+    """Raised in a worker whose running trial another worker has taken over (its heartbeat
+    went stale while the worker was paused). Not an Exception, so Optuna neither catches it
+    nor tries to record a result for a trial that is no longer this worker's."""
+
+
+def _taken_over(trial: optuna.Trial) -> bool:
+    return trial.storage.get_trial(trial._trial_id).state != TrialState.RUNNING
+
+
 def _frozen(trial: optuna.Trial) -> FrozenTrial:
     # The retry link lives in system attributes, which only the frozen trial exposes.
     running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -137,7 +147,14 @@ def build_objective(
         history: list[engine.EpochStats] = []
         fold_scores: list[float] = []
 
+        def still_ours() -> None:
+            # A worker paused past its heartbeat finds its trial failed and retried by another
+            # worker, which resumes from this checkpoint: stop before overwriting it.
+            if _taken_over(trial):
+                raise TrialTakenOver(f"trial {trial.number} was taken over by another worker")
+
         def on_epoch(stats: engine.EpochStats) -> None:
+            still_ours()
             history.append(stats)
             if data.folds:
                 return  # cross-validated trials report once per fold, below
@@ -151,13 +168,16 @@ def build_objective(
         for fold, (train, val) in enumerate(data.runs(), start=1):
             history.clear()
             checkpoint = Path(checkpoint_dir) / (f"trial-{owner}-fold{fold}.pt" if data.folds else f"trial-{owner}.pt")
+            # Which study (name and creation id, in the folder name), trial, fold and point the
+            # checkpoint belongs to: another study's checkpoint in a shared folder is refused, never resumed.
+            tag = {"study": Path(checkpoint_dir).name, "trial": owner, "fold": fold, "params": dict(params)}
             # Every trial starts from the same seed, so trials differ by their hyperparameters, not by luck.
             engine.seed_everything(seed)
-            model = create_model(
-                architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
-            ).to(device, memory_format=torch.channels_last)
-            trial.set_user_attr("parameter_count", count_parameters(model))
             try:
+                model = create_model(
+                    architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
+                ).to(device, memory_format=torch.channels_last)
+                trial.set_user_attr("parameter_count", count_parameters(model))
                 engine.train(
                     model,
                     train_images=train.images, train_labels=train.labels,
@@ -165,6 +185,7 @@ def build_objective(
                     num_classes=num_classes, epochs=int(params["epochs"]), lr=float(params["lr"]),
                     batch_size=int(params["batch_size"]), rotation=float(params["rotation"]),
                     seed=seed, precision=precision, on_epoch=on_epoch, checkpoint_path=checkpoint,
+                    checkpoint_tag=tag, checkpoint_guard=still_ours,
                     class_weights=str(params.get("class_weights", "none")),
                 )
                 if data.folds:
@@ -184,7 +205,8 @@ def build_objective(
             except Exception as error:
                 trial.set_user_attr(FAIL_REASON_ATTR, f"{error.__class__.__name__}: {error}"[:1000])
                 _record_history(trial, history, started)
-                checkpoint.unlink(missing_ok=True)
+                if not isinstance(error, engine.CheckpointMismatch):  # a refused checkpoint is not ours to delete
+                    checkpoint.unlink(missing_ok=True)
                 raise
 
         _, val_metrics = engine.evaluate(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,8 @@ def predict_images(
     """
     if not inputs:
         raise InputError("pass at least one image or folder to classify")
+    if Path(out).is_dir():
+        raise InputError(f"--out {out} is a folder; pass a CSV file path such as {Path(out) / 'predictions.csv'}")
     logits_fn, info = _load_predictor(Path(model), device=device, batch_size=batch_size)
     files = list(_image_files(inputs))
     if not files:
@@ -68,7 +72,7 @@ def predict_images(
                *(TTA_COLUMNS if tta else ()), "error"]
     scoring = _Scoring(logits_fn=logits_fn, temperature=info.temperature if calibrated else 1.0, tta=tta,
                        uncertain_entropy=info.uncertain_entropy)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    partial = out.with_name(f".{out.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
     errors = 0
     try:
         with open(partial, "w", newline="") as handle:

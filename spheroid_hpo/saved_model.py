@@ -71,19 +71,29 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
         raise InputError(f"{path} is not a spheroid-hpo model file ({error.__class__.__name__}: {error})") from error
     if not isinstance(payload, dict) or "state_dict" not in payload or "architecture" not in payload:
         raise InputError(f"{path} is not a spheroid-hpo model file: it lacks the architecture and weights")
-    info = ModelInfo(
-        architecture=payload["architecture"],
-        class_names=tuple(payload["class_names"]),
-        image_size=int(payload["image_size"]),
-        mean=tuple(payload["mean"]),
-        std=tuple(payload["std"]),
-        bn_momentum=payload.get("bn_momentum"),
-        # Absent from files written before calibration: raw softmax, no uncertainty flag.
-        temperature=float(payload.get("temperature") or 1.0),
-        uncertain_entropy=payload.get("uncertain_entropy"),
-    )
+    fix = "re-export it with `spheroid-hpo train` or `reproduce --out`, or pass another model.pt"
+    try:
+        info = ModelInfo(
+            architecture=payload["architecture"],
+            class_names=tuple(payload["class_names"]),
+            image_size=int(payload["image_size"]),
+            mean=tuple(float(value) for value in payload["mean"]),
+            std=tuple(float(value) for value in payload["std"]),
+            bn_momentum=payload.get("bn_momentum"),
+            # Absent from files written before calibration: raw softmax, no uncertainty flag.
+            temperature=float(payload.get("temperature") or 1.0),
+            uncertain_entropy=payload.get("uncertain_entropy"),
+        )
+        if not 16 <= info.image_size <= 4096:
+            raise ValueError(f"image_size={info.image_size} is outside 16 to 4096")
+    except (KeyError, TypeError, ValueError) as error:  # a key missing, or "big" as image_size
+        raise InputError(f"{path} has a missing or malformed entry ({error.__class__.__name__}: {error}); {fix}") from None
     model = create_model(info.architecture, num_classes=len(info.class_names), bn_momentum=info.bn_momentum)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:  # missing, unexpected or reshaped weights
+        first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        raise InputError(f"{path} holds weights that do not fit {info.architecture} ({first}); {fix}") from None
     model.to(device, memory_format=torch.channels_last).eval()
     return model, info
 

@@ -8,6 +8,8 @@ killed worker's trial into a retried one instead of a trial RUNNING forever.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import re
 import sqlite3
 import warnings
@@ -58,6 +60,22 @@ def masked_url(url: str) -> str:
 _PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
 
 
+def split_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its PostgreSQL password, and the password (None when it has none).
+
+    The password then travels as ``PGPASSWORD``, which libpq reads, instead of on a
+    command line (``ps`` shows it to every user) or in the database.
+    """
+    parsed = _parse_url(url)
+    password = parsed.password or parsed.query.get("password")
+    if parsed.get_backend_name() != "postgresql" or not password:
+        return url, None
+    if isinstance(password, tuple):
+        password = password[0]
+    bare = parsed._replace(password=None).difference_update_query(["password"])  # set() skips None
+    return bare.render_as_string(hide_password=False), str(password)
+
+
 def open_storage(
     url: str,
     *,
@@ -73,7 +91,6 @@ def open_storage(
     parsed = _parse_url(url)
     engine_kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
-        _prepare_sqlite(parsed, url)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     elif parsed.get_backend_name() == "postgresql":
         # A few connections per worker keep a server's connection limit far away with
@@ -90,12 +107,45 @@ def open_storage(
                     "grace_period": grace_period or 4 * heartbeat_interval,
                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
                 }
-            storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
+            with _sqlite_creation_lock(parsed, url):
+                storage = RDBStorage(url, engine_kwargs=engine_kwargs, **heartbeat_kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         raise InputError(f"cannot open storage {masked_url(url)}: {_first_line(error)}; {_hint(parsed)}") from error
     if parsed.get_backend_name() == "sqlite":
         _serialize_sqlite_transactions(storage.engine)
     return storage
+
+
+def require_existing_sqlite(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist: opening it would create an empty study file.
+
+    For commands that only join or read a study (worker, report, dashboard). A URL
+    that does not parse (a port that is not a number) is refused in one line here too.
+    """
+    parsed = _parse_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise InputError(
+                f"no study storage at {url}: the file {parsed.database} does not exist; pass --storage with the "
+                "URL `spheroid-hpo launch` printed, or launch the study first"
+            )
+
+
+def locked_message(error: BaseException) -> str | None:
+    """One line for a SQLite storage that stayed locked past the busy timeout, else None."""
+    # Optuna wraps the driver's error (StorageInternalError), so look down the chain.
+    while error is not None and not (
+        isinstance(error, (sqlalchemy.exc.OperationalError, sqlite3.OperationalError))
+        and "database is locked" in str(error)
+    ):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
+    return (
+        f"the SQLite storage stayed locked for {SQLITE_BUSY_TIMEOUT_S} s: another process holds its write "
+        "lock (a paused or hung worker?); resume or stop that process and run again, or use PostgreSQL "
+        "for many workers"
+    )
 
 
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
@@ -136,19 +186,35 @@ def _parse_url(url: str) -> sqlalchemy.engine.URL:
     return parsed
 
 
-def _prepare_sqlite(parsed: sqlalchemy.engine.URL, url: str) -> None:
-    database = parsed.database
+@contextlib.contextmanager
+def _sqlite_creation_lock(parsed: sqlalchemy.engine.URL, url: str):
+    """Prepare a SQLite file (folder, WAL) and hold an exclusive lock on it while Optuna creates its tables.
+
+    Two launches starting on the same new file would otherwise both switch it to WAL and
+    create its tables; one fails ("table studies already exists", "database is locked").
+    flock is apart from SQLite's own fcntl locks. Other databases need no lock.
+    """
+    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if not database or database == ":memory:":
+        yield
         return
     path = Path(database)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "ab")  # creates the file, and leaves an existing one as it is
+        fcntl.flock(handle, fcntl.LOCK_EX)
         # WAL lets readers (the dashboard, progress) run beside a writer, and it is a
         # property of the file: set once, every later connection inherits it.
-        with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as connection:
+        with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
     except (OSError, sqlite3.Error) as error:
-        raise InputError(f"cannot open SQLite storage {url}: {error}; check the path and its permissions") from error
+        message = locked_message(error) or f"{error}; check the path and its permissions"
+        raise InputError(f"cannot open SQLite storage {url}: {message}") from error
+    with handle:
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _serialize_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:

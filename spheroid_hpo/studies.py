@@ -8,6 +8,7 @@ other file.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ DATA_ATTR = "data"
 MANIFEST_ATTR = "split_manifest_csv"
 INTERRUPTED = "interrupted"
 METRIC_NAME = "val_macro_f1"  # what a trial's value is; Optuna shows it on the dashboard's axes
+# A random id set when a study is first created: a study re-created under the same name
+# (its study.db deleted) gets a new one, so it never resumes the old study's checkpoints.
+CREATION_ID_ATTR = "creation_id"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ def create_studies(
                 f"data {recorded['path'] or 'demo'}) than {data.path or 'the demo data'} "
                 f"(fingerprint {data.fingerprint[:12]}); use a new study name or storage for new data"
             )
+        if CREATION_ID_ATTR not in study.user_attrs:
+            study.set_user_attr(CREATION_ID_ATTR, uuid.uuid4().hex[:12])
         study.set_user_attr(STUDY_FILE_ATTR, study_file_text)
         study.set_user_attr(ARCHITECTURE_ATTR, architecture)
         study.set_user_attr(BUDGET_ATTR, config.n_trials)
@@ -108,6 +114,14 @@ def create_studies(
         requeue_interrupted(study)
         studies[architecture] = study
     return studies
+
+
+def checkpoint_dir(study: optuna.Study, root: Path) -> Path:
+    """The folder under ``root`` for ``study``'s checkpoints, named by study and creation id.
+
+    Studies that share an artifact folder (NFS, a compose volume) never share checkpoints.
+    """
+    return Path(root) / f"{study.study_name}-{study.user_attrs.get(CREATION_ID_ATTR, 'unversioned')}"
 
 
 def requeue_interrupted(study: optuna.Study) -> int:

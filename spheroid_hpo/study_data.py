@@ -8,6 +8,8 @@ data through here, so each refuses a folder that is not the study's.
 from __future__ import annotations
 
 import os
+import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -40,7 +42,7 @@ def write_manifest_text(path: Path, text: str) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Several workers on one machine may write at once: each renames its own complete file.
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial = path.with_name(f"{path.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
     partial.write_text(text)
     os.replace(partial, path)
     return path

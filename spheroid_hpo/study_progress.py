@@ -27,6 +27,7 @@ class ArchitectureProgress:
     best_trial: int | None
     compute_seconds: float
     images_per_second: float | None
+    fail_reason: str | None = None  # of the latest failed trial, to say why when none succeeded
 
     @property
     def finished(self) -> int:
@@ -53,6 +54,8 @@ def summarize(architecture: str, trials: Iterable[FrozenTrial], *, budget: int |
         best_trial=best.number if best else None,
         compute_seconds=sum(t.user_attrs.get("wall_time_seconds", 0.0) for t in trials),
         images_per_second=sum(speeds) / len(speeds) if speeds else None,
+        fail_reason=next((t.user_attrs.get("fail_reason") for t in reversed(by_state[TrialState.FAIL])
+                          if t.user_attrs.get("fail_reason")), None),
     )
 
 

@@ -20,7 +20,7 @@ from spheroid_hpo import engine
 from spheroid_hpo.calibration import calibrate, plot_reliability
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.figures import plot_confusion, plot_curves
-from spheroid_hpo.models import count_parameters, create_model
+from spheroid_hpo.models import check_image_size, count_parameters, create_model
 from spheroid_hpo.saved_model import ModelInfo, save_model
 
 
@@ -61,6 +61,9 @@ def run_training(
         "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
         "class_weights": class_weights,
     }
+    # Before the data is decoded: these fail in seconds, not after minutes of loading.
+    engine.check_batch_size(batch_size)
+    check_image_size(arch, image_size)
     torch_device = engine.resolve_device(device)
     dataset = load_dataset(
         data_dir, image_size=image_size, seed=seed, fractions=fractions, group_by=group_by,

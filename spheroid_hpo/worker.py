@@ -23,15 +23,18 @@ from optuna.trial import TrialState
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, build_objective, trial_data
+from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, TrialTakenOver, build_objective, trial_data
 from spheroid_hpo.study_data import load_study_dataset
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage
+from spheroid_hpo.storage import (
+    RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage, require_existing_sqlite,
+)
 from spheroid_hpo.studies import (
     BUDGET_ATTR,
     DATA_ATTR,
     INTERRUPTED,
     MANIFEST_ATTR,
     budget_used,
+    checkpoint_dir,
     find_study_family,
     load_studies,
 )
@@ -71,18 +74,19 @@ def run_worker(
     if threads is not None:
         torch.set_num_threads(threads)
     url = storage_url or default_storage_url(study or "", runs_dir=runs_dir)
+    require_existing_sqlite(url)  # a worker joins a study; it never creates one
     storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
     config, _ = find_study_family(storage, study)
     studies = load_studies(config, storage, worker_index=worker_index)
     torch_device = engine.resolve_device(device)
     data = _load_trial_data(config, studies, data_dir=data_dir, runs_dir=runs_dir, device=torch_device)
-    artifacts = open_artifact_store(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
+    artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
+    artifacts = open_artifact_store(artifact_dir)
     objectives = {
         architecture: build_objective(
             architecture=architecture, data=data, search_space=config.search_space, device=torch_device,
             artifact_store=artifacts,
-            checkpoint_dir=Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir)).parent
-            / "checkpoints" / architecture,
+            checkpoint_dir=checkpoint_dir(studies[architecture], artifact_dir.parent / "checkpoints"),
             precision=config.training.precision, weights=config.training.weights, seed=config.training.seed,
         )
         for architecture in config.architectures
@@ -103,10 +107,16 @@ def run_worker(
                 # heartbeat goes stale and it is queued again, so stay to run the retry.
                 time.sleep(POLL_SECONDS)
                 continue
-            studies[architecture].optimize(
-                _marking_interrupts(objectives[architecture]), n_trials=1, catch=(Exception,),
-                gc_after_trial=False,
-            )
+            try:
+                studies[architecture].optimize(
+                    _marking_interrupts(objectives[architecture]), n_trials=1, catch=(Exception,),
+                    gc_after_trial=False,
+                )
+            except TrialTakenOver as taken:
+                # Paused past the heartbeat grace period, this worker's trial was failed and
+                # queued again; its retry owns it now, so leave it alone and go on.
+                log.warning("worker %d: %s; going on to the next trial", worker_index, taken)
+                continue
             trials_run += 1
     except _Interrupted:
         log.info("worker %d interrupted after %d trials", worker_index, trials_run)

@@ -111,9 +111,11 @@ def test_refuses_to_write_into_a_folder_that_holds_files(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"per_class": 0}, "per_class=0 is invalid; use an integer >= 1"),
-        ({"size": 8}, "size=8 is invalid; use an integer >= 16"),
-        ({"seed": -1}, "seed=-1 is invalid; use an integer >= 0"),
+        ({"per_class": 0}, "per_class=0 is invalid; use an integer from 1 to 5000"),
+        ({"per_class": 10**8}, "per_class=100000000 is invalid; use an integer from 1 to 5000"),
+        ({"size": 8}, "size=8 is invalid; use an integer from 16 to 1024"),
+        ({"size": 100_000}, "size=100000 is invalid; use an integer from 16 to 1024"),
+        ({"seed": -1}, "seed=-1 is invalid; use an integer from 0 to 4294967295"),
         ({"size": 32.0}, "size=32.0 is invalid"),
     ],
 )

@@ -187,7 +187,7 @@ def test_auto_precision_trains_a_depthwise_model_in_fp32(demo):
     ("options", "message"),
     [
         ({"epochs": 0}, "epochs must be at least 1"),
-        ({"batch_size": 0}, "batch size must be at least 1"),
+        ({"batch_size": 1}, "batch size must be at least 2"),
         ({"lr": 0.0}, "learning rate must be positive"),
         ({"precision": "fp8"}, "unknown precision 'fp8'"),
     ],

@@ -31,6 +31,14 @@ def main() -> None:
     except InputError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except Exception as error:
+        from spheroid_hpo.storage import locked_message
+
+        message = locked_message(error)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import typer
@@ -16,6 +17,17 @@ app = typer.Typer(
 )
 
 RUNS_DIR = Path("runs")
+
+
+def clean_up_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks and temporary folders clean up.
+
+    By default SIGTERM ends Python at once, leaving staging and temporary folders behind.
+    """
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def split_names(value: str | None) -> list[str] | None:

@@ -13,8 +13,8 @@ from spheroid_hpo.cli._app import app, split_names
 @app.command("demo-data")
 def demo_data_command(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write ROOT/<class>/<image>.png into.")],
-    per_class: Annotated[int, typer.Option(min=3, help="Mean number of images per class (classes are imbalanced).")] = 40,
-    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 64,
+    per_class: Annotated[int, typer.Option(help="Mean number of images per class (classes are imbalanced).")] = 40,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
 ) -> None:
     """Write a synthetic brightfield spheroid data set in the paper's four classes."""

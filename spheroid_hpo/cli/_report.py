@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from spheroid_hpo.cli._app import RUNS_DIR, app
+from spheroid_hpo.cli._app import RUNS_DIR, app, clean_up_on_sigterm
 
 _STORAGE_HELP = "Storage URL the study ran on; default sqlite:///runs/<study>/study.db."
 _ARTIFACTS_HELP = "Artifact folder the workers wrote models to; default runs/<study>/artifacts."
@@ -28,6 +28,8 @@ def report_command(
 ) -> None:
     """The paper's Table III from each architecture's best trial, scored once on the test split."""
     from spheroid_hpo.report import write_report
+
+    clean_up_on_sigterm()
 
     result = write_report(
         study=study, storage_url=storage, out_dir=out, artifact_dir=artifacts, runs_dir=runs_dir, data_dir=data,
@@ -58,6 +60,8 @@ def export_best_command(
     """
     from spheroid_hpo.reproduce import export_best
 
+    clean_up_on_sigterm()
+
     best = export_best(
         study=study, storage_url=storage, artifact_dir=artifacts, runs_dir=runs_dir, data_dir=data,
         seeds=seeds, threads=threads, device=device,
@@ -79,6 +83,8 @@ def reproduce_command(
 ) -> None:
     """Retrain a best.toml and decide by its rule: exit 0 reproduced, 1 not reproduced, 2 a bad file."""
     from spheroid_hpo.reproduce import reproduce
+
+    clean_up_on_sigterm()
 
     result = reproduce(path=best_file, data_dir=data, runs_dir=runs_dir, out_dir=out, device=device, seeds=seeds,
                        threads=threads)

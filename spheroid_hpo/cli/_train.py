@@ -30,7 +30,7 @@ def train_command(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs (paper: 55-70).")] = 60,
     lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-6 to 1e-3).")] = 1e-4,
     rotation: Annotated[float, typer.Option(min=0, max=180, help="Random rotation range in degrees, +/-.")] = 20.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size (paper: 5-15).")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Batch size, at least 2 (paper: 5-15).")] = 10,
     image_size: Annotated[int, typer.Option(min=16, help="Images are resized once to this square size.")] = 224,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and rotations.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",

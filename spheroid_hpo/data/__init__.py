@@ -40,7 +40,7 @@ from spheroid_hpo.data._split import (
     validate_fractions,
     write_manifest,
 )
-from spheroid_hpo.data._tensors import decode_images, rotate_batch, validate_image_size
+from spheroid_hpo.data._tensors import MAX_IMAGE_SIZE, decode_images, rotate_batch, validate_image_size
 from spheroid_hpo.errors import InputError
 
 __all__ = [

@@ -85,9 +85,15 @@ def _read_root(root: Path) -> tuple[list[str], list[str]]:
     except PermissionError:
         raise InputError(f"data folder {root} cannot be read (permission denied); fix its permissions") from None
     for entry in entries:
-        if entry.is_dir() and _is_junk(entry.name):
+        try:
+            is_dir = entry.is_dir()
+        except OSError as error:  # a symbolic link loop: ELOOP
+            raise InputError(
+                f"{root / entry.name} cannot be followed ({error.strerror}); remove that link or point it at a real folder"
+            ) from None
+        if is_dir and _is_junk(entry.name):
             ignored.append(f"{entry.name}/")
-        elif entry.is_dir():
+        elif is_dir:
             folders.append(entry.name)
         elif is_image_name(entry.name):
             stray_images.append(entry.name)

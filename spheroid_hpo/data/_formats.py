@@ -23,6 +23,11 @@ _PIL_BIT_DEPTHS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I
 _PIL_NATIVE_MODES = frozenset({"1", "L", "RGB", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
+# Decoded samples (width x height x samples per pixel) a file may hold: 2**28 float32 samples
+# are 1 GiB. A 400 kB deflate TIFF can claim 20000 x 20000 pixels; refuse it before decoding.
+MAX_SAMPLES = 2**28
+
+
 class UnreadableImage(Exception):
     """An image file that cannot be decoded; `str(e)` is the short human reason."""
 
@@ -53,10 +58,20 @@ def inspect_image(path: str | os.PathLike[str]) -> ImageInfo:
     path = Path(path)
     if _is_tiff(path):
         with _open_tiff(path) as tif:
-            return _tiff_info(tif.pages[0])
+            return _checked_size(_tiff_info(tif.pages[0]))
     with _open_pil(path) as img:
-        info = _pil_info(img, path)
+        info = _checked_size(_pil_info(img, path))
         _decode_pil(img, full=False)
+    return info
+
+
+def _checked_size(info: ImageInfo) -> ImageInfo:
+    samples = info.width * info.height * max(1, info.channels)
+    if samples > MAX_SAMPLES:
+        raise UnreadableImage(
+            f"too large to decode safely ({info.width}x{info.height}x{info.channels} samples, limit {MAX_SAMPLES}); "
+            "downscale or crop it"
+        )
     return info
 
 
@@ -71,8 +86,11 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises `UnreadableImage` with a short reason.
     """
     path = Path(path)
-    pixels = _read_tiff(path) if _is_tiff(path) else _read_pil(path)
-    return _to_rgb(pixels)
+    try:
+        pixels = _read_tiff(path) if _is_tiff(path) else _read_pil(path)
+        return _to_rgb(pixels)
+    except MemoryError:
+        raise UnreadableImage("out of memory while decoding it; downscale or crop it") from None
 
 
 # --- TIFF --------------------------------------------------------------------
@@ -132,6 +150,7 @@ def _tiff_info(page: tifffile.TiffPage) -> ImageInfo:
 def _read_tiff(path: Path) -> np.ndarray:
     with _open_tiff(path) as tif:
         page = tif.pages[0]
+        _checked_size(_tiff_info(page))
         try:
             pixels = page.asarray()
         except ValueError as exc:
@@ -199,6 +218,7 @@ def _is_16_bit_png(img: Image.Image, path: Path) -> bool:
 
 def _read_pil(path: Path) -> np.ndarray:
     with _open_pil(path) as img:
+        _checked_size(_pil_info(img, path))
         _decode_pil(img, full=True)
         pixels = _pil_pixels(img)
         high_byte_only = img.mode in ("RGB", "RGBA", "LA") and _is_16_bit_png(img, path)

@@ -476,6 +476,9 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
             rows = [_manifest_row(raw, line, path, fix) for line, raw in enumerate(reader, start=2)]
     except FileNotFoundError:
         raise InputError(f"split manifest {path} does not exist; {fix}") from None
+    except IsADirectoryError:
+        raise InputError(f"split manifest {path} is a folder, not a CSV file; pass a file path such as "
+                         f"{path / 'splits.csv'} to --split-manifest") from None
     except UnicodeDecodeError:
         raise InputError(f"split manifest {path} is not a UTF-8 CSV file; {fix}") from None
 
@@ -490,7 +493,9 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
 
 
 def _manifest_row(raw: dict[str, str | None], line: int, path: Path, fix: str) -> ManifestRow:
-    values = {key: (raw.get(key) or "").strip() for key in (*_REQUIRED_COLUMNS, _GROUP_COLUMN)}
+    # Paths and class names stay exact: a class folder may start or end with a space.
+    values = {key: raw.get(key) or "" for key in (*_REQUIRED_COLUMNS, _GROUP_COLUMN)}
+    values["split"] = values["split"].strip()
     if not values["path"] or not values["class"]:
         raise InputError(f"split manifest {path} line {line} lacks a path or a class; {fix}")
     if values["split"] not in SPLIT_NAMES:

@@ -19,11 +19,15 @@ from spheroid_hpo.errors import InputError
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
+# Beyond this a decoded split would not fit in memory: 100 images at 2048 px are 2.5 GB in float16.
+MAX_IMAGE_SIZE = 2048
+
+
 def validate_image_size(image_size: int) -> int:
-    """Return ``image_size``, or raise InputError unless it is a positive integer."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    """Return ``image_size``, or raise InputError unless it is a whole number of pixels up to MAX_IMAGE_SIZE."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= MAX_IMAGE_SIZE:
         raise InputError(
-            f"image size {image_size!r} is not a positive whole number of pixels; pass e.g. 224"
+            f"image size {image_size!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIZE}; pass e.g. 224"
         )
     return image_size
 
@@ -56,6 +60,8 @@ def decode_images(
             array = read_image(root / paths[index])
         except (UnreadableImage, OSError) as error:
             reasons[index] = str(error) or type(error).__name__
+        except MemoryError:  # one huge file must not end the run
+            reasons[index] = "out of memory while decoding or resizing it; downscale or crop it"
         else:
             images[index] = _resize(array, size)
 

@@ -13,6 +13,7 @@ import csv
 import io
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -98,7 +99,7 @@ def write_report(
     say = _printer(progress)
 
     # A hidden sibling, so the final rename stays on one file system; mkdir (unlike mkdtemp) honours the umask.
-    staging = out_dir.parent / f".{out_dir.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+    staging = out_dir.parent / f".{out_dir.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial"
     try:
         staging.mkdir(parents=True)
     except OSError as error:
@@ -275,7 +276,7 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     """Swap the finished report in with two renames, so readers never see a half-written one."""
     previous = None
     if out_dir.exists():
-        previous = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
+        previous = out_dir.with_name(f".{out_dir.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.old")
         os.replace(out_dir, previous)
     os.replace(staging, out_dir)
     if previous is not None:

@@ -6,15 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import sqlalchemy
-import sqlalchemy.exc
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.models import applicable_params
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import RUNS_DIR, default_storage_url, masked_url, open_storage
+from spheroid_hpo.storage import RUNS_DIR, default_storage_url, masked_url, open_storage, require_existing_sqlite
 from spheroid_hpo.studies import DATA_ATTR, MANIFEST_ATTR, find_study_family
 
 BASELINE_ATTR = "baseline"
@@ -53,9 +51,9 @@ def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = 
     """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""
     if storage_url is None:
         if study is None:
-            raise InputError("pass --study NAME (and --storage URL unless it is in runs/NAME/study.db)")
+            raise InputError(f"pass --study NAME (and --storage URL unless it is in {Path(runs_dir) / 'NAME' / 'study.db'})")
         storage_url = default_storage_url(study, runs_dir=runs_dir)
-    _refuse_missing_sqlite(storage_url)
+    require_existing_sqlite(storage_url)
     storage = open_storage(storage_url, heartbeat_interval=None)
     config, _ = find_study_family(storage, study)
     studies = {}
@@ -112,17 +110,3 @@ def require_best_trials(family: StudyFamily) -> dict[str, FrozenTrial]:
             )
         best[architecture] = trial
     return best
-
-
-def _refuse_missing_sqlite(url: str) -> None:
-    """Opening a SQLite URL creates the file; a report must not invent an empty study."""
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return  # open_storage explains bad URLs
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).is_file():
-            raise InputError(
-                f"no study storage at {parsed.database}; pass --storage with the URL `spheroid-hpo launch` printed, "
-                f"or launch the study first"
-            )

@@ -1,0 +1,533 @@
+"""Bad input through the real command line: one line naming the problem and the fix, exit code 2.
+
+``CASES`` is the table: add a row for every new way a user (or a file someone sent)
+can get it wrong. Each row runs ``spheroid-hpo`` in this process through ``main()``,
+the entry point of the console script, so a traceback fails the test as an exception.
+Faults that are about processes (a paused worker, racing launches) follow the table
+and use real processes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import tifffile
+import torch
+from optuna.trial import TrialState
+
+from spheroid_hpo import storage as storage_module
+from spheroid_hpo.cli import main
+from spheroid_hpo.models import create_model
+from spheroid_hpo.saved_model import ModelInfo, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STUDY = """
+[study]
+name = "bad"
+architectures = [{architectures}]
+n_trials = {n_trials}
+
+[search_space]
+epochs = {epochs}
+lr = {lr}
+rotation = {rotation}
+batch_size = {batch_size}
+bn_momentum = {bn_momentum}
+
+[sampler]
+seed = {seed}
+
+[pruner]
+name = "none"
+
+[data]
+image_size = {image_size}
+
+[data.demo]
+per_class = {per_class}
+size = 32
+"""
+GOOD = dict(architectures='"squeezenet1_1"', n_trials=1, epochs=1, lr=1e-3, rotation=10.0, batch_size=4,
+            bn_momentum=0.1, seed=0, image_size=32, per_class=6)
+
+
+def study_file(folder: Path, **changes) -> Path:
+    path = folder / "bad.toml"
+    path.write_text(STUDY.format(**{**GOOD, **changes}))
+    return path
+
+
+@dataclass(frozen=True)
+class Case:
+    args: tuple[str, ...]  # "{tmp}", "{data}", "{model}" and "{study:key=value,...}" are filled in
+    phrase: str  # the message must name the problem with this text
+
+
+def _study(spec: str) -> str:
+    changes = dict(item.split("=", 1) for item in spec.split(";"))
+    return "{study:" + ";".join(f"{k}={v}" for k, v in changes.items()) + "}"
+
+
+CASES = {
+    # 2. fixed values get the checks ranges get
+    "fixed batch_size 0": Case(("create", "--study", _study("batch_size=0")), "batch_size = 0"),
+    "fixed lr 0": Case(("create", "--study", _study("lr=0.0")), "lr = 0.0"),
+    "fixed lr negative": Case(("create", "--study", _study("lr=-1e-3")), "lr = -0.001"),
+    "fixed lr nan": Case(("create", "--study", _study("lr=nan")), "lr = nan"),
+    "fixed epochs 0": Case(("create", "--study", _study("epochs=0")), "epochs = 0"),
+    "fixed rotation negative": Case(("create", "--study", _study("rotation=-30.0")), "rotation = -30.0"),
+    "fixed bn_momentum 0": Case(("create", "--study", _study("bn_momentum=0.0")), "bn_momentum = 0.0"),
+    "range lr high nan": Case(("create", "--study", _study("lr={ low = 1e-4, high = nan }")), "lr = nan"),
+    "sampler seed negative": Case(("create", "--study", _study("seed=-1")), "sampler.seed"),
+    "image_size huge": Case(("create", "--study", _study("image_size=100000")), "image_size"),
+    "n_trials absurd": Case(("create", "--study", _study("n_trials=1000000000")), "n_trials"),
+    "alexnet at 32 px": Case(("create", "--study", _study('architectures="alexnet";image_size=32')),
+                             "alexnet needs images of at least 64 px"),
+    "squeezenet at 16 px": Case(("create", "--study", _study("image_size=16")),
+                                "squeezenet1_1 needs images of at least 32 px"),
+    "demo per_class absurd": Case(("create", "--study", _study("per_class=100000000")), "per_class"),
+    # 3. batch size 1 is refused everywhere, with the reason
+    "train batch size 1": Case(("train", "--data", "{data}", "--batch-size", "1", "--out", "{tmp}/t"),
+                               "batch size must be at least 2 (BatchNorm"),
+    "train alexnet at 32 px": Case(("train", "--data", "{data}", "--arch", "alexnet", "--image-size", "32",
+                                    "--out", "{tmp}/t"), "at least 64 px"),
+    "train image size huge": Case(("train", "--data", "{data}", "--image-size", "100000", "--out", "{tmp}/t"),
+                                  "100000"),
+    # 7. each of these printed a traceback
+    "split manifest is a folder": Case(("train", "--data", "{data}", "--split-manifest", "{tmp}",
+                                        "--out", "{tmp}/t"), "is a folder"),
+    "symlink loop in data folder": Case(("check-data", "{loop}"), "Too many levels of symbolic links"),
+    "predict --out is a folder": Case(("predict", "{data}", "--model", "{model}", "--out", "{tmp}"), "is a folder"),
+    "model.pt lacks keys": Case(("predict", "{data}", "--model", "{model:no_classes}", "--out", "{tmp}/p.csv"),
+                                "missing or malformed"),
+    "model.pt wrong weights": Case(("predict", "{data}", "--model", "{model:wrong_weights}",
+                                    "--out", "{tmp}/p.csv"), "do not fit squeezenet1_1"),
+    "model.pt image_size big": Case(("predict", "{data}", "--model", "{model:big}", "--out", "{tmp}/p.csv"),
+                                    "'big'"),
+    "report port not a number": Case(("report", "--storage", "postgresql+psycopg://u@h:abc/db", "--study", "x"),
+                                     "is not a database URL"),
+    "export-best port not a number": Case(("export-best", "--storage", "postgresql+psycopg://u@h:abc/db"),
+                                          "is not a database URL"),
+    "dashboard port not a number": Case(("dashboard", "--storage", "postgresql+psycopg://u@h:abc/db"),
+                                        "is not a database URL"),
+    # 8. the demo generator bounds its own settings
+    "demo-data per_class absurd": Case(("demo-data", "{tmp}/demo", "--per-class", "100000000"), "per_class"),
+    "demo-data size absurd": Case(("demo-data", "{tmp}/demo", "--size", "100000"), "size"),
+    # small ones
+    "hint names --runs-dir": Case(("report", "--runs-dir", "{tmp}/elsewhere"), "elsewhere/NAME/study.db"),
+}
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Run ``spheroid-hpo ARGS`` through the console-script entry point; (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    code = exit_info.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+def _model_file(folder: Path, kind: str) -> Path:
+    path = folder / f"model-{kind}.pt"
+    info = ModelInfo(architecture="squeezenet1_1", class_names=("a", "b"), image_size=32,
+                     mean=(0.5,) * 3, std=(0.25,) * 3, bn_momentum=None)
+    save_model(path, create_model("squeezenet1_1", num_classes=2), info)
+    payload = torch.load(path, weights_only=True)
+    if kind == "no_classes":
+        del payload["class_names"]
+    elif kind == "wrong_weights":
+        payload["state_dict"] = create_model("resnet18", num_classes=2).state_dict()
+    elif kind == "big":
+        payload["image_size"] = "big"
+    torch.save(payload, path)
+    return path
+
+
+def _fill(arg: str, tmp: Path, data: Path) -> str:
+    if arg.startswith("{study:"):
+        changes = dict(item.split("=", 1) for item in arg[len("{study:"):-1].split(";"))
+        return str(study_file(tmp, **changes))
+    if arg.startswith("{model"):
+        return str(_model_file(tmp, arg.strip("{}").partition(":")[2] or "good"))
+    if arg == "{loop}":
+        loop = tmp / "loop"
+        loop.mkdir()
+        for name in ("a", "b"):
+            (loop / name).mkdir()
+        os.symlink("x2", loop / "x1")
+        os.symlink("x1", loop / "x2")
+        return str(loop)
+    return arg.format(tmp=tmp, data=data)
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, demo_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = [_fill(arg, tmp_path, demo_dir) for arg in case.args]
+    code, err = run_cli(monkeypatch, capsys, *args)
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning:")
+             and "decoding images" not in line]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert case.phrase in lines[0], err
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+# --- 1. checkpoints never leak between studies ------------------------------------------------------------
+
+
+BOTH = """
+[study]
+name = "{name}"
+architectures = ["squeezenet1_1"]
+n_trials = 1
+
+[search_space]
+epochs = {epochs}
+lr = {lr}
+rotation = 10.0
+batch_size = 8
+
+[pruner]
+name = "none"
+
+[data]
+image_size = 32
+
+[data.demo]
+per_class = 6
+size = 32
+"""
+
+
+def test_studies_sharing_an_artifact_folder_do_not_resume_each_others_checkpoints(tmp_path):
+    """Study B must train from scratch even with study A's checkpoint where the old layout looked."""
+    from spheroid_hpo.engine import train
+
+    shared = tmp_path / "shared" / "artifacts"
+    # Study A's checkpoint of trial 0 after 3 epochs, at <artifacts>/../checkpoints/<arch>/trial-0.pt.
+    foreign = shared.parent / "checkpoints" / "squeezenet1_1" / "trial-0.pt"
+    model = create_model("squeezenet1_1", num_classes=4)
+    images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
+    train(model, train_images=images, train_labels=labels, val_images=images, val_labels=labels, num_classes=4,
+          epochs=3, lr=1e-3, batch_size=4, rotation=0.0, seed=0, checkpoint_path=foreign,
+          checkpoint_tag={"study": "a.squeezenet1_1-abc", "trial": 0, "params": {}})
+    path = tmp_path / "b.toml"
+    path.write_text(BOTH.format(name="b", epochs=2, lr=1e-5))
+    result = subprocess.run(
+        [sys.executable, "-m", "spheroid_hpo", "launch", "--study", str(path), "--runs-dir", str(tmp_path / "runs"),
+         "--artifacts", str(shared)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (trial,) = optuna.load_study(study_name="b.squeezenet1_1",
+                                 storage=f"sqlite:///{tmp_path / 'runs' / 'b' / 'study.db'}").trials
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["epochs_restored"] == 0
+    assert trial.user_attrs["epochs_trained"] == 2
+    assert foreign.exists()  # B never deletes a checkpoint that is not its own
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    from spheroid_hpo.engine import CheckpointMismatch, train
+
+    checkpoint = tmp_path / "trial-0.pt"
+    images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
+
+    def run(tag):
+        return train(create_model("squeezenet1_1", num_classes=4), train_images=images, train_labels=labels,
+                     val_images=images, val_labels=labels, num_classes=4, epochs=1, lr=1e-3, batch_size=4,
+                     rotation=0.0, seed=0, checkpoint_path=checkpoint, checkpoint_tag=tag)
+
+    run({"study": "a-1", "trial": 0, "params": {"lr": 1e-3}})
+    with pytest.raises(CheckpointMismatch, match="belongs to another run"):
+        run({"study": "a-2", "trial": 0, "params": {"lr": 1e-3}})  # same name, study re-created
+    with pytest.raises(CheckpointMismatch):
+        run({"study": "a-1", "trial": 0, "params": {"lr": 1e-5}})
+
+
+# --- 2. a study that cannot train does not "finish" ---------------------------------------------------------
+
+
+def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
+    """Also the small one: fail_reason is recorded when model creation fails."""
+    path = tmp_path / "hopeless.toml"
+    path.write_text(BOTH.format(name="hopeless", epochs=1, lr=1e-3)
+                    + '\n[training]\nweights = "/nonexistent/weights.pt"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "spheroid_hpo", "launch", "--study", str(path), "--runs-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "every trial of squeezenet1_1 failed" in output
+    assert "/nonexistent/weights.pt" in output  # the reason, from the trial's fail_reason
+    (trial,) = optuna.load_study(study_name="hopeless.squeezenet1_1",
+                                 storage=f"sqlite:///{tmp_path / 'runs' / 'hopeless' / 'study.db'}").trials
+    assert "nonexistent" in trial.user_attrs["fail_reason"]
+
+
+# --- 3. an epoch that sees no training image raises ---------------------------------------------------------
+
+
+def test_an_epoch_without_a_training_image_raises():
+    from spheroid_hpo.engine import train
+    from spheroid_hpo.errors import InputError
+
+    one = torch.rand(1, 3, 32, 32)
+    with pytest.raises(InputError, match="trained on no image"):
+        train(create_model("squeezenet1_1", num_classes=2), train_images=one, train_labels=torch.tensor([0]),
+              val_images=one, val_labels=torch.tensor([0]), num_classes=2, epochs=1, lr=1e-3, batch_size=4,
+              rotation=0.0, seed=0)
+
+
+# --- 4. a worker paused past its heartbeat ---------------------------------------------------------------
+
+
+def test_a_worker_whose_trial_was_taken_over_stops_it_quietly(tmp_path):
+    """Worker A is paused (SIGSTOP) until B retries its trial; woken, A writes nothing and exits 0."""
+    path = tmp_path / "zombie.toml"
+    path.write_text(BOTH.format(name="zombie", epochs=40, lr=1e-3))
+    runs = tmp_path / "runs"
+    url = f"sqlite:///{runs / 'zombie' / 'study.db'}"
+    created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
+                              "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    worker = [sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url, "--runs-dir", str(runs),
+              "--heartbeat-interval", "1"]
+    a = subprocess.Popen([*worker, "--worker-index", "0"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    b = None
+    try:
+        study = optuna.load_study(study_name="zombie.squeezenet1_1", storage=url)
+
+        def running_epochs() -> int:
+            trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            return max((len(t.intermediate_values) for t in trials), default=0)
+
+        _wait_for(lambda: running_epochs() >= 2, timeout=120, what="worker A to train two epochs")
+        os.kill(a.pid, signal.SIGSTOP)
+        time.sleep(6)  # past the grace period of four heartbeats
+        b = subprocess.Popen([*worker, "--worker-index", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        _wait_for(lambda: len(study.get_trials(deepcopy=False)) == 2 and running_epochs() >= 1, timeout=120,
+                  what="worker B to run the retry")
+        os.kill(a.pid, signal.SIGCONT)
+        a_output, _ = a.communicate(timeout=300)
+        b_output, _ = b.communicate(timeout=300)
+    finally:
+        os.kill(a.pid, signal.SIGCONT) if a.poll() is None else None
+        for process in (a, b):
+            if process is not None and process.poll() is None:
+                process.kill()
+    assert a.returncode == 0, a_output
+    assert "Traceback" not in a_output and "Cannot tell" not in a_output, a_output
+    assert "taken over" in a_output
+    assert b.returncode == 0, b_output
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert not list((runs / "zombie" / "checkpoints").rglob("*.pt*"))  # no stale checkpoint left behind
+
+
+# --- 5. a decompression bomb is skipped with one warning ------------------------------------------------------
+
+
+def test_a_decompression_bomb_is_skipped_with_one_warning(tmp_path, demo_dir, monkeypatch, capsys):
+    data = tmp_path / "data"
+    for folder in demo_dir.iterdir():
+        if folder.is_dir():
+            (data / folder.name).mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:4]:
+                (data / folder.name / image.name).write_bytes(image.read_bytes())
+    bomb = data / "0_background" / "bomb.tif"
+    # 400 million pixels in a few hundred kB: deflate compresses zeros that well.
+    tifffile.imwrite(bomb, np.zeros((20000, 20000), np.uint8), compression="zlib", tile=(1024, 1024))
+    assert bomb.stat().st_size < 2_000_000
+
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", "check-data", str(data)])
+    with pytest.raises(SystemExit):
+        main()  # check-data lists the file as a problem instead of calling it readable
+    assert "bomb.tif: too large to decode safely" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(monkeypatch, capsys, "train", "--data", str(data), "--epochs", "1", "--image-size", "32",
+                        "--batch-size", "4", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "bomb.tif" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and "too large" in warnings[0], err
+
+
+def test_check_data_names_the_bomb(tmp_path, monkeypatch, capsys):
+    from spheroid_hpo.data import UnreadableImage, inspect_image
+
+    bomb = tmp_path / "bomb.tif"
+    tifffile.imwrite(bomb, np.zeros((20000, 20000), np.uint8), compression="zlib", tile=(1024, 1024))
+    with pytest.raises(UnreadableImage, match="too large to decode safely"):
+        inspect_image(bomb)
+
+
+# --- 6. a password in a study file's storage URL ---------------------------------------------------------
+
+
+def test_worker_command_line_carries_no_password(tmp_path):
+    from spheroid_hpo.config import load_study_config
+    from spheroid_hpo.launch import worker_command
+
+    path = tmp_path / "pw.toml"
+    path.write_text(BOTH.format(name="pw", epochs=1, lr=1e-3))
+    config = load_study_config(path)
+    url = "postgresql+psycopg://spheroid:s3cret-Pw9@db.example:5432/hpo"
+    command, env = worker_command(0, config=config, storage_url=url, artifact_dir=tmp_path, runs_dir=tmp_path,
+                                  device="cpu", threads=1, heartbeat_interval=None)
+    assert not any("s3cret" in part for part in command)
+    assert "postgresql+psycopg://spheroid@db.example:5432/hpo" in command
+    assert env["PGPASSWORD"] == "s3cret-Pw9"
+
+
+def test_the_stored_study_file_holds_no_password(tmp_path):
+    """Through ``create`` on the real PostgreSQL server (it trusts local connections, so any password works)."""
+    import psycopg
+    import sqlalchemy
+    from psycopg import sql
+
+    from conftest import POSTGRES_URL
+
+    server = sqlalchemy.engine.make_url(POSTGRES_URL)
+    name = f"spheroid_pw_{os.getpid()}"
+    admin_uri = server.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin_uri, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = server._replace(password="s3cret-Pw9", database=name).render_as_string(hide_password=False)
+        path = tmp_path / "pw.toml"
+        path.write_text(BOTH.format(name="pw", epochs=1, lr=1e-3).replace(
+            "n_trials = 1", f'n_trials = 1\nstorage = "{url}"'))
+        result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
+                                 "--runs-dir", str(tmp_path / "runs")],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "s3cret" not in result.stdout + result.stderr
+        study = optuna.load_study(study_name="pw.squeezenet1_1", storage=url)
+        stored = study.user_attrs["study_file"]
+        assert "s3cret" not in stored and server.host in stored
+        with psycopg.connect(server.set(drivername="postgresql", database=name)
+                             .render_as_string(hide_password=False)) as connection:
+            dump = connection.execute("SELECT string_agg(value_json, ' ') FROM study_user_attributes").fetchone()[0]
+        assert "s3cret" not in dump
+    finally:
+        with psycopg.connect(admin_uri, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# --- 7. storage faults ----------------------------------------------------------------------------------
+
+
+def test_a_locked_sqlite_storage_is_one_line(tmp_path, monkeypatch, capsys):
+    database = tmp_path / "study.db"
+    # Opened once as every command opens it (WAL), so the lock is met in a query, not at opening.
+    optuna.create_study(storage=storage_module.open_storage(f"sqlite:///{database}"), study_name="x")
+    monkeypatch.setattr(storage_module, "SQLITE_BUSY_TIMEOUT_S", 1)
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a paused worker holding the write lock
+    try:
+        code, err = run_cli(monkeypatch, capsys, "report", "--storage", f"sqlite:///{database}", "--study", "x")
+    finally:
+        holder.rollback()
+        holder.close()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "stayed locked for 1 s" in lines[0], err
+
+
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from spheroid_hpo.storage import open_storage
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+open_storage("sqlite:///" + sys.argv[1], heartbeat_interval=None)
+"""
+
+
+def test_processes_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
+    """Two launches on one new file raced to create its tables ("table studies already exists")."""
+    for attempt in range(4):
+        database, go = tmp_path / f"{attempt}" / "study.db", tmp_path / f"go-{attempt}"
+        processes = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, str(database), str(go)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                     for _ in range(3)]
+        time.sleep(2.0)  # let every process import and wait at the line
+        go.touch()
+        outputs = [process.communicate(timeout=120)[0] for process in processes]
+        assert [process.returncode for process in processes] == [0, 0, 0], outputs
+
+
+def test_a_worker_for_a_missing_study_creates_no_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(monkeypatch, capsys, "worker", "--study", "typo", "--runs-dir", str(tmp_path / "runs"))
+    assert code == 2 and "does not exist" in err, err
+    assert not (tmp_path / "runs" / "typo").exists()
+
+
+def test_class_folder_names_keep_their_spaces(tmp_path, demo_dir, monkeypatch, capsys):
+    data = tmp_path / "data"
+    for folder in demo_dir.iterdir():
+        if folder.is_dir():
+            target = data / (f" {folder.name} " if folder.name.startswith("0") else folder.name)
+            target.mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:4]:
+                (target / image.name).write_bytes(image.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    for run in range(2):  # the second run reads the manifest the first one wrote
+        code, err = run_cli(monkeypatch, capsys, "train", "--data", str(data), "--epochs", "1", "--image-size",
+                            "32", "--batch-size", "4", "--out", str(tmp_path / f"run{run}"))
+        assert code == 0, err
+
+
+# --- small ones ----------------------------------------------------------------------------------------
+
+
+def test_requires_python_allows_only_versions_with_tomllib():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"].replace(" ", "").startswith(">=3.11")
+
+
+def test_report_cleans_up_on_sigterm(tmp_path):
+    """SIGTERM while ``report`` runs leaves no staging folder behind."""
+    script = (
+        "import os, signal, sys, threading, time\n"
+        "import spheroid_hpo.report._build as build\n"
+        "def slow(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+        "build._build = slow\n"
+        "build.open_family = lambda **kw: type('F', (), {'name': 'x'})()\n"
+        "build.require_best_trials = lambda family: {}\n"
+        "sys.argv = ['spheroid-hpo', 'report', '--study', 'x', '--out', sys.argv[1], '--artifacts', sys.argv[2]]\n"
+        "from spheroid_hpo.cli import main\n"
+        "main()\n"
+    )
+    (tmp_path / "artifacts").mkdir()
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out" / "report"),
+                             str(tmp_path / "artifacts")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 128 + signal.SIGTERM, result.stdout + result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _wait_for(condition, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
