@@ -92,7 +92,7 @@ def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: 
     _require_test_images(dataset.test, folder)
     config = {
         "study": family.name, "architecture": architecture, "trial": trial.number,
-        "val_macro_f1": trial.value, **family.params(trial),
+        "val_macro_f1": trial.value, **family.params(trial, architecture),
         "precision": family.config.training.precision, "calibration": trial.user_attrs.get("calibration"),
     }
     return ModelSource(model_path=model_path, info=info,
