@@ -162,6 +162,12 @@ def build_objective(
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {stats.epoch} at val macro-F1 {stats.val_macro_f1:.3f}")
 
+        def record_failure(error: Exception, checkpoint: Path) -> None:
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{error.__class__.__name__}: {error}"[:1000])
+            _record_history(trial, history, started)
+            if not isinstance(error, engine.CheckpointMismatch):  # a refused checkpoint is not ours to delete
+                checkpoint.unlink(missing_ok=True)
+
         trial.set_user_attr("device", str(device))
         # CPU results depend on the thread count (reduction order); reproduce needs it.
         trial.set_user_attr("torch_threads", torch.get_num_threads())
@@ -189,6 +195,7 @@ def build_objective(
                     class_weights=str(params.get("class_weights", "none")),
                 )
                 if data.folds:
+                    still_ours()
                     fold_scores.append(history[-1].val_macro_f1)
                     trial.set_user_attr(CV_SCORES_ATTR, list(fold_scores))
                     checkpoint.unlink(missing_ok=True)
@@ -203,45 +210,63 @@ def build_objective(
                 checkpoint.unlink(missing_ok=True)
                 raise
             except Exception as error:
-                trial.set_user_attr(FAIL_REASON_ATTR, f"{error.__class__.__name__}: {error}"[:1000])
-                _record_history(trial, history, started)
-                if not isinstance(error, engine.CheckpointMismatch):  # a refused checkpoint is not ours to delete
-                    checkpoint.unlink(missing_ok=True)
+                record_failure(error, checkpoint)
                 raise
 
-        _, val_metrics = engine.evaluate(
-            model, val.images, val.labels, num_classes=num_classes,
-            autocast_dtype=engine.resolve_precision(precision, device, model=model),
-        )
-        _record_history(trial, history, started)
-        trial.set_user_attr("val_f1_per_class", [round(f, 6) for f in val_metrics.f1])
-        trial.set_user_attr("val_accuracy", val_metrics.accuracy)
-        trial.set_user_attr("class_names", list(data.class_names))
-        calibration = calibrate(model, val_images=data.val.images, val_labels=data.val.labels)
-        trial.set_user_attr("calibration", calibration.as_dict())
-        with tempfile.TemporaryDirectory(prefix="spheroid-hpo-trial-") as scratch:
-            scratch = Path(scratch)
-            _upload_history(trial, artifact_store, history, architecture=architecture)
-            confusion = plot_confusion(
-                val_metrics.confusion, data.class_names, scratch / "confusion.png",
-                title=f"{architecture} trial {trial.number}: validation confusion matrix",
+        try:
+            still_ours()  # paused after its last epoch, the worker may have lost the trial to a retry
+            _, val_metrics = engine.evaluate(
+                model, val.images, val.labels, num_classes=num_classes,
+                autocast_dtype=engine.resolve_precision(precision, device, model=model),
             )
-            upload_artifact(artifact_store=artifact_store, file_path=str(confusion), study_or_trial=trial)
-            info = ModelInfo(
-                architecture=architecture, class_names=data.class_names, image_size=data.image_size,
-                mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=params.get("bn_momentum"),
-                temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
-            )
-            weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)
-            artifact_id = upload_artifact(
-                artifact_store=artifact_store, file_path=str(weights_file), study_or_trial=trial,
-                mimetype="application/octet-stream",
-            )
-            trial.set_user_attr("model_artifact_id", artifact_id)
+            _record_history(trial, history, started)
+            trial.set_user_attr("val_f1_per_class", [round(f, 6) for f in val_metrics.f1])
+            trial.set_user_attr("val_accuracy", val_metrics.accuracy)
+            trial.set_user_attr("class_names", list(data.class_names))
+            # Under cross-validation ``val`` is the last fold's validation part, which this model never
+            # trained on; most of the manifest's validation split was its training data.
+            calibration = calibrate(model, val_images=val.images, val_labels=val.labels)
+            trial.set_user_attr("calibration", calibration.as_dict())
+            _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, params=params,
+                              architecture=architecture, data=data)
+        except Exception as error:
+            record_failure(error, checkpoint)
+            raise
         checkpoint.unlink(missing_ok=True)
         return statistics.fmean(fold_scores) if data.folds else history[-1].val_macro_f1
 
-    return objective
+    def objective_or_taken_over(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except optuna.exceptions.UpdateFinishedTrialError as error:
+            # Another worker failed this trial (its heartbeat went stale) between our checks.
+            raise TrialTakenOver(f"trial {trial.number} was finished by another worker") from error
+
+    return objective_or_taken_over
+
+
+def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, *, params, architecture: str,
+                      data: TrialData) -> None:
+    """Upload the trial's history, curves, validation confusion matrix and ``model.pt``."""
+    with tempfile.TemporaryDirectory(prefix="spheroid-hpo-trial-") as scratch:
+        scratch = Path(scratch)
+        _upload_history(trial, artifact_store, history, architecture=architecture)
+        confusion = plot_confusion(
+            val_metrics.confusion, data.class_names, scratch / "confusion.png",
+            title=f"{architecture} trial {trial.number}: validation confusion matrix",
+        )
+        upload_artifact(artifact_store=artifact_store, file_path=str(confusion), study_or_trial=trial)
+        info = ModelInfo(
+            architecture=architecture, class_names=data.class_names, image_size=data.image_size,
+            mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=params.get("bn_momentum"),
+            temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
+        )
+        weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)
+        artifact_id = upload_artifact(
+            artifact_store=artifact_store, file_path=str(weights_file), study_or_trial=trial,
+            mimetype="application/octet-stream",
+        )
+        trial.set_user_attr("model_artifact_id", artifact_id)
 
 
 def _record_history(trial: optuna.Trial, history: Sequence[engine.EpochStats], started: float) -> None:

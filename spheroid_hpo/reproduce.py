@@ -128,7 +128,7 @@ def export_best(
             seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
         )
         split_manifest = _drawn_split(best, folder, scratch / "drawn.csv", source=f"study {family.name}")
-        runs = [_retrain(best, seed=seed, folder=folder, manifest=split_manifest, device=torch_device,
+        runs = [_retrain(best, seed=seed, folder=folder, manifest=split_manifest, device=torch_device, threads=threads,
                          out_dir=scratch / f"seed-{seed}", log=log) for seed in best.seeds]
     return replace(
         best,
@@ -228,7 +228,8 @@ def reproduce(
     if device is None:
         device = "cuda" if config.machine.device == "cuda" and torch.cuda.is_available() else "cpu"
     torch_device = engine.resolve_device(device)
-    here = machine_fingerprint(torch_device, threads=threads or config.machine.threads, precision=config.precision)
+    threads = threads or config.machine.threads
+    here = machine_fingerprint(torch_device, threads=threads, precision=config.precision)
     differences = config.machine.differences(here)
     folder = _data_folder(config, data_dir=data_dir, runs_dir=Path(runs_dir))
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-reproduce-") as scratch:
@@ -237,7 +238,7 @@ def reproduce(
 
         def retrain(seed: int, keep: bool) -> SeedRun:
             run_dir = Path(out_dir) if keep and out_dir is not None else scratch / f"seed-{seed}"
-            return _retrain(config, seed=seed, folder=folder, manifest=manifest, device=torch_device,
+            return _retrain(config, seed=seed, folder=folder, manifest=manifest, device=torch_device, threads=threads,
                             out_dir=run_dir, log=log)
 
         runs: dict[int, SeedRun] = {}
@@ -294,18 +295,18 @@ def _band_checks(config: BestConfig, runs: list[SeedRun]) -> tuple[ScoreCheck, .
     return tuple(checks)
 
 
-def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, device: torch.device, out_dir: Path,
-             log: Log) -> SeedRun:
-    """Train the configuration once with ``seed`` on the recorded split and thread count."""
+def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, device: torch.device, threads: int,
+             out_dir: Path, log: Log) -> SeedRun:
+    """Train the configuration once with ``seed`` on the recorded split, with ``threads`` CPU threads."""
     started = time.perf_counter()
     if config.cv_folds is not None:
-        with _torch_threads(config.machine.threads if device.type == "cpu" else None):
+        with _torch_threads(threads if device.type == "cpu" else None):
             val, test = _retrain_folds(config, seed=seed, folder=folder, manifest=manifest, device=device)
         run = SeedRun(seed=seed, val_macro_f1=val, test_macro_f1=test, seconds=time.perf_counter() - started)
         log(f"seed {seed}: mean val macro-F1 over {config.cv_folds} folds {val:.4f}, test macro-F1 {test:.4f} "
             f"({run.seconds:.0f} s)")
         return run
-    with _torch_threads(config.machine.threads if device.type == "cpu" else None):
+    with _torch_threads(threads if device.type == "cpu" else None):
         results = run_training(
             data_dir=folder, out_dir=out_dir,
             arch=config.architecture, epochs=int(config.params["epochs"]), lr=float(config.params["lr"]),

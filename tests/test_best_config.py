@@ -63,10 +63,10 @@ def memoised_retraining(monkeypatch):
     cache: dict = {}
     real = reproduce_module._retrain
 
-    def retrain(config, *, seed, **kwargs):
-        key = (config.architecture, tuple(sorted(config.params.items())), config.machine.threads, seed)
+    def retrain(config, *, seed, threads, **kwargs):
+        key = (config.architecture, tuple(sorted(config.params.items())), threads, seed)
         if key not in cache:
-            cache[key] = real(config, seed=seed, **kwargs)
+            cache[key] = real(config, seed=seed, threads=threads, **kwargs)
         return cache[key]
 
     monkeypatch.setattr(reproduce_module, "_retrain", retrain)
@@ -172,12 +172,15 @@ def test_reproduce_passes_with_another_thread_count(runs_dir):
     assert f"threads {threads} here" in run.stdout and "rule: band" in run.stdout
 
 
-def _fake_runs(monkeypatch, scores: dict[int, tuple[float, float]]) -> list[int]:
-    """Replace training by fixed scores per seed; return the seeds asked for, in order."""
+def _fake_runs(monkeypatch, scores: dict[int, tuple[float, float]], threads: list | None = None) -> list[int]:
+    """Replace training by fixed scores per seed; return the seeds asked for, in order (and collect
+    the thread count of each retraining in ``threads``)."""
     asked = []
 
     def retrain(config, *, seed, **kwargs):
         asked.append(seed)
+        if threads is not None:
+            threads.append(kwargs["threads"])
         return SeedRun(seed=seed, val_macro_f1=scores[seed][0], test_macro_f1=scores[seed][1], seconds=0.0)
 
     monkeypatch.setattr(reproduce_module, "_retrain", retrain)
@@ -200,6 +203,33 @@ def test_a_matching_machine_that_is_not_exact_falls_back_to_the_band(runs_dir, m
     asked = _fake_runs(monkeypatch, exact)
     result = reproduce(path=COMMITTED, runs_dir=runs_dir, device="cpu", log=lambda line: None)
     assert asked == [config.seeds[0]] and result.rule == "exact" and result.reproduced
+
+
+def test_retraining_uses_the_thread_count_asked_for(runs_dir, monkeypatch):
+    config = read_best_config(COMMITTED)
+    exact = {seed: (v, t) for seed, v, t in zip(config.seeds, config.val.per_seed, config.test.per_seed)}
+    for asked_for, expected in ((None, config.machine.threads), (config.machine.threads + 2, config.machine.threads + 2)):
+        used: list[int] = []
+        _fake_runs(monkeypatch, exact, threads=used)
+        result = reproduce(path=COMMITTED, runs_dir=runs_dir, device="cpu", seeds=1, threads=asked_for,
+                           log=lambda line: None)
+        assert used and set(used) == {expected} and result.here.threads == expected
+
+
+def test_a_retraining_trains_with_the_threads_it_is_given(monkeypatch, tmp_path):
+    config = read_best_config(COMMITTED)
+    seen = []
+
+    def fake_training(**kwargs):
+        seen.append(engine.torch.get_num_threads())
+        return {"history": [{"val_macro_f1": 0.5}], "test": {"macro_f1": 0.5}}
+
+    monkeypatch.setattr(reproduce_module, "run_training", fake_training)
+    before = engine.torch.get_num_threads()
+    threads = config.machine.threads + 2
+    reproduce_module._retrain(config, seed=0, folder=tmp_path, manifest=tmp_path / "splits.csv",
+                              device=engine.torch.device("cpu"), threads=threads, out_dir=tmp_path, log=print)
+    assert seen == [threads] and engine.torch.get_num_threads() == before  # and the process gets its own back
 
 
 def test_the_band_is_the_stated_rule(runs_dir, monkeypatch):

@@ -199,3 +199,41 @@ def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, 
                                device=torch.device("cpu"))
     assert val == trial.value  # same machine, same folds, same seed: the very number
     assert 0.0 <= test <= 1.0
+
+
+def test_a_cross_validated_trial_calibrates_on_images_its_model_never_trained_on(demo_dir, tmp_path, monkeypatch):
+    fitted_on = []
+    real_calibrate = objective_module.calibrate
+
+    def spy(model, *, val_images, val_labels):
+        fitted_on.append(len(val_images))
+        return real_calibrate(model, val_images=val_images, val_labels=val_labels)
+
+    monkeypatch.setattr(objective_module, "calibrate", spy)
+    trial, runs, _ = _cv_trial(demo_dir, tmp_path, monkeypatch)
+    assert trial.state == TrialState.COMPLETE
+    # The last fold's validation part, not the manifest's validation split (mostly that model's training data).
+    assert fitted_on == [runs[-1][1]]
+
+
+def test_a_trial_failed_by_another_worker_after_its_last_epoch_is_left_to_its_retry(demo_dir, tmp_path, monkeypatch):
+    # Paused after its last epoch past the heartbeat grace period: another worker marks the trial
+    # FAIL and queues its retry. Writing to it must stop quietly, never crash the worker.
+    from spheroid_hpo.objective import TrialTakenOver
+
+    real_calibrate = objective_module.calibrate
+
+    def paused_then_taken_over(model, *, val_images, val_labels):
+        study = optuna.load_study(study_name="takeover", storage=storage)
+        trial_id = study.trials[-1]._trial_id
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        return real_calibrate(model, val_images=val_images, val_labels=val_labels)
+
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(study_name="takeover", storage=storage, direction="maximize")
+    monkeypatch.setattr(objective_module, "calibrate", paused_then_taken_over)
+    monkeypatch.setattr(optuna, "create_study",
+                        lambda **kwargs: optuna.load_study(study_name="takeover", storage=storage))
+    with pytest.raises(TrialTakenOver):
+        _cv_trial(demo_dir, tmp_path, monkeypatch, folds=2)
+    assert optuna.load_study(study_name="takeover", storage=storage).trials[-1].state == TrialState.FAIL
