@@ -28,6 +28,7 @@ BUDGET_ATTR = "n_trials"
 DATA_ATTR = "data"
 MANIFEST_ATTR = "split_manifest_csv"
 INTERRUPTED = "interrupted"
+REQUEUED_FROM_ATTR = "requeued_from"  # on a queued copy of an interrupted trial: that trial's number
 METRIC_NAME = "val_macro_f1"  # what a trial's value is; Optuna shows it on the dashboard's axes
 # A random id set when a study is first created: a study re-created under the same name
 # (its study.db deleted) gets a new one, so it never resumes the old study's checkpoints.
@@ -127,18 +128,27 @@ def checkpoint_dir(study: optuna.Study, root: Path) -> Path:
 def requeue_interrupted(study: optuna.Study) -> int:
     """Queue again each trial a Ctrl-C interrupted, once; return how many were queued."""
     trials = study.get_trials(deepcopy=False)
-    already = {t.user_attrs.get(RESUMES_TRIAL_ATTR) for t in trials}
+    already = _requeued(trials)
     queued = 0
     for trial in trials:
         if trial.state == TrialState.FAIL and trial.user_attrs.get(FAIL_REASON_ATTR) == INTERRUPTED \
                 and trial.number not in already:
             study.enqueue_trial(
                 trial.params,
-                user_attrs={**_carried_attrs(trial), RESUMES_TRIAL_ATTR: checkpoint_owner(trial)},
+                # Which trial this copy stands in for (it counts once) and whose checkpoint it resumes
+                # (the first of a chain of interrupted copies): two facts, two attributes.
+                user_attrs={**_carried_attrs(trial), REQUEUED_FROM_ATTR: trial.number,
+                            RESUMES_TRIAL_ATTR: checkpoint_owner(trial)},
                 skip_if_exists=False,
             )
             queued += 1
     return queued
+
+
+def _requeued(trials: Iterable[FrozenTrial]) -> set[int]:
+    """Numbers of the interrupted trials that a queued copy stands in for."""
+    # Studies from before REQUEUED_FROM_ATTR only say whose checkpoint a copy resumes.
+    return {t.user_attrs.get(REQUEUED_FROM_ATTR, t.user_attrs.get(RESUMES_TRIAL_ATTR)) for t in trials} - {None}
 
 
 def _carried_attrs(trial: FrozenTrial) -> dict:
@@ -195,7 +205,7 @@ def load_studies(
 def budget_used(trials: Iterable[FrozenTrial]) -> int:
     """Trials that count against the budget: all of them except failed ones that were run again."""
     trials = list(trials)
-    rerun = {t.user_attrs.get(RESUMES_TRIAL_ATTR) for t in trials}
+    rerun = _requeued(trials)
     for trial in trials:
         rerun.update(retry_links(trial)[1])
     return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in rerun))
