@@ -20,9 +20,11 @@ COPY studies ./studies
 
 # An unprivileged user. /shared (artifacts and checkpoints: a volume) and /app/runs (the
 # default runs folder: this container's split manifest, demo data, logs) are where it writes.
+# A new named volume takes these folders and their owner from the image, so the dashboard,
+# which starts beside the first workers, finds /shared/artifacts already there.
 RUN useradd --create-home --uid 1000 spheroid \
-    && mkdir -p /shared /app/runs \
-    && chown spheroid:spheroid /shared /app/runs
+    && mkdir -p /shared/artifacts /shared/checkpoints /shared/runs /app/runs \
+    && chown -R spheroid:spheroid /shared /app/runs
 USER spheroid
 
 CMD ["spheroid-hpo", "--help"]

@@ -8,6 +8,7 @@ test score. The trial's value is the validation macro-F1 of its last epoch.
 from __future__ import annotations
 
 import csv
+import socket
 import tempfile
 import time
 import warnings
@@ -105,6 +106,8 @@ def build_objective(
             architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
         ).to(device, memory_format=torch.channels_last)
         trial.set_user_attr("device", str(device))
+        # Which machine (or container) ran it: a retried trial names the worker that took it over.
+        trial.set_user_attr("host", socket.gethostname())
         # CPU results depend on the thread count (reduction order); reproduce needs it.
         trial.set_user_attr("torch_threads", torch.get_num_threads())
         trial.set_user_attr("parameter_count", count_parameters(model))
