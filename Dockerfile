@@ -13,7 +13,13 @@ ENV PYTHONUNBUFFERED=1 \
 RUN pip install torch==2.14.1 torchvision==0.29.1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# Then the other dependencies, from pyproject.toml alone (with a placeholder package and README):
+# a change to the code or the README does not fetch them again.
+COPY pyproject.toml ./
+RUN mkdir spheroid_hpo && touch spheroid_hpo/__init__.py README.md \
+    && pip install . && pip uninstall -y spheroid-hpo \
+    && rm -rf spheroid_hpo README.md build *.egg-info
+COPY README.md ./
 COPY spheroid_hpo ./spheroid_hpo
 RUN pip install .
 COPY studies ./studies
