@@ -240,8 +240,8 @@ def deployment(docker_ready, tmp_path_factory):
 def test_compose_deployment_runs_resumes_and_retries_a_killed_worker(deployment: Deployment):
     try:
         check_deployment(deployment)
-    except AssertionError as error:
-        raise AssertionError(f"{deployment.mask(str(error))}\n\n--- compose logs ---\n{deployment.logs()}") from None
+    except Exception as error:  # noqa: BLE001 - every failure comes with the containers' logs
+        raise AssertionError(f"{error.__class__.__name__}: {deployment.mask(str(error))}\n\n--- compose logs ---\n{deployment.logs()}") from None
 
 
 def check_deployment(d: Deployment) -> None:
@@ -308,7 +308,8 @@ def check_dashboard(d: Deployment) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
 
-    names = {s["study_name"] for s in wait_for(listing, timeout=120, what=f"{root}/api/studies")["studies"]}
+    listed = wait_for(listing, timeout=120, what=f"{root}/api/studies")["study_summaries"]
+    names = {s["study_name"] for s in listed}
     assert {f"live.{a}" for a in ARCHITECTURES} <= names, names
     study = d.study(f"live.{ARCHITECTURES[0]}")
     trial = study.trials[0]
@@ -329,7 +330,7 @@ def check_password_is_hidden(d: Deployment) -> None:
                               container["Config"]["Entrypoint"]])
         assert d.password not in command, f"the password is on the command line of {container['Name']}"
         if container["State"]["Running"]:
-            processes = subprocess.run(["docker", "top", container["Id"], "-eo", "args"],
+            processes = subprocess.run(["docker", "top", container["Id"], "-eo", "pid,args"],
                                        capture_output=True, text=True, check=True).stdout
             assert "postgres" in processes or "spheroid-hpo" in processes, processes
             assert d.password not in processes, f"the password is on a process command line in {container['Name']}"
