@@ -13,6 +13,7 @@ removed with its volumes at the end.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -107,6 +108,12 @@ def docker_ready() -> None:
     if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
         pytest.fail(f"CI=true but {problem}")
     pytest.skip(problem)
+
+
+def docker_time(text: str) -> datetime.datetime:
+    """A time from `docker inspect` (RFC 3339, nanoseconds with trailing zeros cut)."""
+    seconds, _, fraction = text.removesuffix("Z").partition(".")
+    return datetime.datetime.fromisoformat(f"{seconds}.{(fraction or '0')[:6]:0<6}")
 
 
 def free_port() -> int:
@@ -241,7 +248,8 @@ def test_compose_deployment_runs_resumes_and_retries_a_killed_worker(deployment:
     try:
         check_deployment(deployment)
     except Exception as error:  # noqa: BLE001 - every failure comes with the containers' logs
-        raise AssertionError(f"{error.__class__.__name__}: {deployment.mask(str(error))}\n\n--- compose logs ---\n{deployment.logs()}") from None
+        what = str(error) if isinstance(error, AssertionError) else f"{error.__class__.__name__}: {error}"
+        raise AssertionError(f"{deployment.mask(what)}\n\n--- compose logs ---\n{deployment.logs()}") from None
 
 
 def check_deployment(d: Deployment) -> None:
@@ -256,9 +264,10 @@ def check_deployment(d: Deployment) -> None:
     d.wait_exited("create", count=1, timeout=300)
     workers = d.wait_exited("worker", count=2, timeout=900)
     print(f"first up: {time.monotonic() - started:.0f} s")
-    create_started = max(c["State"]["StartedAt"] for c in d.containers("create"))
+    (create,) = d.containers("create")
     for worker in workers:
-        assert worker["State"]["StartedAt"] > create_started, "a worker started before create"
+        assert docker_time(worker["State"]["StartedAt"]) >= docker_time(create["State"]["FinishedAt"]), (
+            "a worker started before create had finished")
 
     # 4. Through the published PostgreSQL port: every trial finished, none RUNNING, budget met.
     finished = {}
@@ -383,8 +392,9 @@ def check_killed_worker(d: Deployment) -> None:
     assert retry.user_attrs["host"] != host, "the killed replica itself ran the retry"
     assert retry.user_attrs["host"] in {c["Config"]["Hostname"] for c in d.containers("worker")}
     # It went on from the killed trial's last checkpoint on the shared volume, not from epoch 0.
-    assert retry.user_attrs["epochs_restored"] >= epochs_before_kill - 1 >= 2, (
-        retry.user_attrs["epochs_restored"], epochs_before_kill)
+    restored = retry.user_attrs["epochs_restored"]
+    assert restored >= epochs_before_kill - 1 >= 2, (
+        f"the retry restored {restored} epochs from the checkpoint; the killed trial had reported {epochs_before_kill}")
     assert sorted(retry.intermediate_values) == list(range(1, KILL_EPOCHS + 1))
     killed_state = [c["State"] for c in d.containers("worker") if c["Id"] == container["Id"]][0]
     assert killed_state["ExitCode"] == 137 and not killed_state["Running"], killed_state
