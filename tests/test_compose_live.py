@@ -148,9 +148,8 @@ class Deployment:
             *compose_command(), "--project-name", self.project, "--env-file", str(self.env_file),
             "-f", str(ROOT / "docker-compose.yml"), "-f", str(ROOT / "docker-compose.cpu.yml"),
         ]
-        # The .env settings win over nothing from this process's environment.
+        # Compose prefers the environment to the env file: leave none of its settings there.
         self.process_env = {k: v for k, v in os.environ.items() if k not in self.settings("x")}
-        self.process_env["COMPOSE_PROJECT_NAME"] = self.project
         self.storage_url = (
             f"postgresql+psycopg://spheroid:{self.password}@127.0.0.1:{self.postgres_port}/spheroid"
         )
@@ -159,12 +158,11 @@ class Deployment:
         return {
             "POSTGRES_PASSWORD": self.password, "DATA_DIR": str(self.data), "STUDY": study,
             "STUDIES_DIR": str(self.studies), "POSTGRES_PORT": str(self.postgres_port),
-            "DASHBOARD_PORT": str(self.dashboard_port), "COMPOSE_PROJECT_NAME": "",
+            "DASHBOARD_PORT": str(self.dashboard_port), "COMPOSE_PROJECT_NAME": self.project,
         }
 
     def use_study(self, study: str) -> None:
         settings = self.settings(study)
-        settings["COMPOSE_PROJECT_NAME"] = self.project
         self.env_file.touch(mode=0o600)  # it holds the password
         self.env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
 
