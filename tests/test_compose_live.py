@@ -388,7 +388,7 @@ def check_killed_worker(d: Deployment) -> None:
         trials = d.study(name).get_trials(deepcopy=False)
         return trials if [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE] else None
 
-    trials = wait_for(retried, timeout=420, what="the killed trial to fail and its retry to complete", interval=2)
+    trials = wait_for(retried, timeout=600, what="the killed trial to fail and its retry to complete", interval=2)
     retry = trials[1]
     assert retry.system_attrs["failed_trial"] == 0
     assert retry.params == killed.params
