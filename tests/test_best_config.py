@@ -96,8 +96,11 @@ def test_the_committed_best_toml_reproduces_and_a_tampered_expectation_does_not(
 
     # The same retraining against expectations moved well past the band must fail. Every seed moves by
     # the same amount, so the recorded spread, and with it the band's width, stays as it was.
-    shift = config.val.half_width(1) + 0.05  # past the widest band one seed gets, on any machine
-    shift = shift if max(config.val.per_seed) + shift <= 1 else -shift
+    # Past the widest band one seed gets, with room for another machine's drift (a new seed's worth:
+    # 0.08 on seed 1 under ATEN_CPU_CAPABILITY=default here), so the verdict holds on any CPU.
+    shift = config.val.half_width(1) + 0.3
+    shift = -shift if min(config.val.per_seed) - shift >= 0 else shift
+    assert 0 <= min(config.val.per_seed) + shift and max(config.val.per_seed) + shift <= 1
     tampered_scores = [score + shift for score in config.val.per_seed]
     moved = tampered_scores[0]
     summary = SeedScores(per_seed=tuple(tampered_scores), original=config.val.original)
@@ -161,7 +164,7 @@ def test_reproduce_passes_on_another_cpu_kernel_set(runs_dir):
     # PyTorch's unvectorised kernels: the arithmetic of a different CPU, on this one.
     run = _reproduce_in_a_child(runs_dir, "--seeds", "1", ATEN_CPU_CAPABILITY="default")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "rule: band: the fingerprint differs (aten_capability 'DEFAULT' here" in run.stdout
+    assert "rule: band: the fingerprint differs (" in run.stdout and "aten_capability 'DEFAULT' here" in run.stdout
     assert "reproduced: every mean lies within its band" in run.stdout
 
 
