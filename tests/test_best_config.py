@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from sklearn.metrics import f1_score
 
 import spheroid_hpo.reproduce as reproduce_module
@@ -23,13 +22,12 @@ from spheroid_hpo import engine
 from spheroid_hpo.best_config import MIN_BAND, RULE_TEXT, Z, SeedScores, read_best_config
 from spheroid_hpo.cli import main
 from spheroid_hpo.config import load_study_config
-from spheroid_hpo.data import load_dataset
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.report import open_family
 from spheroid_hpo.reproduce import SeedRun, export_best, reproduce
-from spheroid_hpo.saved_model import load_model
 from spheroid_hpo.storage import open_storage
 from spheroid_hpo.studies import DataRecord, create_studies
+from finished_trials import trial_model_and_split
 from study_files import write_tiny_study
 
 COMMITTED = Path(__file__).resolve().parents[1] / "studies" / "best.toml"
@@ -278,14 +276,7 @@ def test_export_best_retrains_the_overall_best_trial_and_reads_back(finished_stu
     assert best.machine.torch == engine.torch.__version__ and best.machine.device == "cpu"
 
     # The original test score is scikit-learn's macro-F1 of the trial's own model on the test split.
-    model_file = tmp_path / "model.pt"
-    download_artifact(artifact_store=FileSystemArtifactStore(str(finished_study.artifact_dir)),
-                      file_path=str(model_file), artifact_id=trial.user_attrs["model_artifact_id"])
-    manifest = tmp_path / "splits.csv"
-    manifest.write_text(family.manifest_csv)
-    test = load_dataset(next(finished_study.runs_dir.glob("demo-data-*")), image_size=32, manifest_path=manifest,
-                        splits=("test",)).test
-    model, info = load_model(model_file)
+    model, info, test = trial_model_and_split(finished_study, family, trial, "test", tmp_path)
     predicted = engine.predict_logits(model, test.images, mean=info.mean, std=info.std,
                                       autocast_dtype=engine.resolve_precision("auto", engine.resolve_device("cpu"),
                                                                               model=model))

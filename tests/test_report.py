@@ -35,6 +35,7 @@ from spheroid_hpo.report._repeats import RepeatedRuns, compare_architectures, re
 from spheroid_hpo.saved_model import load_model
 from spheroid_hpo.storage import open_storage
 from spheroid_hpo.studies import DataRecord, create_studies
+from finished_trials import trial_model_and_split
 from study_files import write_tiny_study
 
 
@@ -272,15 +273,8 @@ def test_a_launched_trials_validation_f1_is_its_model_on_the_manifests_validatio
     """Recomputed from the trial's model.pt, as a worker process stored it, on the study's validation split."""
     architecture = family.config.architectures[0]
     trial = best_trial(family.trials(architecture))
-    model_file = tmp_path / "model.pt"
-    download_artifact(artifact_store=FileSystemArtifactStore(str(finished_study.artifact_dir)),
-                      file_path=str(model_file), artifact_id=trial.user_attrs["model_artifact_id"])
-    manifest = tmp_path / "splits.csv"
-    manifest.write_text(family.manifest_csv)
-    val = load_dataset(next(finished_study.runs_dir.glob("demo-data-*")), image_size=32, manifest_path=manifest,
-                       splits=("val",)).val
+    model, info, val = trial_model_and_split(finished_study, family, trial, "val", tmp_path)
     assert len(val.labels) == _manifest_count(family.manifest_csv, "val")
-    model, info = load_model(model_file)
     autocast = engine.resolve_precision(family.config.training.precision, torch.device("cpu"), model=model)
     predicted = engine.predict_logits(model, val.images, mean=info.mean, std=info.std,
                                       autocast_dtype=autocast).argmax(1).numpy()
