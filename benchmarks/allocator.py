@@ -12,6 +12,7 @@ the page faults and kernel CPU time of the timed epochs. Children alternate; med
 
 from __future__ import annotations
 
+from spheroid_hpo.training.hyperparams import Hyperparams
 import argparse
 import json
 import resource
@@ -72,7 +73,7 @@ def _child(args) -> None:
     def epochs(count: int) -> list[engine.EpochStats]:
         return engine.train(
             model, train_images=images, train_labels=labels, val_images=images[:10], val_labels=labels[:10],
-            num_classes=4, epochs=count, lr=1e-4, batch_size=10, rotation=20.0, seed=0,
+            num_classes=4, hyperparams=Hyperparams(epochs=count, lr=1e-4, batch_size=10, rotation=20.0), seed=0,
         )
 
     epochs(1)  # warm-up

@@ -31,6 +31,7 @@ from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
 from _common import describe_machine, format_table, load_average, median, run
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo import engine
 from spheroid_hpo.data import Dataset, load_dataset
 from spheroid_hpo.demo_data import write_demo_data
@@ -125,7 +126,7 @@ def _compare(architecture: str, *, dataset: Dataset, data_dir: Path, device: tor
         (stats,) = engine.train(
             our_model, train_images=dataset.train.images, train_labels=dataset.train.labels,
             val_images=dataset.val.images, val_labels=dataset.val.labels, num_classes=num_classes,
-            epochs=1, lr=args.lr, batch_size=args.batch_size, rotation=args.rotation, seed=0,
+            hyperparams=Hyperparams(epochs=1, lr=args.lr, batch_size=args.batch_size, rotation=args.rotation), seed=0,
             precision=args.precision,
         )
         _synchronize(device)

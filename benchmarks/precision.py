@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from _common import describe_machine, format_table, load_average, median, run
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo import engine
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.demo_data import write_demo_data
@@ -108,7 +109,7 @@ def _train(architecture, dataset, *, device, seed, lr, precision, args) -> list[
     return engine.train(
         model, train_images=dataset.train.images, train_labels=dataset.train.labels,
         val_images=dataset.val.images, val_labels=dataset.val.labels, num_classes=len(dataset.class_names),
-        epochs=args.epochs, lr=lr, batch_size=args.batch_size, rotation=args.rotation, seed=seed,
+        hyperparams=Hyperparams(epochs=args.epochs, lr=lr, batch_size=args.batch_size, rotation=args.rotation), seed=seed,
         precision=precision,
     )
 
@@ -126,7 +127,7 @@ def _images_per_second(architecture: str, *, device: torch.device, repeats: int,
     def epoch(name: str) -> float:
         (stats,) = engine.train(
             models[name], train_images=images, train_labels=labels, val_images=images[:10], val_labels=labels[:10],
-            num_classes=4, epochs=1, lr=1e-4, batch_size=10, rotation=20.0, seed=0, precision=name,
+            num_classes=4, hyperparams=Hyperparams(epochs=1, lr=1e-4, batch_size=10, rotation=20.0), seed=0, precision=name,
         )
         return stats.images_per_second
 

@@ -17,8 +17,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from spheroid_hpo.config import CATEGORICAL_VALUES, TUNABLE_PARAMS
+from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, TUNABLE_PARAMS
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.toml_table import TomlTable
 from spheroid_hpo.machine import KERNEL_FLAGS, MachineFingerprint
 from spheroid_hpo.models import architecture_names
 
@@ -26,6 +27,7 @@ DEFAULT_SEEDS = 5  # retrainings export-best records: enough for a spread, ~4 mi
 Z = 3.0  # band width in standard errors of the difference of two means
 MIN_BAND = 0.05  # and never narrower: a few changed predictions on a ~60-image split
 SCORES = ("val_macro_f1", "test_macro_f1")
+_FIX = "; fix it or export the file again with export-best"
 
 RULE_TEXT = (
     "Rule (spheroid-hpo reproduce): on a machine whose [machine] fingerprint matches, the first seed is "
@@ -153,147 +155,91 @@ def read_best_config(path: Path) -> BestConfig:
         raw = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise InputError(f"{path} is not a readable TOML file: {error}") from error
-    doc = _Section(raw, "", path)
-    doc.keys(required=("best", "params", "training", "data", "machine", "expected"))
-    best = doc.section("best")
-    best.keys(required=("study", "architecture", "trial"))
-    params = doc.section("params")
-    params.keys(required=("epochs", "lr", "rotation", "batch_size"), optional=("bn_momentum", "class_weights"))
-    training = doc.section("training")
-    training.keys(required=(), optional=("precision", "weights"))
-    data = doc.section("data")
-    data.keys(required=("image_size", "split_seed", "fractions", "fingerprint"), optional=("path", "group_by", "demo", "cv_folds"))
+    doc = TomlTable(raw, "", path, fix=_FIX)
+    doc.check_keys((), required=("best", "params", "training", "data", "machine", "expected"))
+    best = doc.table("best")
+    best.check_keys((), required=("study", "architecture", "trial"))
+    params = doc.table("params")
+    params.check_keys(("bn_momentum", "class_weights"), required=("epochs", "lr", "rotation", "batch_size"))
+    training = doc.table("training")
+    training.check_keys(("precision", "weights"), required=())
+    data = doc.table("data")
+    data.check_keys(("path", "group_by", "demo", "cv_folds"), required=("image_size", "split_seed", "fractions", "fingerprint"))
 
-    architecture = best.value("architecture", str)
+    architecture = best.get("architecture", str)
     if architecture not in architecture_names():
         raise best.error("architecture", f"is {architecture!r}; use one of {', '.join(architecture_names())}")
     demo = None
-    if data.value("path", str, None) is None:
+    if data.get("path", str, None) is None:
         if "demo" not in data.raw:
             raise data.error("", "needs either path = \"DATA FOLDER\" or a [data.demo] table")
-        section = data.section("demo")
-        section.keys(required=("per_class", "size", "seed"))
+        section = data.table("demo")
+        section.check_keys((), required=("per_class", "size", "seed"))
         try:  # bounded before anything is generated: a file from elsewhere must not fill the disk
-            demo = validated_demo_settings(**{key: section.value(key, int) for key in ("per_class", "size", "seed")})
+            demo = validated_demo_settings(**{key: section.get(key, int) for key in ("per_class", "size", "seed")})
         except InputError as error:
             raise section.error("", f"is refused: {error}") from error
-    fractions = data.value("fractions", list)
+    fractions = data.get("fractions", list)
     if len(fractions) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
                                       for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise data.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, "
                                       f"but got {fractions!r}")
-    seeds, val, test = _read_expected(doc.section("expected"))
+    seeds, val, test = _read_expected(doc.table("expected"))
     return BestConfig(
-        study=best.value("study", str),
+        study=best.get("study", str),
         architecture=architecture,
-        trial=best.value("trial", int),
+        trial=best.get("trial", int),
         params={name: params.choice(name, CATEGORICAL_VALUES[name]) if name in CATEGORICAL_VALUES
-                else params.positive(name, TUNABLE_PARAMS[name], allow_zero=name == "rotation")
+                else params.bounded(name, TUNABLE_PARAMS[name], PARAM_BOUNDS[name], param=name)
                 for name in params.raw},
         image_size=data.positive("image_size", int),
-        precision=training.value("precision", str, "auto"),
-        weights=training.value("weights", str, "none"),
-        data_path=data.value("path", str, None),
+        precision=training.get("precision", str, "auto"),
+        weights=training.get("weights", str, "none"),
+        data_path=data.get("path", str, None),
         demo=demo,
-        split_seed=data.value("split_seed", int),
+        split_seed=data.get("split_seed", int),
         fractions=tuple(float(f) for f in fractions),
-        group_by=data.value("group_by", str, None),
-        cv_folds=data.value("cv_folds", int, None),
-        fingerprint=data.value("fingerprint", str),
-        machine=_read_machine(doc.section("machine")),
+        group_by=data.get("group_by", str, None),
+        cv_folds=data.get("cv_folds", int, None),
+        fingerprint=data.get("fingerprint", str),
+        machine=_read_machine(doc.table("machine")),
         seeds=seeds,
         val=val,
         test=test,
     )
 
 
-def _read_machine(section: _Section) -> MachineFingerprint:
-    section.keys(required=("torch", "device", "cpu", "cpu_flags", "aten_capability", "gpu", "gpu_driver", "threads",
+def _read_machine(section: TomlTable) -> MachineFingerprint:
+    section.check_keys((), required=("torch", "device", "cpu", "cpu_flags", "aten_capability", "gpu", "gpu_driver", "threads",
                            "precision"))
-    flags = section.value("cpu_flags", list)
+    flags = section.get("cpu_flags", list)
     if not all(flag in KERNEL_FLAGS for flag in flags):
         raise section.error("cpu_flags", f"must list flags among {', '.join(KERNEL_FLAGS)}, but got {flags!r}")
-    strings = {key: section.value(key, str) for key in ("torch", "device", "cpu", "aten_capability", "gpu",
+    strings = {key: section.get(key, str) for key in ("torch", "device", "cpu", "aten_capability", "gpu",
                                                          "gpu_driver", "precision")}
     return MachineFingerprint(**strings, cpu_flags=tuple(flags), threads=section.positive("threads", int))
 
 
-def _read_expected(section: _Section) -> tuple[tuple[int, ...], SeedScores, SeedScores]:
-    section.keys(required=("seeds", *SCORES))
-    seeds = section.value("seeds", list)
+def _read_expected(section: TomlTable) -> tuple[tuple[int, ...], SeedScores, SeedScores]:
+    section.check_keys((), required=("seeds", *SCORES))
+    seeds = section.get("seeds", list)
     if not seeds or len(set(seeds)) != len(seeds) or not all(type(s) is int and s >= 0 for s in seeds):
         raise section.error("seeds", f"must be distinct non-negative integers, but got {seeds!r}")
     scores = []
     for name in SCORES:
-        table = section.section(name)
-        table.keys(required=("per_seed", "mean", "sd", "min", "max", "original"))
-        per_seed = table.value("per_seed", list)
+        table = section.table(name)
+        table.check_keys((), required=("per_seed", "mean", "sd", "min", "max", "original"))
+        per_seed = table.get("per_seed", list)
         if len(per_seed) != len(seeds) or not all(isinstance(v, float) and 0 <= v <= 1 for v in per_seed):
             raise table.error("per_seed", f"must hold one score in [0, 1] per seed ({len(seeds)}), "
                                           f"but got {per_seed!r}")
-        score = SeedScores(per_seed=tuple(per_seed), original=table.score("original"))
+        score = SeedScores(per_seed=tuple(per_seed), original=table.positive("original", float, minimum=0, maximum=1))
         # The summary is for people; it must agree with the scores it summarises.
         for key, derived in (("mean", score.mean), ("sd", score.sd), ("min", min(per_seed)), ("max", max(per_seed))):
-            if not math.isclose(table.value(key, float), derived, abs_tol=1e-9):
-                raise table.error(key, f"is {table.value(key, float)!r} but per_seed gives {derived!r}")
+            if not math.isclose(table.get(key, float), derived, abs_tol=1e-9):
+                raise table.error(key, f"is {table.get(key, float)!r} but per_seed gives {derived!r}")
         scores.append(score)
     return tuple(seeds), scores[0], scores[1]
-
-
-class _Section:
-    """One table of a best.toml: checks its keys and the type of each value."""
-
-    def __init__(self, raw, where: str, path: Path):
-        if not isinstance(raw, dict):
-            raise InputError(f"{path}: [{where}] must be a table; fix it or export the file again with export-best")
-        self.raw, self.where, self.path = raw, where, path
-
-    def section(self, name: str) -> _Section:
-        return _Section(self.raw.get(name), f"{self.where}.{name}".lstrip("."), self.path)
-
-    def error(self, key: str, message: str) -> InputError:
-        where = f"{self.where}.{key}".strip(".")
-        return InputError(f"{self.path}: {where} {message}; fix it or export the file again with export-best")
-
-    def keys(self, *, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
-        allowed = (*required, *optional)
-        for key in self.raw:
-            if key not in allowed:
-                raise self.error(key, f"is not a known key (valid in [{self.where or 'top level'}]: "
-                                      f"{', '.join(allowed)})")
-        for key in required:
-            if key not in self.raw:
-                raise self.error(key, "is missing")
-
-    def value(self, key: str, kind: type, *default):
-        if key not in self.raw:
-            if default:
-                return default[0]
-            raise self.error(key, "is missing")
-        value = self.raw[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise self.error(key, f"must be a {kind.__name__}, but got {value!r}")
-        return value
-
-    def positive(self, key: str, kind: type, *, allow_zero: bool = False):
-        value = self.value(key, kind)
-        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-            raise self.error(key, f"must be {'at least 0' if allow_zero else 'positive'}, but got {value!r}")
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...]) -> str:
-        value = self.value(key, str)
-        if value not in choices:
-            raise self.error(key, f"must be one of {', '.join(choices)}, but got {value!r}")
-        return value
-
-    def score(self, key: str, *default) -> float:
-        value = self.value(key, float, *default)
-        if not 0 <= value <= 1:
-            raise self.error(key, f"must be between 0 and 1, but got {value!r}")
-        return value
 
 
 def _wrap(text: str, width: int = 100) -> list[str]:

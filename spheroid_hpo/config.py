@@ -13,34 +13,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from spheroid_hpo.data import MAX_IMAGE_SIZE
 from spheroid_hpo.demo_data import MAX_PER_CLASS, MAX_SIZE, MIN_PER_CLASS, MIN_SIZE
-from spheroid_hpo.engine import CLASS_WEIGHTS, MIN_BATCH_SIZE, PRECISIONS
+from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.toml_table import TomlTable
+from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, PRECISIONS, TUNABLE_PARAMS
 from spheroid_hpo.models import architecture_names, check_image_size
 
-# The hyperparameters a trial can vary, and the type each takes.
-TUNABLE_PARAMS: dict[str, type] = {
-    "epochs": int,
-    "lr": float,
-    "rotation": float,
-    "batch_size": int,
-    "bn_momentum": float,
-    "class_weights": str,
-}
-# The values a string-valued tunable may take.
-CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS}
-# The values each hyperparameter may take, fixed or as a range's ends: (low, high, low
-# excluded?, why). One table, so a fixed value gets exactly the checks a range gets.
-PARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
-    "epochs": (1, 10_000, False, "a trial trains at least one epoch"),
-    "lr": (0.0, 1.0, True, "Adam's learning rate is positive"),
-    "rotation": (0.0, 180.0, False, "rotation is +/- degrees"),
-    "batch_size": (MIN_BATCH_SIZE, 4096, False, "BatchNorm needs two images per batch"),
-    "bn_momentum": (0.0, 1.0, True, "BatchNorm momentum lies in (0, 1]"),
-}
 MAX_TRIALS = 100_000
 MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
 SAMPLERS = ("tpe", "random")
@@ -93,17 +74,17 @@ class PrunerConfig:
 class DemoConfig:
     """Settings of the generated demo data set, used when a study names no data folder."""
 
-    per_class: int = 40
-    size: int = 64
-    seed: int = 0
+    per_class: int = DEMO_SETTINGS["per_class"]
+    size: int = DEMO_SETTINGS["size"]
+    seed: int = DEMO_SETTINGS["seed"]
 
 
 @dataclass(frozen=True)
 class DataConfig:
     path: Path | None = None
-    image_size: int = 224
+    image_size: int = IMAGE_SIZE
     split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     group_by: str | None = None
     demo: DemoConfig = field(default_factory=DemoConfig)
     # K >= 2: each trial trains K times on stratified folds of train+val; None: once, on train.
@@ -203,70 +184,8 @@ def with_overrides(
     return config
 
 
-class _Table:
-    """A TOML table being read: remembers its place in the file and rejects unknown keys."""
-
-    def __init__(self, raw: Any, where: str, source: Path):
-        if not isinstance(raw, dict):
-            raise InputError(f"{source}: [{where}] must be a table, but got {raw!r}")
-        self.raw, self.where, self.source = raw, where, source
-
-    def check_keys(self, allowed: tuple[str, ...]) -> None:
-        for key in self.raw:
-            if key not in allowed:
-                raise InputError(
-                    f"{self.source}: unknown key {self.key(key)!r}; "
-                    f"valid keys in [{self.where}] are: {', '.join(allowed)}"
-                )
-
-    def key(self, name: str) -> str:
-        return ".".join(part for part in (self.where, name) if part)
-
-    def error(self, name: str, message: str) -> InputError:
-        return InputError(f"{self.source}: {self.key(name)} {message}")
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
-        if name not in self.raw:
-            return default
-        value = self.raw[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        # TOML integers are acceptable wherever a float is, but booleans are not numbers here.
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(name, f"must be {names}, but got {value!r}")
-        return value
-
-    def positive(self, name: str, kind: type, default: Any, *, minimum: float = 1, maximum: float = math.inf) -> Any:
-        value = self.get(name, kind, default)
-        if value is not None and not minimum <= value <= maximum:
-            limit = f"at least {minimum}" if maximum == math.inf else f"from {minimum} to {maximum}"
-            raise self.error(name, f"must be {limit}, but got {value!r}")
-        return value
-
-    def param(self, name: str, param: str, kind: type) -> Any:
-        """The value of key ``name``, checked against hyperparameter ``param``'s bounds."""
-        value = self.get(name, kind, None)
-        low, high, low_excluded, why = PARAM_BOUNDS[param]
-        too_low = value <= low if low_excluded else value < low
-        if not math.isfinite(value) or too_low or value > high:
-            interval = f"{'(' if low_excluded else '['}{low}, {high}]"
-            raise self.error(name, f"must lie in {interval} ({why}), but got {param} = {value!r}")
-        return value
-
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.get(name, str, default)
-        if value not in choices:
-            raise self.error(name, f"is {value!r}; choose one of: {', '.join(choices)}")
-        return value
-
-    def table(self, name: str) -> "_Table":
-        return _Table(self.raw.get(name, {}), self.key(name), self.source)
-
-
 def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
-    top = _Table(raw, "", source)
+    top = TomlTable(raw, "", source)
     top.check_keys(("study", "search_space", "baseline", "sampler", "pruner", "data", "training"))
     study = top.table("study")
     study.check_keys(("name", "architectures", "n_trials", "timeout", "metric", "storage"))
@@ -314,13 +233,13 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
     )
 
 
-def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
+def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
     table.check_keys(tuple(TUNABLE_PARAMS))
     specs = []
     for name, raw in table.raw.items():
         kind = TUNABLE_PARAMS[name]
         if not isinstance(raw, dict):
-            value = table.param(name, name, kind) if name in PARAM_BOUNDS else table.get(name, kind, None)
+            value = table.bounded(name, kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS else table.get(name, kind, None)
             _check_categorical(table, name, [value])
             specs.append(ParamSpec(name=name, kind="fixed", value=value))
             continue
@@ -343,7 +262,7 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
         if step is not None and (step <= 0 or log):
             raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
         for end in ("low", "high"):  # the checks a fixed value gets, on both ends
-            param.param(end, name, kind)
+            param.bounded(end, kind, PARAM_BOUNDS[name], param=name)
         specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
     missing = [name for name in ("epochs", "lr", "rotation", "batch_size") if name not in table.raw]
     if missing:
@@ -351,7 +270,7 @@ def _parse_search_space(table: _Table) -> tuple[ParamSpec, ...]:
     return tuple(specs)
 
 
-def _parse_choices(param: _Table, name: str, kind: type) -> ParamSpec:
+def _parse_choices(param: TomlTable, name: str, kind: type) -> ParamSpec:
     """``name = { choices = [...] }``: a categorical parameter, each choice of the key's type."""
     param.check_keys(("choices",))
     choices = param.get("choices", list, [])
@@ -360,8 +279,8 @@ def _parse_choices(param: _Table, name: str, kind: type) -> ParamSpec:
         raise param.error("choices", f"must list at least one value, e.g. {example}, but got {choices=}")
 
     def checked_choice(value):  # each choice gets the checks a fixed value gets
-        one = _Table({"choices": value}, param.where, param.source)
-        return one.param("choices", name, kind) if name in PARAM_BOUNDS else one.get("choices", kind, None)
+        one = TomlTable({"choices": value}, param.where, param.source)
+        return one.bounded("choices", kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS else one.get("choices", kind, None)
 
     checked = [checked_choice(value) for value in choices]
     if len(set(checked)) != len(checked):
@@ -370,7 +289,7 @@ def _parse_choices(param: _Table, name: str, kind: type) -> ParamSpec:
     return ParamSpec(name=name, kind="categorical", choices=tuple(checked))
 
 
-def _check_categorical(table: _Table, key: str, values: list, *, name: str | None = None) -> None:
+def _check_categorical(table: TomlTable, key: str, values: list, *, name: str | None = None) -> None:
     valid = CATEGORICAL_VALUES.get(name or key)
     for value in values:
         if valid is not None and value not in valid:
@@ -381,7 +300,7 @@ def _toml_list(values) -> str:
     return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
 
 
-def _parse_baseline(table: _Table, search_space: tuple[ParamSpec, ...]) -> dict[str, float]:
+def _parse_baseline(table: TomlTable, search_space: tuple[ParamSpec, ...]) -> dict[str, float]:
     specs = {spec.name: spec for spec in search_space}
     table.check_keys(tuple(specs))
     baseline = {}
@@ -393,7 +312,7 @@ def _parse_baseline(table: _Table, search_space: tuple[ParamSpec, ...]) -> dict[
     return baseline
 
 
-def _parse_sampler(table: _Table) -> SamplerConfig:
+def _parse_sampler(table: TomlTable) -> SamplerConfig:
     table.check_keys(("name", "seed", "n_startup_trials"))
     return SamplerConfig(
         name=table.choice("name", SAMPLERS, "tpe"),
@@ -402,7 +321,7 @@ def _parse_sampler(table: _Table) -> SamplerConfig:
     )
 
 
-def _parse_pruner(table: _Table) -> PrunerConfig:
+def _parse_pruner(table: TomlTable) -> PrunerConfig:
     table.check_keys(("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"))
     return PrunerConfig(
         name=table.choice("name", PRUNERS, "median"),
@@ -413,9 +332,9 @@ def _parse_pruner(table: _Table) -> PrunerConfig:
     )
 
 
-def _parse_data(table: _Table) -> DataConfig:
+def _parse_data(table: TomlTable) -> DataConfig:
     table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo", "cv_folds"))
-    fractions = tuple(table.get("fractions", list, [0.7, 0.15, 0.15]))
+    fractions = tuple(table.get("fractions", list, list(SPLIT_FRACTIONS)))
     if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
             or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise table.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, but got {list(fractions)}")
@@ -424,20 +343,20 @@ def _parse_data(table: _Table) -> DataConfig:
     path = table.get("path", str, None)
     return DataConfig(
         path=Path(path) if path else None,
-        image_size=table.positive("image_size", int, 224, minimum=16, maximum=MAX_IMAGE_SIZE),
+        image_size=table.positive("image_size", int, IMAGE_SIZE, minimum=16, maximum=MAX_IMAGE_SIZE),
         split_seed=table.get("split_seed", int, 0),
         fractions=tuple(float(f) for f in fractions),
         group_by=table.get("group_by", str, None),
         cv_folds=table.positive("cv_folds", int, None, minimum=2),
         demo=DemoConfig(
-            per_class=demo.positive("per_class", int, 40, minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
-            size=demo.positive("size", int, 64, minimum=MIN_SIZE, maximum=MAX_SIZE),
-            seed=demo.positive("seed", int, 0, minimum=0, maximum=2**32 - 1),
+            per_class=demo.positive("per_class", int, DEMO_SETTINGS["per_class"], minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
+            size=demo.positive("size", int, DEMO_SETTINGS["size"], minimum=MIN_SIZE, maximum=MAX_SIZE),
+            seed=demo.positive("seed", int, DEMO_SETTINGS["seed"], minimum=0, maximum=2**32 - 1),
         ),
     )
 
 
-def _parse_training(table: _Table) -> TrainingConfig:
+def _parse_training(table: TomlTable) -> TrainingConfig:
     table.check_keys(("precision", "weights", "seed"))
     return TrainingConfig(
         precision=table.choice("precision", PRECISIONS, "auto"),

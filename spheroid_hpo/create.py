@@ -15,24 +15,25 @@ from pathlib import Path
 import optuna
 
 from spheroid_hpo.config import StudyConfig, parse_study_text
-from spheroid_hpo.data import prepare_split
-from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+from spheroid_hpo.data import DataSource, data_folder, prepare_split
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import RUNS_DIR, default_storage_url, open_storage, split_password
-from spheroid_hpo.studies import DataRecord, create_studies
+from spheroid_hpo.storage import default_storage_url, open_storage, split_password
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.studies import create_studies
 
 
 @dataclass(frozen=True)
-class StudyFamily:
+class CreatedStudies:
     """The per-architecture studies of one study file, in storage and ready for workers."""
 
     study_name: str
     storage_url: str
     studies: dict[str, optuna.Study]  # architecture -> its Optuna study
-    data: DataRecord
+    data: DataSource
+    manifest_csv: str
 
 
-def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> StudyFamily:
+def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> CreatedStudies:
     """Create (or reopen, to resume) ``config``'s studies in its storage; start no worker.
 
     The split manifest is written to ``runs_dir/<study>/splits.csv`` (the data
@@ -43,9 +44,11 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> St
     storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
     # Storage first: a wrong URL fails at once instead of after the data is scanned.
     storage = open_storage(storage_url, heartbeat_interval=None)
-    data = prepare_data(config, runs_dir=runs_dir)
-    studies = create_studies(config, storage, study_file_text=_without_password(config), data=data)
-    return StudyFamily(study_name=config.name, storage_url=storage_url, studies=studies, data=data)
+    data, manifest_csv = prepare_data(config, runs_dir=runs_dir)
+    studies = create_studies(config, storage, study_file_text=_without_password(config), data=data,
+                             manifest_csv=manifest_csv)
+    return CreatedStudies(study_name=config.name, storage_url=storage_url, studies=studies, data=data,
+                          manifest_csv=manifest_csv)
 
 
 def _without_password(config: StudyConfig) -> str:
@@ -63,18 +66,19 @@ def _without_password(config: StudyConfig) -> str:
     return text
 
 
-def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> DataRecord:
-    """Resolve the data folder (or write the demo set) and make the study's split manifest."""
+def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[DataSource, str]:
+    """Find the data folder (or write the demo set) and make the study's split manifest.
+
+    Returns the data as recorded on the studies, and the manifest's CSV text.
+    """
     demo = None
-    data_dir = config.data.path
-    if data_dir is None:
+    if config.data.path is None:
         demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
-        data_dir = ensure_demo_data(demo_data_dir(runs_dir, **demo), **demo)
+    folder = data_folder(config.data.path, demo=demo, runs_dir=runs_dir)
     split = prepare_split(
-        data_dir, manifest_path=Path(runs_dir) / config.name / "splits.csv", seed=config.data.split_seed,
+        folder, manifest_path=Path(runs_dir) / config.name / "splits.csv", seed=config.data.split_seed,
         fractions=config.data.fractions, group_by=config.data.group_by,
     )
-    return DataRecord(
-        path=None if demo else str(Path(data_dir).resolve()), demo=demo, image_size=config.data.image_size,
-        fingerprint=split.fingerprint, manifest_csv=split.manifest_path.read_text(),
-    )
+    source = DataSource(path=None if demo else str(folder.resolve()), demo=demo, image_size=config.data.image_size,
+                        fingerprint=split.fingerprint)
+    return source, split.manifest_path.read_text()

@@ -19,9 +19,9 @@ import optuna_dashboard
 from rich.console import Console
 from rich.markup import escape
 
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.storage import (
-    RUNS_DIR,
     default_artifact_dir,
     default_storage_url,
     masked_url,

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from spheroid_hpo.defaults import DEMO_SETTINGS
 from spheroid_hpo.errors import InputError
 
 CLASS_NAMES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
@@ -39,7 +40,8 @@ _GENERATOR_VERSION = 1  # bump when the images change, so stale folders are not 
 
 
 def write_demo_data(
-    out_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0
+    out_dir: str | os.PathLike[str], *, per_class: int = DEMO_SETTINGS["per_class"],
+    size: int = DEMO_SETTINGS["size"], seed: int = DEMO_SETTINGS["seed"],
 ) -> dict[str, int]:
     """Write OUT_DIR/<class name>/<name>.png (8-bit grey) and return the image count per class.
 
@@ -65,12 +67,14 @@ def write_demo_data(
     return counts
 
 
-def demo_data_dir(runs_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0) -> Path:
+def demo_data_dir(runs_dir: str | os.PathLike[str], *, per_class: int = DEMO_SETTINGS["per_class"],
+                  size: int = DEMO_SETTINGS["size"], seed: int = DEMO_SETTINGS["seed"]) -> Path:
     """Where the demo data set with these settings lives under ``runs_dir``: one folder per setting."""
     return Path(runs_dir) / f"demo-data-{per_class}x{size}px-seed{seed}"
 
 
-def ensure_demo_data(out_dir: str | os.PathLike[str], *, per_class: int = 40, size: int = 64, seed: int = 0) -> Path:
+def ensure_demo_data(out_dir: str | os.PathLike[str], *, per_class: int = DEMO_SETTINGS["per_class"],
+                     size: int = DEMO_SETTINGS["size"], seed: int = DEMO_SETTINGS["seed"]) -> Path:
     """Return `out_dir` holding the demo data for these settings, writing it only if absent.
 
     Reusing the folder keeps a split manifest written into it valid, and several

@@ -20,10 +20,7 @@ import contextlib
 import ctypes
 import functools
 import math
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,15 +31,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from spheroid_hpo.data import rotate_batch
+from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, MIN_BATCH_SIZE, PRECISIONS, Hyperparams
 from spheroid_hpo.metrics import classification_metrics
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CLASS_WEIGHTS = ("none", "balanced")
 EVAL_BATCH_SIZE = 64
-MIN_BATCH_SIZE = 2  # BatchNorm cannot normalise a batch of one image in train mode
 
 
 class CheckpointMismatch(InputError):
@@ -225,10 +221,7 @@ def train(
     val_images: torch.Tensor,
     val_labels: torch.Tensor,
     num_classes: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    rotation: float,
+    hyperparams: Hyperparams,
     seed: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -238,9 +231,8 @@ def train(
     checkpoint_tag: dict | None = None,
     checkpoint_guard: Callable[[], None] | None = None,
     progress: bool = False,
-    class_weights: str = "none",
 ) -> list[EpochStats]:
-    """Train ``model`` in place with Adam and cross-entropy; return the per-epoch history.
+    """Train ``model`` in place with Adam and cross-entropy under ``hyperparams``; return the per-epoch history.
 
     The model and the image tensors must already be on the same device. With
     ``checkpoint_path`` the state after every epoch is saved there, and a run that
@@ -253,7 +245,9 @@ def train(
     after the epoch's checkpoint is written, and may raise to stop.
     ``class_weights="balanced"`` weights the training loss by inverse class frequency in
     ``train_labels`` (see ``class_weights_for``); validation loss stays unweighted.
+    (``bn_momentum`` is the model's, set when it was built.)
     """
+    epochs, lr, batch_size, rotation = hyperparams.epochs, hyperparams.lr, hyperparams.batch_size, hyperparams.rotation
     if epochs < 1:
         raise InputError(f"epochs must be at least 1, but got {epochs=}")
     check_batch_size(batch_size)
@@ -270,7 +264,7 @@ def train(
     autocast_dtype = resolve_precision(precision, device, model=model)
     mean_t, std_t = _stats_tensors(device, mean, std)
     train_labels = train_labels.to(device)
-    loss_weights = class_weights_for(train_labels, num_classes=num_classes, mode=class_weights)
+    loss_weights = class_weights_for(train_labels, num_classes=num_classes, mode=hyperparams.class_weights)
     if loss_weights is not None:
         loss_weights = loss_weights.to(device)
     # One generator drives shuffling and rotation angles, so a seed fixes the run.
@@ -392,10 +386,7 @@ def _reuse_freed_memory() -> None:
 
 def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device,
                      tag: dict | None) -> None:
-    # Write then rename: a worker killed mid-save must never leave a torn checkpoint. The
-    # name is unique across machines: compose replicas on one shared volume are all PID 1.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
+    # Write then rename: a worker killed mid-save must never leave a torn checkpoint.
     state = {
         "tag": tag,
         "model": model.state_dict(),
@@ -406,8 +397,8 @@ def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device
     }
     if device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    torch.save(state, partial)
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        torch.save(state, partial)
 
 
 class _EpochBar:

@@ -29,7 +29,8 @@ from rich.text import Text
 from spheroid_hpo.config import StudyConfig
 from spheroid_hpo.create import create_study_family
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, masked_url, split_password
+from spheroid_hpo.storage import default_artifact_dir, masked_url, split_password
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.study_progress import ArchitectureProgress, progress_table, summarize_studies
 
 POLL_SECONDS = 2.0

@@ -13,100 +13,30 @@ at fold granularity; the stored model and figures are the last fold's.
 from __future__ import annotations
 
 import csv
+import socket
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import torch
 from optuna.artifacts import upload_artifact
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.calibration import calibrate
 from spheroid_hpo.config import ParamSpec
-from spheroid_hpo.data import Dataset, LabeledFile, SplitTensors, assign_folds, read_manifest
+from spheroid_hpo.data import TrainingData
 from spheroid_hpo.figures import plot_confusion, plot_curves
 from spheroid_hpo.models import count_parameters, create_model
 from spheroid_hpo.saved_model import ModelInfo, save_model
 from spheroid_hpo.search_space import suggest_params
+from spheroid_hpo.training.hyperparams import Hyperparams
+from spheroid_hpo.tuning import records
 
-# User attribute a re-queued interrupted trial carries: the trial whose checkpoint it resumes.
-RESUMES_TRIAL_ATTR = "resumes_trial"
-FAIL_REASON_ATTR = "fail_reason"
-CV_SCORES_ATTR = "cv_fold_val_macro_f1"
 MODEL_ARTIFACT = "model.pt"
-
-
-@dataclass(frozen=True)
-class TrialData:
-    """What every trial of a worker trains and validates on, decoded once per worker."""
-
-    train: SplitTensors
-    val: SplitTensors
-    class_names: tuple[str, ...]
-    image_size: int
-    # With cross-validation: the fold (0 .. K-1) of each image of train + val, in that order.
-    folds: tuple[int, ...] = ()
-
-    def runs(self):
-        """(train, val) for each training run of a trial: the manifest's split, or one pair per
-        fold of train + val. A generator, so only one fold's copy of the images exists at a time."""
-        if not self.folds:
-            yield self.train, self.val
-            return
-        images = torch.cat([self.train.images, self.val.images])
-        labels = torch.cat([self.train.labels, self.val.labels])
-        paths = self.train.paths + self.val.paths
-        fold_of = torch.tensor(self.folds, device=labels.device)
-        for fold in range(max(self.folds) + 1):
-            yield tuple(
-                SplitTensors(images=images[mask], labels=labels[mask],
-                             paths=tuple(p for p, keep in zip(paths, mask.tolist()) if keep))
-                for mask in (fold_of != fold, fold_of == fold)
-            )
-
-
-def trial_data(dataset: Dataset, *, manifest: Path, cv_folds: int | None, split_seed: int) -> TrialData:
-    """What trials train on: the manifest's train and val splits of ``dataset`` and, with
-    ``cv_folds``, the fold of each of their images, with the manifest's groups and every set of
-    duplicates kept in one fold. The folds depend only on the files, so they repeat anywhere."""
-    folds: tuple[int, ...] = ()
-    if cv_folds is not None:
-        group_of = {row.path: row.group for row in read_manifest(manifest)}
-        files = [LabeledFile(path, int(label)) for split in (dataset.train, dataset.val)
-                 for path, label in zip(split.paths, split.labels.tolist())]
-        folds = tuple(assign_folds(
-            files, folds=cv_folds, seed=split_seed,
-            groups=[group_of.get(file.path) for file in files], together=dataset.duplicates.groups(near=True),
-        ))
-    return TrialData(train=dataset.train, val=dataset.val, class_names=dataset.class_names,
-                     image_size=dataset.image_size, folds=folds)
-
-
-def retry_links(trial: FrozenTrial) -> tuple[int | None, list[int]]:
-    """The trial a heartbeat retry stands for, and every earlier attempt of it."""
-    # Optuna marks these accessors experimental; the warning means nothing to our users.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return (
-            RetryHeartbeatStaleTrialCallback.retried_trial_number(trial),
-            RetryHeartbeatStaleTrialCallback.retry_history(trial),
-        )
-
-
-def checkpoint_owner(trial: FrozenTrial) -> int:
-    """The trial whose checkpoint ``trial`` continues: itself, or the one it retries or resumes."""
-    resumed = trial.user_attrs.get(RESUMES_TRIAL_ATTR)
-    if resumed is not None:
-        return int(resumed)
-    retried, _ = retry_links(trial)
-    return trial.number if retried is None else retried
 
 
 class TrialTakenOver(BaseException):
@@ -128,7 +58,7 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
 def build_objective(
     *,
     architecture: str,
-    data: TrialData,
+    data: TrainingData,
     search_space: Sequence[ParamSpec],
     device: torch.device,
     artifact_store,
@@ -142,7 +72,8 @@ def build_objective(
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, search_space, architecture=architecture)
-        owner = checkpoint_owner(_frozen(trial))
+        owner = records.checkpoint_owner(_frozen(trial))
+        hyperparams = Hyperparams.from_params(params)
         started = time.perf_counter()
         history: list[engine.EpochStats] = []
         fold_scores: list[float] = []
@@ -163,14 +94,15 @@ def build_objective(
                 raise optuna.TrialPruned(f"pruned after epoch {stats.epoch} at val macro-F1 {stats.val_macro_f1:.3f}")
 
         def record_failure(error: Exception, checkpoint: Path) -> None:
-            trial.set_user_attr(FAIL_REASON_ATTR, f"{error.__class__.__name__}: {error}"[:1000])
+            trial.set_user_attr(records.FAIL_REASON, f"{error.__class__.__name__}: {error}"[:1000])
             _record_history(trial, history, started)
             if not isinstance(error, engine.CheckpointMismatch):  # a refused checkpoint is not ours to delete
                 checkpoint.unlink(missing_ok=True)
 
-        trial.set_user_attr("device", str(device))
+        trial.set_user_attr(records.DEVICE, str(device))
         # CPU results depend on the thread count (reduction order); reproduce needs it.
-        trial.set_user_attr("torch_threads", torch.get_num_threads())
+        trial.set_user_attr(records.TORCH_THREADS, torch.get_num_threads())
+        trial.set_user_attr(records.HOST, socket.gethostname())
         for fold, (train, val) in enumerate(data.runs(), start=1):
             history.clear()
             checkpoint = Path(checkpoint_dir) / (f"trial-{owner}-fold{fold}.pt" if data.folds else f"trial-{owner}.pt")
@@ -181,23 +113,21 @@ def build_objective(
             engine.seed_everything(seed)
             try:
                 model = create_model(
-                    architecture, num_classes=num_classes, weights=weights, bn_momentum=params.get("bn_momentum")
+                    architecture, num_classes=num_classes, weights=weights, bn_momentum=hyperparams.bn_momentum
                 ).to(device, memory_format=torch.channels_last)
-                trial.set_user_attr("parameter_count", count_parameters(model))
+                trial.set_user_attr(records.PARAMETER_COUNT, count_parameters(model))
                 engine.train(
                     model,
                     train_images=train.images, train_labels=train.labels,
                     val_images=val.images, val_labels=val.labels,
-                    num_classes=num_classes, epochs=int(params["epochs"]), lr=float(params["lr"]),
-                    batch_size=int(params["batch_size"]), rotation=float(params["rotation"]),
+                    num_classes=num_classes, hyperparams=hyperparams,
                     seed=seed, precision=precision, on_epoch=on_epoch, checkpoint_path=checkpoint,
                     checkpoint_tag=tag, checkpoint_guard=still_ours,
-                    class_weights=str(params.get("class_weights", "none")),
                 )
                 if data.folds:
                     still_ours()
                     fold_scores.append(history[-1].val_macro_f1)
-                    trial.set_user_attr(CV_SCORES_ATTR, list(fold_scores))
+                    trial.set_user_attr(records.CV_SCORES, list(fold_scores))
                     checkpoint.unlink(missing_ok=True)
                     trial.report(statistics.fmean(fold_scores), fold)
                     if trial.should_prune():
@@ -220,13 +150,13 @@ def build_objective(
                 autocast_dtype=engine.resolve_precision(precision, device, model=model),
             )
             _record_history(trial, history, started)
-            trial.set_user_attr("val_f1_per_class", [round(f, 6) for f in val_metrics.f1])
-            trial.set_user_attr("val_accuracy", val_metrics.accuracy)
-            trial.set_user_attr("class_names", list(data.class_names))
+            trial.set_user_attr(records.VAL_F1_PER_CLASS, [round(f, 6) for f in val_metrics.f1])
+            trial.set_user_attr(records.VAL_ACCURACY, val_metrics.accuracy)
+            trial.set_user_attr(records.CLASS_NAMES, list(data.class_names))
             # Under cross-validation ``val`` is the last fold's validation part, which this model never
             # trained on; most of the manifest's validation split was its training data.
             calibration = calibrate(model, val_images=val.images, val_labels=val.labels)
-            trial.set_user_attr("calibration", calibration.as_dict())
+            trial.set_user_attr(records.CALIBRATION, calibration.as_dict())
             _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, params=params,
                               architecture=architecture, data=data)
         except Exception as error:
@@ -246,7 +176,7 @@ def build_objective(
 
 
 def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, *, params, architecture: str,
-                      data: TrialData) -> None:
+                      data: TrainingData) -> None:
     """Upload the trial's history, curves, validation confusion matrix and ``model.pt``."""
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-trial-") as scratch:
         scratch = Path(scratch)
@@ -258,7 +188,7 @@ def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibr
         upload_artifact(artifact_store=artifact_store, file_path=str(confusion), study_or_trial=trial)
         info = ModelInfo(
             architecture=architecture, class_names=data.class_names, image_size=data.image_size,
-            mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=params.get("bn_momentum"),
+            mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=Hyperparams.from_params(params).bn_momentum,
             temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
         )
         weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)
@@ -266,18 +196,18 @@ def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibr
             artifact_store=artifact_store, file_path=str(weights_file), study_or_trial=trial,
             mimetype="application/octet-stream",
         )
-        trial.set_user_attr("model_artifact_id", artifact_id)
+        trial.set_user_attr(records.MODEL_ARTIFACT_ID, artifact_id)
 
 
 def _record_history(trial: optuna.Trial, history: Sequence[engine.EpochStats], started: float) -> None:
-    trial.set_user_attr("wall_time_seconds", round(time.perf_counter() - started, 3))
-    trial.set_user_attr("epochs_trained", len(history))
-    trial.set_user_attr("epochs_restored", sum(record.restored for record in history))
+    trial.set_user_attr(records.WALL_TIME_SECONDS, round(time.perf_counter() - started, 3))
+    trial.set_user_attr(records.EPOCHS_TRAINED, len(history))
+    trial.set_user_attr(records.EPOCHS_RESTORED, sum(record.restored for record in history))
     if history:
-        trial.set_user_attr("val_macro_f1_last", history[-1].val_macro_f1)
+        trial.set_user_attr(records.VAL_MACRO_F1_LAST, history[-1].val_macro_f1)
         trained = [record.images_per_second for record in history if record.images_per_second > 0]
         if trained:
-            trial.set_user_attr("train_images_per_second", round(sum(trained) / len(trained), 1))
+            trial.set_user_attr(records.TRAIN_IMAGES_PER_SECOND, round(sum(trained) / len(trained), 1))
 
 
 def _upload_history(trial, artifact_store, history, *, architecture: str) -> None:

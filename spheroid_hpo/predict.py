@@ -14,9 +14,6 @@ and folders skipped. A file that cannot be read gets a row saying why.
 from __future__ import annotations
 
 import csv
-import os
-import socket
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import torch
 
 from spheroid_hpo import engine
 from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
+from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.saved_model import load_model
 from spheroid_hpo.tta import tta_probabilities
@@ -72,20 +70,14 @@ def predict_images(
                *(TTA_COLUMNS if tta else ()), "error"]
     scoring = _Scoring(logits_fn=logits_fn, temperature=info.temperature if calibrated else 1.0, tta=tta,
                        uncertain_entropy=info.uncertain_entropy)
-    partial = out.with_name(f".{out.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial")
     errors = 0
-    try:
-        with open(partial, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for start in range(0, len(files), CHUNK):
-                rows = _classify(files[start:start + CHUNK], scoring=scoring, info=info)
-                errors += sum(1 for row in rows if row[-1])
-                writer.writerows(rows)
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    with replacing(out) as partial, open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for start in range(0, len(files), CHUNK):
+            rows = _classify(files[start:start + CHUNK], scoring=scoring, info=info)
+            errors += sum(1 for row in rows if row[-1])
+            writer.writerows(rows)
     return PredictSummary(out=out, images=len(files), errors=errors, class_names=info.class_names)
 
 

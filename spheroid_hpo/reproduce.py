@@ -33,25 +33,17 @@ from spheroid_hpo.best_config import (
     SeedScores,
     read_best_config,
 )
-from spheroid_hpo.data import load_dataset, prepare_split
-from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+from spheroid_hpo.data import data_folder, load_dataset, prepare_split, training_data
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.machine import MachineFingerprint, machine_fingerprint
 from spheroid_hpo.models import create_model
-from spheroid_hpo.objective import trial_data
-from spheroid_hpo.report import (
-    best_trial,
-    download_model,
-    evaluate_on_test,
-    load_study_data,
-    open_family,
-    study_data_dir,
-    write_study_manifest,
-)
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, open_artifact_store
+from spheroid_hpo.report import download_model, evaluate_on_test, open_family
+from spheroid_hpo.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training_run import run_training
+from spheroid_hpo.tuning.records import RunRecord
 
-THREADS_ATTR = "torch_threads"  # recorded on trials by workers that know their thread count
 Log = Callable[[str], None]
 
 
@@ -89,27 +81,24 @@ def export_best(
     log = log or _stderr
     runs_dir = Path(runs_dir)
     family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
-    candidates = [(architecture, best_trial(family.trials(architecture))) for architecture in family.studies]
-    candidates = [(architecture, trial) for architecture, trial in candidates if trial is not None]
-    if not candidates:
+    best = family.best_overall()
+    if best is None:
         raise InputError(
             f"study {family.name} has no completed trial yet; run `spheroid-hpo launch --study "
             f"studies/{family.name}.toml` until one completes"
         )
-    # The highest validation macro-F1; on a tie the architecture listed first, then the earlier trial.
-    architecture, trial = max(candidates, key=lambda pair: pair[1].value)
+    architecture, trial = best
     config = family.config
     artifact_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(family.name, runs_dir=runs_dir)
     if not artifact_dir.is_dir():
         raise InputError(f"artifact folder {artifact_dir} does not exist; pass --artifacts with the study's folder")
-    threads = trial.user_attrs.get(THREADS_ATTR, threads) or torch.get_num_threads()
+    threads = RunRecord.of(trial).torch_threads or threads or torch.get_num_threads()
     torch_device = engine.resolve_device(device)
 
-    folder = study_data_dir(family, data_dir=data_dir, runs_dir=runs_dir)
+    folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
         scratch = Path(scratch)
-        manifest = write_study_manifest(family, scratch / "splits.csv")
-        dataset = load_study_data(family, data_dir=folder, manifest_path=manifest, splits=("test",))
+        dataset = family.load_data(folder, manifest_path=scratch / "splits.csv")
         model = download_model(trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
                                study_name=config.study_name(architecture), folder=scratch)
         original_test = evaluate_on_test(
@@ -119,11 +108,11 @@ def export_best(
         unscored = SeedScores(per_seed=(), original=0.0)
         best = BestConfig(
             study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial, architecture),
-            image_size=int(family.data["image_size"]), precision=config.training.precision,
-            weights=config.training.weights, data_path=family.data["path"],
-            demo=dict(family.data["demo"]) if family.data["path"] is None else None,
+            image_size=family.data.image_size, precision=config.training.precision,
+            weights=config.training.weights, data_path=family.data.path,
+            demo=dict(family.data.demo) if family.data.path is None else None,
             split_seed=config.data.split_seed, fractions=tuple(config.data.fractions), group_by=config.data.group_by,
-            cv_folds=config.data.cv_folds, fingerprint=family.data["fingerprint"],
+            cv_folds=config.data.cv_folds, fingerprint=family.data.fingerprint,
             machine=machine_fingerprint(torch_device, threads=threads, precision=config.training.precision),
             seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
         )
@@ -231,7 +220,8 @@ def reproduce(
     threads = threads or config.machine.threads
     here = machine_fingerprint(torch_device, threads=threads, precision=config.precision)
     differences = config.machine.differences(here)
-    folder = _data_folder(config, data_dir=data_dir, runs_dir=Path(runs_dir))
+    folder = data_folder(config.data_path, demo=config.demo, data_dir=data_dir, runs_dir=Path(runs_dir),
+                         owner="the configuration")
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-reproduce-") as scratch:
         scratch = Path(scratch)
         manifest = _drawn_split(config, folder, scratch / "splits.csv", source=str(path))
@@ -307,18 +297,15 @@ def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, dev
             f"({run.seconds:.0f} s)")
         return run
     with _torch_threads(threads if device.type == "cpu" else None):
-        results = run_training(
-            data_dir=folder, out_dir=out_dir,
-            arch=config.architecture, epochs=int(config.params["epochs"]), lr=float(config.params["lr"]),
-            rotation=float(config.params["rotation"]), batch_size=int(config.params["batch_size"]),
+        result = run_training(
+            data_dir=folder, out_dir=out_dir, arch=config.architecture,
+            hyperparams=Hyperparams.from_params(config.params),
             image_size=config.image_size, seed=seed, device=str(device), weights=config.weights,
-            precision=config.precision, bn_momentum=config.params.get("bn_momentum"),
-            class_weights=str(config.params.get("class_weights", "none")),
-            fractions=config.fractions, split_manifest=manifest, progress=False,
+            precision=config.precision, fractions=config.fractions, split_manifest=manifest, progress=False,
         )
     # The trial's value is its last epoch's validation score, taken inside the training loop.
-    run = SeedRun(seed=seed, val_macro_f1=results["history"][-1]["val_macro_f1"],
-                  test_macro_f1=results["test"]["macro_f1"], seconds=time.perf_counter() - started)
+    run = SeedRun(seed=seed, val_macro_f1=result.val_macro_f1, test_macro_f1=result.test_macro_f1,
+                  seconds=time.perf_counter() - started)
     log(f"seed {seed}: val macro-F1 {run.val_macro_f1:.4f}, test macro-F1 {run.test_macro_f1:.4f} "
         f"({run.seconds:.0f} s)")
     return run
@@ -329,18 +316,17 @@ def _retrain_folds(config: BestConfig, *, seed: int, folder: Path, manifest: Pat
     """Retrain as a cross-validated trial did: once per fold of train+val. Returns the trial's
     value (mean fold validation macro-F1) and the last fold's model's test macro-F1."""
     dataset = load_dataset(folder, image_size=config.image_size, manifest_path=manifest).to(device)
-    data = trial_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split_seed)
+    data = training_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split_seed)
+    hyperparams = Hyperparams.from_params(config.params)
     scores = []
     for train, val in data.runs():
         engine.seed_everything(seed)
         model = create_model(config.architecture, num_classes=len(dataset.class_names), weights=config.weights,
-                             bn_momentum=config.params.get("bn_momentum")).to(device, memory_format=torch.channels_last)
+                             bn_momentum=hyperparams.bn_momentum).to(device, memory_format=torch.channels_last)
         history = engine.train(
             model, train_images=train.images, train_labels=train.labels, val_images=val.images,
-            val_labels=val.labels, num_classes=len(dataset.class_names), epochs=int(config.params["epochs"]),
-            lr=float(config.params["lr"]), batch_size=int(config.params["batch_size"]),
-            rotation=float(config.params["rotation"]), seed=seed, precision=config.precision,
-            class_weights=str(config.params.get("class_weights", "none")),
+            val_labels=val.labels, num_classes=len(dataset.class_names), hyperparams=hyperparams, seed=seed,
+            precision=config.precision,
         )
         scores.append(history[-1].val_macro_f1)
     _, test = engine.evaluate(model, dataset.test.images, dataset.test.labels, num_classes=len(dataset.class_names),
@@ -359,19 +345,6 @@ def _drawn_split(config: BestConfig, folder: Path, manifest: Path, *, source: st
             f"the same images"
         )
     return split.manifest_path
-
-
-def _data_folder(config: BestConfig, *, data_dir: Path | None, runs_dir: Path) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    if config.demo is not None:
-        return ensure_demo_data(demo_data_dir(runs_dir, **config.demo), **config.demo)
-    if not Path(config.data_path).is_dir():
-        raise InputError(
-            f"the configuration was found on {config.data_path}, which this machine does not have; pass --data "
-            f"with this machine's copy of that folder"
-        )
-    return Path(config.data_path)
 
 
 @contextlib.contextmanager

@@ -7,13 +7,13 @@ opens it without running any pickled code.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.models import create_model
 
@@ -52,9 +52,8 @@ def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
         "uncertain_entropy": info.uncertain_entropy,
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
     }
-    partial = path.with_name(path.name + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        torch.save(payload, partial)
     return path
 
 

@@ -21,9 +21,9 @@ import sqlalchemy.exc
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 
-RUNS_DIR = Path("runs")
 SQLITE_BUSY_TIMEOUT_S = 120
 DEFAULT_HEARTBEAT_INTERVAL_S = 15
 MAX_RETRIES = 3

@@ -12,6 +12,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from spheroid_hpo.training.hyperparams import format_params
+from spheroid_hpo.tuning import records
+
 
 @dataclass(frozen=True)
 class ArchitectureProgress:
@@ -39,8 +42,9 @@ def summarize(architecture: str, trials: Iterable[FrozenTrial], *, budget: int |
     trials = list(trials)
     by_state = {state: [t for t in trials if t.state == state] for state in TrialState}
     complete = by_state[TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value, default=None)
-    speeds = [t.user_attrs["train_images_per_second"] for t in trials if "train_images_per_second" in t.user_attrs]
+    best = records.best_trial(complete)
+    runs = [records.RunRecord.of(t) for t in trials]
+    speeds = [run.images_per_second for run in runs if run.images_per_second is not None]
     return ArchitectureProgress(
         architecture=architecture,
         budget=budget,
@@ -52,33 +56,19 @@ def summarize(architecture: str, trials: Iterable[FrozenTrial], *, budget: int |
         best_value=best.value if best else None,
         best_params=dict(best.params) if best else {},
         best_trial=best.number if best else None,
-        compute_seconds=sum(t.user_attrs.get("wall_time_seconds", 0.0) for t in trials),
+        compute_seconds=sum(run.wall_time_seconds for run in runs),
         images_per_second=sum(speeds) / len(speeds) if speeds else None,
-        fail_reason=next((t.user_attrs.get("fail_reason") for t in reversed(by_state[TrialState.FAIL])
-                          if t.user_attrs.get("fail_reason")), None),
+        fail_reason=next((records.fail_reason(t) for t in reversed(by_state[TrialState.FAIL])
+                          if records.fail_reason(t)), None),
     )
 
 
-def summarize_studies(studies: dict[str, optuna.Study], *, budget_attr: str = "n_trials") -> list[ArchitectureProgress]:
+def summarize_studies(studies: dict[str, optuna.Study]) -> list[ArchitectureProgress]:
+    """``summarize`` for each architecture's study, with its recorded budget."""
     return [
-        summarize(architecture, study.get_trials(deepcopy=False), budget=study.user_attrs.get(budget_attr))
+        summarize(architecture, study.get_trials(deepcopy=False), budget=records.budget(study))
         for architecture, study in studies.items()
     ]
-
-
-SHORT_NAMES = {"epochs": "ep", "lr": "lr", "rotation": "rot", "batch_size": "bs", "bn_momentum": "bnm"}
-
-
-def format_params(params: dict, *, short: bool = False) -> str:
-    """``epochs=60 lr=1.0e-04 rotation=20 batch_size=10`` (``ep=60 lr=1.0e-04 ...`` when short)."""
-    parts = []
-    for name, value in params.items():
-        if isinstance(value, float):
-            text = f"{value:.1e}" if name in ("lr", "bn_momentum") else f"{value:.3g}"
-        else:
-            text = str(value)
-        parts.append(f"{SHORT_NAMES.get(name, name) if short else name}={text}")
-    return " ".join(parts)
 
 
 def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Group:

@@ -12,6 +12,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,9 +20,53 @@ import torch
 from spheroid_hpo import engine
 from spheroid_hpo.calibration import calibrate, plot_reliability
 from spheroid_hpo.data import load_dataset
+from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.figures import plot_confusion, plot_curves
 from spheroid_hpo.models import check_image_size, count_parameters, create_model
 from spheroid_hpo.saved_model import ModelInfo, save_model
+from spheroid_hpo.training.hyperparams import Hyperparams
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one training run measured; ``as_dict()`` is its ``metrics.json``."""
+
+    class_names: tuple[str, ...]
+    validation: dict  # loss, accuracy, macro_f1, f1 per class, confusion (after training)
+    test: dict
+    calibration: dict
+    history: tuple[dict, ...]  # one EpochStats.as_dict() per epoch
+    wall_time_seconds: float
+    parameter_count: int
+    split_sizes: dict[str, int]
+    split_manifest: str
+    data_fingerprint: str
+    duplicate_groups_across_splits: tuple
+    skipped_images: tuple[dict, ...]
+    config: dict
+    environment: dict
+
+    @property
+    def val_macro_f1(self) -> float:
+        """The last epoch's validation macro-F1, taken inside the loop: what a trial's value is."""
+        return self.history[-1]["val_macro_f1"]
+
+    @property
+    def test_macro_f1(self) -> float:
+        """Macro-F1 of the trained model on the test split."""
+        return self.test["macro_f1"]
+
+    def as_dict(self) -> dict:
+        """The ``metrics.json`` document."""
+        return {
+            "class_names": list(self.class_names), "validation": self.validation, "test": self.test,
+            "calibration": self.calibration, "history": list(self.history),
+            "wall_time_seconds": self.wall_time_seconds, "parameter_count": self.parameter_count,
+            "split_sizes": self.split_sizes, "split_manifest": self.split_manifest,
+            "data_fingerprint": self.data_fingerprint,
+            "duplicate_groups_across_splits": list(self.duplicate_groups_across_splits),
+            "skipped_images": list(self.skipped_images), "config": self.config, "environment": self.environment,
+        }
 
 
 def run_training(
@@ -29,40 +74,34 @@ def run_training(
     data_dir: Path,
     out_dir: Path,
     arch: str,
-    epochs: int,
-    lr: float,
-    rotation: float,
-    batch_size: int,
-    image_size: int = 224,
+    hyperparams: Hyperparams,
+    image_size: int = IMAGE_SIZE,
     seed: int = 0,
     device: str = "auto",
     weights: str = "none",
     precision: str = "auto",
-    bn_momentum: float | None = None,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
     group_by: str | None = None,
     groups_csv: Path | None = None,
     split_manifest: Path | None = None,
     class_names: Sequence[str] | None = None,
     allow_near_duplicates_across_splits: bool = False,
-    class_weights: str = "none",
     progress: bool = True,
-) -> dict:
-    """Train ``arch`` on ``data_dir`` and write the run folder ``out_dir``; return the metrics."""
+) -> TrainResult:
+    """Train ``arch`` with ``hyperparams`` on ``data_dir`` and write the run folder ``out_dir``."""
     started = time.perf_counter()
     config = {
         "data_dir": str(Path(data_dir).resolve()), "out_dir": str(Path(out_dir).resolve()), "arch": arch,
-        "epochs": epochs, "lr": lr, "rotation": rotation, "batch_size": batch_size, "image_size": image_size,
-        "seed": seed, "device": device, "weights": weights, "precision": precision, "bn_momentum": bn_momentum,
+        **hyperparams.as_dict(), "image_size": image_size,
+        "seed": seed, "device": device, "weights": weights, "precision": precision,
         "fractions": list(fractions), "group_by": group_by,
         "groups_csv": str(groups_csv) if groups_csv else None,
         "split_manifest": str(split_manifest) if split_manifest else None,
         "class_names": list(class_names) if class_names else None,
         "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
-        "class_weights": class_weights,
     }
     # Before the data is decoded: these fail in seconds, not after minutes of loading.
-    engine.check_batch_size(batch_size)
+    engine.check_batch_size(hyperparams.batch_size)
     check_image_size(arch, image_size)
     torch_device = engine.resolve_device(device)
     dataset = load_dataset(
@@ -73,14 +112,13 @@ def run_training(
     num_classes = len(dataset.class_names)
 
     engine.seed_everything(seed)
-    model = create_model(arch, num_classes=num_classes, weights=weights, bn_momentum=bn_momentum)
+    model = create_model(arch, num_classes=num_classes, weights=weights, bn_momentum=hyperparams.bn_momentum)
     model.to(torch_device, memory_format=torch.channels_last)
     history = engine.train(
         model,
         train_images=dataset.train.images, train_labels=dataset.train.labels,
         val_images=dataset.val.images, val_labels=dataset.val.labels,
-        num_classes=num_classes, epochs=epochs, lr=lr, batch_size=batch_size, rotation=rotation,
-        seed=seed, precision=precision, progress=progress, class_weights=class_weights,
+        num_classes=num_classes, hyperparams=hyperparams, seed=seed, precision=precision, progress=progress,
     )
     autocast_dtype = engine.resolve_precision(precision, torch_device, model=model)
     evaluations = {}
@@ -100,7 +138,7 @@ def run_training(
     out_dir.mkdir(parents=True, exist_ok=True)
     info = ModelInfo(
         architecture=arch, class_names=dataset.class_names, image_size=image_size,
-        mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=bn_momentum,
+        mean=engine.IMAGENET_MEAN, std=engine.IMAGENET_STD, bn_momentum=hyperparams.bn_momentum,
         temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
     )
     save_model(out_dir / "model.pt", model, info)
@@ -112,26 +150,26 @@ def run_training(
         evaluations["test"]["confusion"], dataset.class_names, out_dir / "confusion.png",
         title=f"{arch}: test confusion matrix",
     )
-    results = {
-        "class_names": list(dataset.class_names),
-        "validation": evaluations["val"],
-        "test": evaluations["test"],
-        "calibration": calibration.as_dict(),
-        "history": history_dicts,
-        "wall_time_seconds": time.perf_counter() - started,
-        "parameter_count": count_parameters(model),
-        "split_sizes": {split: len(getattr(dataset, split).labels) for split in ("train", "val", "test")},
-        "split_manifest": str(dataset.manifest_path),
-        "data_fingerprint": dataset.fingerprint,
-        "duplicate_groups_across_splits": list(dataset.straddling),
-        "skipped_images": [{"path": path, "reason": reason} for path, reason in dataset.problems],
-        "config": config,
-        "environment": {
+    result = TrainResult(
+        class_names=tuple(dataset.class_names),
+        validation=evaluations["val"],
+        test=evaluations["test"],
+        calibration=calibration.as_dict(),
+        history=tuple(history_dicts),
+        wall_time_seconds=time.perf_counter() - started,
+        parameter_count=count_parameters(model),
+        split_sizes={split: len(getattr(dataset, split).labels) for split in ("train", "val", "test")},
+        split_manifest=str(dataset.manifest_path),
+        data_fingerprint=dataset.fingerprint,
+        duplicate_groups_across_splits=tuple(dataset.straddling),
+        skipped_images=tuple({"path": path, "reason": reason} for path, reason in dataset.problems),
+        config=config,
+        environment={
             "device": str(torch_device),
             "autocast": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "fp32",
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(results, indent=2))
-    return results
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return result

@@ -22,22 +22,15 @@ from optuna.trial import TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.config import StudyConfig
+from spheroid_hpo.data import TrainingData, load_recorded_dataset, training_data
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.objective import FAIL_REASON_ATTR, TrialData, TrialTakenOver, build_objective, trial_data
-from spheroid_hpo.study_data import load_study_dataset
+from spheroid_hpo.objective import TrialTakenOver, build_objective
 from spheroid_hpo.storage import (
-    RUNS_DIR, default_artifact_dir, default_storage_url, open_artifact_store, open_storage, require_existing_sqlite,
+    default_artifact_dir, default_storage_url, open_artifact_store, open_storage, require_existing_sqlite,
 )
-from spheroid_hpo.studies import (
-    BUDGET_ATTR,
-    DATA_ATTR,
-    INTERRUPTED,
-    MANIFEST_ATTR,
-    budget_used,
-    checkpoint_dir,
-    find_study_family,
-    load_studies,
-)
+from spheroid_hpo.studies import checkpoint_dir, find_study_family, load_studies
+from spheroid_hpo.tuning import records
 
 log = logging.getLogger("spheroid_hpo.worker")
 POLL_SECONDS = 2.0
@@ -144,7 +137,7 @@ def _marking_interrupts(objective):
         try:
             return objective(trial)
         except _Interrupted:
-            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
+            trial.set_user_attr(records.FAIL_REASON, records.INTERRUPTED)
             raise
     return wrapped
 
@@ -170,8 +163,8 @@ def _next_architecture(studies: dict[str, optuna.Study], *, worker_index: int = 
         if any(t.state == TrialState.WAITING for t in trials):
             return architecture
         running = running or any(t.state == TrialState.RUNNING for t in trials)
-        budget = study.user_attrs.get(BUDGET_ATTR)
-        used = budget_used(trials)
+        budget = records.budget(study)
+        used = records.budget_used(trials)
         if budget is None or used < budget:
             counts[architecture] = used
     if counts:
@@ -183,17 +176,16 @@ def _next_architecture(studies: dict[str, optuna.Study], *, worker_index: int = 
 def _load_trial_data(
     config: StudyConfig, studies: dict[str, optuna.Study], *, data_dir: Path | None, runs_dir: Path,
     device: torch.device,
-) -> TrialData:
+) -> TrainingData:
     """Decode the study's train and validation splits once, checking they are the study's data."""
     first = next(iter(studies.values()))
-    record = first.user_attrs.get(DATA_ATTR)
-    manifest_csv = first.user_attrs.get(MANIFEST_ATTR)
-    if record is None or manifest_csv is None:
+    source, manifest_csv = records.data_source(first.user_attrs), records.manifest_csv(first.user_attrs)
+    if source is None or manifest_csv is None:
         raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
     manifest = runs_dir / config.name / "splits.csv"
-    dataset = load_study_dataset(
-        study_name=config.name, record=record, manifest_csv=manifest_csv,
+    dataset = load_recorded_dataset(
+        source, owner=f"study {config.name}", manifest_csv=manifest_csv,
         manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,
         splits=("train", "val"),
     ).to(device)
-    return trial_data(dataset, manifest=manifest, cv_folds=config.data.cv_folds, split_seed=config.data.split_seed)
+    return training_data(dataset, manifest=manifest, cv_folds=config.data.cv_folds, split_seed=config.data.split_seed)

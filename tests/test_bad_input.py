@@ -26,6 +26,7 @@ import tifffile
 import torch
 from optuna.trial import TrialState
 
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo import storage as storage_module
 from spheroid_hpo.cli import main
 from spheroid_hpo.models import create_model
@@ -222,7 +223,7 @@ def test_studies_sharing_an_artifact_folder_do_not_resume_each_others_checkpoint
     model = create_model("squeezenet1_1", num_classes=4)
     images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
     train(model, train_images=images, train_labels=labels, val_images=images, val_labels=labels, num_classes=4,
-          epochs=3, lr=1e-3, batch_size=4, rotation=0.0, seed=0, checkpoint_path=foreign,
+          hyperparams=Hyperparams(epochs=3, lr=1e-3, batch_size=4, rotation=0.0), seed=0, checkpoint_path=foreign,
           checkpoint_tag={"study": "a.squeezenet1_1-abc", "trial": 0, "params": {}})
     path = tmp_path / "b.toml"
     path.write_text(BOTH.format(name="b", epochs=2, lr=1e-5))
@@ -248,8 +249,8 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 
     def run(tag):
         return train(create_model("squeezenet1_1", num_classes=4), train_images=images, train_labels=labels,
-                     val_images=images, val_labels=labels, num_classes=4, epochs=1, lr=1e-3, batch_size=4,
-                     rotation=0.0, seed=0, checkpoint_path=checkpoint, checkpoint_tag=tag)
+                     val_images=images, val_labels=labels, num_classes=4, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0),
+                     seed=0, checkpoint_path=checkpoint, checkpoint_tag=tag)
 
     run({"study": "a-1", "trial": 0, "params": {"lr": 1e-3}})
     with pytest.raises(CheckpointMismatch, match="belongs to another run"):
@@ -289,8 +290,8 @@ def test_an_epoch_without_a_training_image_raises():
     one = torch.rand(1, 3, 32, 32)
     with pytest.raises(InputError, match="trained on no image"):
         train(create_model("squeezenet1_1", num_classes=2), train_images=one, train_labels=torch.tensor([0]),
-              val_images=one, val_labels=torch.tensor([0]), num_classes=2, epochs=1, lr=1e-3, batch_size=4,
-              rotation=0.0, seed=0)
+              val_images=one, val_labels=torch.tensor([0]), num_classes=2, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0),
+              seed=0)
 
 
 # --- 4. a worker paused past its heartbeat ---------------------------------------------------------------

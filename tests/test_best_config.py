@@ -7,6 +7,7 @@ that retrain ask ``--seeds 1`` wherever the rule allows it.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 import os
 import re
 import subprocess
@@ -26,7 +27,8 @@ from spheroid_hpo.errors import InputError
 from spheroid_hpo.report import open_family
 from spheroid_hpo.reproduce import SeedRun, export_best, reproduce
 from spheroid_hpo.storage import open_storage
-from spheroid_hpo.studies import DataRecord, create_studies
+from spheroid_hpo.data import DataSource
+from spheroid_hpo.studies import create_studies
 from finished_trials import trial_model_and_split
 from study_files import write_tiny_study
 
@@ -223,7 +225,7 @@ def test_a_retraining_trains_with_the_threads_it_is_given(monkeypatch, tmp_path)
 
     def fake_training(**kwargs):
         seen.append(engine.torch.get_num_threads())
-        return {"history": [{"val_macro_f1": 0.5}], "test": {"macro_f1": 0.5}}
+        return SimpleNamespace(val_macro_f1=0.5, test_macro_f1=0.5)
 
     monkeypatch.setattr(reproduce_module, "run_training", fake_training)
     before = engine.torch.get_num_threads()
@@ -305,12 +307,12 @@ def test_reproduce_refuses_data_that_differs_from_the_files(runs_dir, tmp_path):
     [
         (r"^\[params\]$", "[params]\nmomentum = 0.1", "params.momentum is not a known key"),
         (r"^\[expected\]$", "[expect]", "expect is not a known key"),
-        (r"^epochs = .*$", 'epochs = "six"', "params.epochs must be a int"),
+        (r"^epochs = .*$", 'epochs = "six"', "params.epochs must be int"),
         (r"^architecture = .*$", 'architecture = "lenet"', "use one of"),
         (r"^original = .*# the study's trial, as it ran\n\n\[expected.test", "original = 1.5\n\n[expected.test",
-         "original must be between 0 and 1"),
+         "original must be from 0 to 1"),
         (r"^\[best\]$", "[best", "not a readable TOML file"),
-        (r"^threads = .*$", "threads = 0", "machine.threads must be positive"),
+        (r"^threads = .*$", "threads = 0", "machine.threads must be at least 1"),
         (r"^seeds = .*$", "seeds = [0, 0, 1, 2, 3]", "must be distinct"),
         (r"^mean = .*$", "mean = 0.99", "but per_seed gives"),
         (r"^fractions = .*$", "fractions = [0.5, 0.5, 0.5]", "summing to 1"),
@@ -343,10 +345,11 @@ def test_cli_exit_code_2_for_a_missing_or_unknown_file(tmp_path, monkeypatch, ca
 def test_export_best_of_a_study_without_a_completed_trial_is_an_input_error(tmp_path):
     study_file = write_tiny_study(tmp_path, name="empty")
     url = f"sqlite:///{tmp_path / 'empty.db'}"
-    data = DataRecord(path=None, demo={"per_class": 12, "size": 32, "seed": 0}, image_size=32,
-                      fingerprint="0" * 64, manifest_csv="path,class,split\n")
+    data = DataSource(path=None, demo={"per_class": 12, "size": 32, "seed": 0}, image_size=32,
+                      fingerprint="0" * 64)
     create_studies(load_study_config(study_file), open_storage(url, heartbeat_interval=None),
-                   study_file_text=study_file.read_text(), data=data)
+                   study_file_text=study_file.read_text(), data=data,
+                   manifest_csv="path,class,split\n")
     with pytest.raises(InputError, match="no completed trial"):
         export_best(study="empty", storage_url=url, runs_dir=tmp_path)
     with pytest.raises(InputError, match="seeds=1"):

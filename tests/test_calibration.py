@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo import engine
 from spheroid_hpo.calibration import (
     calibrate,
@@ -84,10 +85,10 @@ def test_calibrate_lowers_validation_nll_of_a_deliberately_overconfident_model(d
 def test_training_stores_the_temperature_and_reports_ece_before_and_after(demo_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data)
-    metrics = run_training(data_dir=data, out_dir=tmp_path / "run", arch="resnet18", epochs=1, lr=1e-3,
-                           rotation=15.0, batch_size=8, image_size=32, device="cpu", progress=False)
+    metrics = run_training(data_dir=data, out_dir=tmp_path / "run", arch="resnet18", hyperparams=Hyperparams(epochs=1, lr=1e-3, rotation=15.0, batch_size=8),
+                           image_size=32, device="cpu", progress=False)
     calibration = json.loads((tmp_path / "run" / "metrics.json").read_text())["calibration"]
-    assert calibration == json.loads(json.dumps(metrics["calibration"]))
+    assert calibration == json.loads(json.dumps(metrics.calibration))
     assert calibration["ece_bins"] == 15
     for split in ("val", "test"):
         assert {"nll_before", "nll_after", "ece_before", "ece_after"} <= set(calibration[split])

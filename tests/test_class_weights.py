@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo import engine
 from spheroid_hpo.config import parse_study_text
 from spheroid_hpo.errors import InputError
@@ -49,7 +50,7 @@ def test_choices_work_for_numeric_keys_too():
     ('class_weights = { choices = ["none", "inverse"] }', "must be among"),
     ('class_weights = { choices = [] }', "at least one value"),
     ('class_weights = { choices = ["none", "none"] }', "twice"),
-    ('class_weights = { choices = ["none"], low = 1 }', "unknown key"),
+    ('class_weights = { choices = ["none"], low = 1 }', "is not a known key"),
     ('class_weights = { low = "a", high = "b" }', "takes choices, not a range"),
     ('class_weights = "sometimes"', "must be among"),
     ('class_weights = { choices = [1, 2] }', "must be str"),
@@ -89,7 +90,7 @@ def test_balanced_weights_reach_the_training_loss(monkeypatch):
     images = torch.rand(12, 3, 8, 8, dtype=torch.float16)
     labels = torch.tensor([0] * 9 + [1] * 3)
     engine.train(model, train_images=images, train_labels=labels, val_images=images, val_labels=labels,
-                 num_classes=2, epochs=1, lr=1e-3, batch_size=4, rotation=0, seed=0, precision="fp32",
-                 class_weights="balanced")
+                 num_classes=2, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0, class_weights="balanced"), seed=0, precision="fp32",
+                 )
     trained = [w for w in seen if w is not None]
     assert trained and trained[0].tolist() == pytest.approx([12 / 18, 12 / 6])

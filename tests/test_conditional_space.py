@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from spheroid_hpo.config import TUNABLE_PARAMS, parse_study_text
+from spheroid_hpo.config import parse_study_text
+from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS
 from spheroid_hpo.models import _REGISTRY, applicable_params, architecture_names
 from spheroid_hpo.report._family import StudyFamily
 from spheroid_hpo.search_space import suggest_params

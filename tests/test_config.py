@@ -118,6 +118,6 @@ def test_cli_rejects_a_bad_study_file_before_any_work(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
-    assert "unknown key 'study.workers'" in result.stderr
+    assert "study.workers is not a known key" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing was created: no data, no storage

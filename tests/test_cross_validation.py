@@ -17,7 +17,9 @@ from spheroid_hpo import objective as objective_module
 from spheroid_hpo.config import parse_study_text
 from spheroid_hpo.data import LabeledFile, assign_folds, load_dataset
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.objective import CV_SCORES_ATTR, TrialData, build_objective
+from spheroid_hpo.data import TrainingData
+from spheroid_hpo.objective import build_objective
+from spheroid_hpo.tuning.records import CV_SCORES
 from study_files import one_architecture_study
 
 
@@ -75,7 +77,7 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=tmp_path / "splits.csv", splits=("train", "val"))
     files = [LabeledFile(p, int(l)) for s in (dataset.train, dataset.val) for p, l in zip(s.paths, s.labels.tolist())]
-    data = TrialData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32,
+    data = TrainingData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32,
                      folds=tuple(assign_folds(files, folds=folds, seed=0)))
     runs = []
     real_train = engine.train
@@ -101,7 +103,7 @@ def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
 def test_a_cross_validated_trial_trains_once_per_fold_and_scores_the_mean(demo_dir, tmp_path, monkeypatch):
     trial, runs, files = _cv_trial(demo_dir, tmp_path, monkeypatch)
     assert trial.state == TrialState.COMPLETE
-    scores = trial.user_attrs[CV_SCORES_ATTR]
+    scores = trial.user_attrs[CV_SCORES]
     assert len(scores) == 3 and len(runs) == 3
     assert trial.value == pytest.approx(statistics.fmean(scores))
     # Each fold validates on its own images; together the folds cover train + val once.
@@ -117,7 +119,7 @@ def test_pruning_judges_the_running_mean_after_each_fold(demo_dir, tmp_path, mon
     trial, runs, _ = _cv_trial(demo_dir, tmp_path, monkeypatch, pruner=_AlwaysPrune())
     assert trial.state == TrialState.PRUNED
     assert len(runs) == 1 and list(trial.intermediate_values) == [1]  # fold 1, not an epoch
-    assert trial.intermediate_values[1] == pytest.approx(trial.user_attrs[CV_SCORES_ATTR][0])
+    assert trial.intermediate_values[1] == pytest.approx(trial.user_attrs[CV_SCORES][0])
 
 
 def test_best_toml_carries_cv_folds_and_class_weights(tmp_path):
@@ -144,7 +146,7 @@ def test_the_report_shows_mean_and_sd_over_folds_of_each_best_trial():
 
     from spheroid_hpo.report._content import _cross_validation
 
-    trial = SimpleNamespace(number=7, user_attrs={CV_SCORES_ATTR: [0.5, 0.7, 0.6]})
+    trial = SimpleNamespace(number=7, user_attrs={CV_SCORES: [0.5, 0.7, 0.6]})
     family = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(cv_folds=3)))
     blocks = _cross_validation(SimpleNamespace(family=family, best={"resnet18": trial}))
     (table,) = [block for block in blocks if hasattr(block, "rows")]

@@ -3,9 +3,7 @@ manifest splits them; and the class imbalance check."""
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo import engine
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.demo_data import CLASS_NAMES, write_demo_data
@@ -55,7 +56,7 @@ def train_small(demo, *, seed: int = 0, epochs: int, precision: str = "fp32", mo
     history = engine.train(
         model, train_images=demo.train.images, train_labels=demo.train.labels,
         val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
-        epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0, seed=seed, precision=precision, **options,
+        hyperparams=Hyperparams(epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0), seed=seed, precision=precision, **options,
     )
     return model, history
 
@@ -129,7 +130,7 @@ def test_a_nan_loss_stops_training_with_a_clear_error(demo):
         engine.train(
             small_cnn(), train_images=poisoned, train_labels=demo.train.labels,
             val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
-            epochs=2, lr=3e-3, batch_size=16, rotation=0.0, seed=0, precision="fp32",
+            hyperparams=Hyperparams(epochs=2, lr=3e-3, batch_size=16, rotation=0.0), seed=0, precision="fp32",
         )
 
 
@@ -193,10 +194,11 @@ def test_auto_precision_trains_a_depthwise_model_in_fp32(demo):
     ],
 )
 def test_bad_settings_are_input_errors(demo, options, message):
-    settings = {"epochs": 1, "lr": 1e-3, "batch_size": 8, "precision": "fp32", **options}
+    settings = {"epochs": 1, "lr": 1e-3, "batch_size": 8, "rotation": 0.0, "precision": "fp32", **options}
+    precision = settings.pop("precision")
     with pytest.raises(InputError, match=message):
         engine.train(
             small_cnn(), train_images=demo.train.images, train_labels=demo.train.labels,
             val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
-            rotation=0.0, seed=0, **settings,
+            hyperparams=Hyperparams(**settings), seed=0, precision=precision,
         )

@@ -19,13 +19,14 @@ from spheroid_hpo.export import TOLERANCE, ExportCheckError, ExportRequest, expo
 from spheroid_hpo.export import _formats
 from spheroid_hpo.predict import predict_images
 from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training_run import run_training
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'spheroid-hpo[export]'")
 
 # ResNet-18: after one epoch its logits already differ between images (SqueezeNet's final ReLU
 # leaves them all 0, which any export would reproduce), so the agreement checks are not vacuous.
-FAST = dict(arch="resnet18", epochs=1, lr=1e-3, rotation=15.0, batch_size=8, image_size=32, seed=0,
+FAST = dict(arch="resnet18", hyperparams=Hyperparams(epochs=1, lr=1e-3, rotation=15.0, batch_size=8), image_size=32, seed=0,
             device="cpu", progress=False)
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from spheroid_hpo.studies import budget_used
+from spheroid_hpo.tuning.records import budget_used
 from study_files import write_tiny_study
 
 ARCHITECTURES = ("squeezenet1_1", "resnet18")

@@ -32,7 +32,7 @@ from psycopg import sql
 
 from conftest import POSTGRES_URL, write_tiny_study
 from spheroid_hpo.storage import masked_url, open_storage
-from spheroid_hpo.studies import budget_used
+from spheroid_hpo.tuning.records import budget_used
 
 SPHEROID_HPO = str(Path(sys.executable).with_name("spheroid-hpo"))
 LAUNCH_WORKERS = 4

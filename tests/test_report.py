@@ -34,7 +34,8 @@ from spheroid_hpo.report import (
 from spheroid_hpo.report._repeats import RepeatedRuns, compare_architectures, repeat_best
 from spheroid_hpo.saved_model import load_model
 from spheroid_hpo.storage import open_storage
-from spheroid_hpo.studies import DataRecord, create_studies
+from spheroid_hpo.data import DataSource
+from spheroid_hpo.studies import create_studies
 from finished_trials import trial_model_and_split
 from study_files import write_tiny_study
 
@@ -170,10 +171,10 @@ def test_a_study_without_a_finished_trial_is_an_input_error_and_writes_nothing(t
     study_file = write_tiny_study(tmp_path, name="unrun")
     config = load_study_config(study_file)
     url = f"sqlite:///{tmp_path / 'unrun.db'}"
-    data = DataRecord(path=None, demo={"per_class": 12, "size": 32, "seed": 0}, image_size=32,
-                      fingerprint="0" * 64, manifest_csv="path,class,split\n")
+    data = DataSource(path=None, demo={"per_class": 12, "size": 32, "seed": 0}, image_size=32,
+                      fingerprint="0" * 64)
     create_studies(config, open_storage(url, heartbeat_interval=None), study_file_text=study_file.read_text(),
-                   data=data)
+                   data=data, manifest_csv="path,class,split\n")
     out = tmp_path / "out" / "report"
     with pytest.raises(InputError, match="no completed trial"):
         write_report(study="unrun", storage_url=url, out_dir=out, runs_dir=tmp_path)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from spheroid_hpo.objective import FAIL_REASON_ATTR, RESUMES_TRIAL_ATTR
-from spheroid_hpo.studies import INTERRUPTED, budget_used, requeue_interrupted
+from spheroid_hpo.studies import requeue_interrupted
+from spheroid_hpo.tuning.records import FAIL_REASON, INTERRUPTED, RESUMES_TRIAL, budget_used
 
 
 def _interrupted(trial: optuna.Trial) -> float:
     trial.suggest_float("lr", 1e-5, 1e-3, log=True)
-    trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
+    trial.set_user_attr(FAIL_REASON, INTERRUPTED)
     raise KeyboardInterrupt  # Ctrl-C in the middle of the trial
 
 
@@ -27,6 +27,6 @@ def test_a_trial_interrupted_at_every_launch_is_queued_once_and_counted_once():
         waiting = [t for t in study.trials if t.state == TrialState.WAITING]
         assert len(waiting) == 1, f"launch {launch}: {len(waiting)} copies of one trial waiting"
         # Every copy resumes the checkpoint of the trial first interrupted.
-        assert waiting[0].user_attrs[RESUMES_TRIAL_ATTR] == 0
+        assert waiting[0].user_attrs[RESUMES_TRIAL] == 0
         assert budget_used(study.trials) == 1  # one point of the search, however often it was interrupted
     assert requeue_interrupted(study) == 0  # a launch that was not interrupted queues nothing more

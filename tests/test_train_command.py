@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 
 from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training_run import run_training
 
-FAST = dict(arch="squeezenet1_1", epochs=2, lr=1e-3, rotation=15.0, batch_size=8, image_size=32, seed=0,
+FAST = dict(arch="squeezenet1_1", hyperparams=Hyperparams(epochs=2, lr=1e-3, rotation=15.0, batch_size=8), image_size=32, seed=0,
             device="cpu", progress=False)
 
 
@@ -71,8 +72,8 @@ def test_the_same_seed_gives_the_same_metrics(data, tmp_path):
     first = run_training(data_dir=data, out_dir=tmp_path / "a", **FAST)
     second = run_training(data_dir=data, out_dir=tmp_path / "b", **FAST)
     strip = lambda history: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history]
-    assert strip(first["history"]) == strip(second["history"])
-    assert first["validation"] == second["validation"] and first["test"] == second["test"]
+    assert strip(first.history) == strip(second.history)
+    assert first.validation == second.validation and first.test == second.test
 
 
 def test_a_corrupt_image_is_skipped_with_one_warning_line(data, tmp_path):

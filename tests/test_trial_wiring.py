@@ -23,10 +23,12 @@ from spheroid_hpo.cli import app
 from spheroid_hpo.config import parse_study_text
 from spheroid_hpo.create import create_study_family
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.objective import TrialData, build_objective
+from spheroid_hpo.data import TrainingData
+from spheroid_hpo.objective import build_objective
 from spheroid_hpo.saved_model import load_model
 from spheroid_hpo.search_space import suggest_params
-from spheroid_hpo.studies import budget_used, load_studies
+from spheroid_hpo.studies import load_studies
+from spheroid_hpo.tuning.records import budget_used
 from spheroid_hpo.worker import run_worker
 from split_manifests import write_uneven_manifest
 from study_files import one_architecture_study, write_one_architecture_study
@@ -45,7 +47,7 @@ def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: di
     (folder / "artifacts").mkdir()
     objective = build_objective(
         architecture=architecture,
-        data=TrialData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32),
+        data=TrainingData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32),
         search_space=config.search_space, device=torch.device("cpu"), artifact_store=store,
         checkpoint_dir=folder / "checkpoints", precision="fp32",
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import typer
+
 
 from spheroid_hpo.errors import InputError
 
@@ -16,7 +16,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-RUNS_DIR = Path("runs")
 
 
 def clean_up_on_sigterm() -> None:

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from spheroid_hpo.cli._app import RUNS_DIR, app
+from spheroid_hpo.cli._app import app
+from spheroid_hpo.defaults import RUNS_DIR
 
 
 @app.command("create")

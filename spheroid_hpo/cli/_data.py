@@ -9,13 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from spheroid_hpo.cli._app import app, split_names
+from spheroid_hpo.defaults import DEMO_SETTINGS
 
 @app.command("demo-data")
 def demo_data_command(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write ROOT/<class>/<image>.png into.")],
-    per_class: Annotated[int, typer.Option(help="Mean number of images per class (classes are imbalanced).")] = 40,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = 0,
+    per_class: Annotated[int, typer.Option(help="Mean number of images per class (classes are imbalanced).")] = DEMO_SETTINGS["per_class"],
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = DEMO_SETTINGS["size"],
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = DEMO_SETTINGS["seed"],
 ) -> None:
     """Write a synthetic brightfield spheroid data set in the paper's four classes."""
     from spheroid_hpo.demo_data import write_demo_data

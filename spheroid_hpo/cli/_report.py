@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from spheroid_hpo.cli._app import RUNS_DIR, app, clean_up_on_sigterm
+from spheroid_hpo.cli._app import app, clean_up_on_sigterm
+from spheroid_hpo.defaults import RUNS_DIR
 
 _STORAGE_HELP = "Storage URL the study ran on; default sqlite:///runs/<study>/study.db."
 _ARTIFACTS_HELP = "Artifact folder the workers wrote models to; default runs/<study>/artifacts."

@@ -7,19 +7,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from spheroid_hpo.cli._app import RUNS_DIR, app, split_names
+from spheroid_hpo.cli._app import app, split_names
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.defaults import IMAGE_SIZE
 
 
 
 def _data_or_demo(data: Path | None) -> Path:
     """The user's data folder, or the generated demo data set when none is given."""
-    if data is not None:
-        return data
-    from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+    from spheroid_hpo.data import data_folder
 
-    folder = demo_data_dir(RUNS_DIR)
-    typer.echo(f"no --data given: using the generated demo data set in {folder}/", err=True)
-    return ensure_demo_data(folder)
+    if data is None:
+        typer.echo(f"no --data given: using the generated demo data set under {RUNS_DIR}/", err=True)
+    return data_folder(data, runs_dir=RUNS_DIR)
 
 
 @app.command("train")
@@ -31,7 +31,7 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-6 to 1e-3).")] = 1e-4,
     rotation: Annotated[float, typer.Option(min=0, max=180, help="Random rotation range in degrees, +/-.")] = 20.0,
     batch_size: Annotated[int, typer.Option(help="Batch size, at least 2 (paper: 5-15).")] = 10,
-    image_size: Annotated[int, typer.Option(min=16, help="Images are resized once to this square size.")] = 224,
+    image_size: Annotated[int, typer.Option(min=16, help="Images are resized once to this square size.")] = IMAGE_SIZE,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and rotations.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
     weights: Annotated[str, typer.Option(help="none, imagenet (from the local torch hub cache) or a state-dict path.")] = "none",
@@ -45,23 +45,25 @@ def train_command(
     allow_near_duplicates_across_splits: Annotated[bool, typer.Option(help="When making a new split, let near-duplicate images land in different splits (exact duplicates never do).")] = False,
 ) -> None:
     """Train one CNN on a folder of images and write its run folder."""
+    from spheroid_hpo.training.hyperparams import Hyperparams
     from spheroid_hpo.training_run import run_training
 
-    results = run_training(
-        data_dir=_data_or_demo(data), out_dir=out, arch=arch, epochs=epochs, lr=lr, rotation=rotation,
-        batch_size=batch_size, image_size=image_size, seed=seed, device=device, weights=weights,
-        precision=precision, bn_momentum=bn_momentum, group_by=group_by, groups_csv=groups_csv,
+    hyperparams = Hyperparams(epochs=epochs, lr=lr, rotation=rotation, batch_size=batch_size,
+                              bn_momentum=bn_momentum, class_weights=class_weights)
+    result = run_training(
+        data_dir=_data_or_demo(data), out_dir=out, arch=arch, hyperparams=hyperparams, image_size=image_size,
+        seed=seed, device=device, weights=weights, precision=precision, group_by=group_by, groups_csv=groups_csv,
         split_manifest=split_manifest, class_names=split_names(classes),
-        allow_near_duplicates_across_splits=allow_near_duplicates_across_splits, class_weights=class_weights,
+        allow_near_duplicates_across_splits=allow_near_duplicates_across_splits,
     )
-    crossing = results["duplicate_groups_across_splits"]
-    typer.echo(f"duplicate groups across splits in {results['split_manifest']}: {len(crossing)}")
-    val, test = results["validation"], results["test"]
+    crossing = result.duplicate_groups_across_splits
+    typer.echo(f"duplicate groups across splits in {result.split_manifest}: {len(crossing)}")
+    val, test = result.validation, result.test
     typer.echo(f"validation macro-F1 {val['macro_f1']:.3f}, accuracy {val['accuracy']:.3f}")
     typer.echo(f"test       macro-F1 {test['macro_f1']:.3f}, accuracy {test['accuracy']:.3f}")
-    calibration = results["calibration"]
+    calibration = result.calibration
     typer.echo(f"temperature {calibration['temperature']:.3f}: validation ECE {calibration['val']['ece_before']:.3f} "
                f"-> {calibration['val']['ece_after']:.3f}, test ECE {calibration['test']['ece_before']:.3f} "
                f"-> {calibration['test']['ece_after']:.3f}")
     typer.echo(f"wrote {out}/metrics.json, model.pt, curves.png, confusion.png, reliability.png "
-               f"({results['wall_time_seconds']:.0f} s)")
+               f"({result.wall_time_seconds:.0f} s)")

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from spheroid_hpo.cli._app import RUNS_DIR, app, parse_gpus
+from spheroid_hpo.cli._app import app, parse_gpus
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 
 DEFAULT_STUDY = Path("studies/quickstart.toml")

@@ -26,8 +26,9 @@ from spheroid_hpo.data._formats import (
     inspect_image,
     read_image,
 )
+from spheroid_hpo.data._folds import TrainingData, training_data
+from spheroid_hpo.data._source import DataSource, data_folder, load_recorded_dataset, write_manifest_text
 from spheroid_hpo.data._split import (
-    DEFAULT_FRACTIONS,
     DEFAULT_MANIFEST_NAME,
     SPLIT_NAMES,
     ManifestRow,
@@ -41,6 +42,7 @@ from spheroid_hpo.data._split import (
     write_manifest,
 )
 from spheroid_hpo.data._tensors import MAX_IMAGE_SIZE, decode_images, rotate_batch, validate_image_size
+from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
 
 __all__ = [
@@ -48,6 +50,12 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "SPLIT_NAMES",
     "DataCheck",
+    "DataSource",
+    "TrainingData",
+    "training_data",
+    "data_folder",
+    "load_recorded_dataset",
+    "write_manifest_text",
     "DataFolder",
     "Dataset",
     "Duplicates",
@@ -161,7 +169,7 @@ def prepare_split(
     data_dir: str | os.PathLike,
     *,
     seed: int = 0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
     group_by: str | None = None,
     groups_csv: str | os.PathLike | None = None,
     manifest_path: str | os.PathLike | None = None,
@@ -227,9 +235,9 @@ def prepare_split(
 def load_dataset(
     data_dir: str | os.PathLike,
     *,
-    image_size: int = 224,
+    image_size: int = IMAGE_SIZE,
     seed: int = 0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
     group_by: str | None = None,
     groups_csv: str | os.PathLike | None = None,
     manifest_path: str | os.PathLike | None = None,

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -20,13 +19,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from spheroid_hpo.atomic_write import replacing
+from spheroid_hpo.defaults import SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
 
 if TYPE_CHECKING:
     from spheroid_hpo.data._folder import LabeledFile
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 DEFAULT_MANIFEST_NAME = "splits.csv"
 
 _REQUIRED_COLUMNS = ("path", "class", "split")
@@ -79,7 +79,7 @@ def validate_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
 def assign_splits(
     files: Sequence[LabeledFile],
     *,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
     seed: int,
     groups: Sequence[str] | None = None,
     together: Sequence[Sequence[str]] = (),
@@ -439,23 +439,13 @@ def write_manifest(
     and return its rows. Raises OSError when ``path`` cannot be written."""
     rows = manifest_rows(files, class_names, splits, groups)
     columns = [*_REQUIRED_COLUMNS, *([_GROUP_COLUMN] if groups is not None else [])]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename, so an interrupted run never leaves a half manifest to be reused.
-    handle = tempfile.NamedTemporaryFile(
-        "w", newline="", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    )
-    try:
-        with handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                values = [row.path, row.class_name, row.split, row.group]
-                writer.writerow(values[: len(columns)])
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with replacing(Path(path)) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            values = [row.path, row.class_name, row.split, row.group]
+            writer.writerow(values[: len(columns)])
     return rows
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.export._formats import TOLERANCE, ExportCheckError, export_onnx, export_torchscript
 from spheroid_hpo.export._source import ModelSource, resolve_source
@@ -44,7 +45,7 @@ class ExportRequest:
     storage_url: str | None = None
     artifact_dir: Path | None = None
     data_dir: Path | None = None
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = RUNS_DIR
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from spheroid_hpo import engine
+from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.export._formats import ONNX_OPSET, ExportCheckError
 from spheroid_hpo.export._source import ModelSource
 from spheroid_hpo.metrics import classification_metrics
@@ -63,14 +64,8 @@ def export_bioimageio(network: nn.Module, source: ModelSource, out: Path, *, scr
             f"bioimageio.core's test_model failed the package ({'; '.join(failed)[:400] or summary.status}); "
             f"nothing was written"
         )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial.zip")
-    try:
+    with replacing(Path(out), suffix=".zip") as partial:
         save_bioimageio_package(descr, output_path=partial)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     return {"path": str(out), "seconds": round(time.perf_counter() - started, 2), "test_model": summary.status,
             "weights": "pytorch_state_dict, torchscript, onnx"}
 

@@ -9,7 +9,6 @@ probabilities differ from PyTorch's by more than ``TOLERANCE`` is not written.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.onnx_model import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, info_to_json
 from spheroid_hpo.saved_model import ModelInfo
@@ -92,10 +92,8 @@ def export_torchscript(network: nn.Module, info: ModelInfo, out: Path, *, check_
 def _write_checked(module: nn.Module, out: Path, write, *, check_images: torch.Tensor, kind: str) -> dict:
     """Write to a partial file, compare with PyTorch on batches of every size used, then move into place."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     started = time.perf_counter()
-    try:
+    with replacing(out) as partial:
         run = write(partial)
         seconds = time.perf_counter() - started
         difference = max_probability_difference(module, run, check_images)
@@ -104,9 +102,6 @@ def _write_checked(module: nn.Module, out: Path, write, *, check_images: torch.T
                 f"the {kind} export of {out.name} differs from PyTorch by {difference:.2e} in probability on "
                 f"{len(check_images)} test images (tolerance {TOLERANCE:g}); nothing was written"
             )
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
     return {"path": str(out), "seconds": round(seconds, 2), "max_abs_probability_difference": difference,
             "check_images": len(check_images)}
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spheroid_hpo.data import SplitTensors, load_dataset
+from spheroid_hpo.defaults import SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.saved_model import ModelInfo, load_model
 
@@ -62,7 +63,7 @@ def _run_source(source: Path, *, data_dir: Path | None) -> ModelSource:
     dataset = load_dataset(
         folder, image_size=info.image_size, class_names=info.class_names, splits=("test",),
         manifest_path=manifest if manifest and Path(manifest).is_file() else None,
-        seed=int(config.get("seed", 0)), fractions=tuple(config.get("fractions", (0.7, 0.15, 0.15))),
+        seed=int(config.get("seed", 0)), fractions=tuple(config.get("fractions", SPLIT_FRACTIONS)),
     )
     _require_test_images(dataset.test, folder)
     config["calibration"] = metrics.get("calibration")
@@ -74,26 +75,25 @@ def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: 
     # The report's readers: the export is a result of a finished study, like the report.
     from spheroid_hpo.report._artifacts import download_model
     from spheroid_hpo.report._family import open_family, require_best_trials
-    from spheroid_hpo.report._study_data import load_study_data, study_data_dir, write_study_manifest
     from spheroid_hpo.storage import default_artifact_dir, open_artifact_store
+    from spheroid_hpo.tuning.records import RunRecord
 
     family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
-    best = require_best_trials(family)
-    architecture, trial = max(best.items(), key=lambda item: (item[1].value, -item[1].number))
+    require_best_trials(family)
+    architecture, trial = family.best_overall()
     artifact_dir = Path(artifact_dir) if artifact_dir else default_artifact_dir(family.name, runs_dir=runs_dir)
     model_path = download_model(
         trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
         study_name=family.config.study_name(architecture), folder=scratch,
     )
     _, info = load_model(model_path)
-    folder = study_data_dir(family, data_dir=data_dir, runs_dir=runs_dir)
-    manifest = write_study_manifest(family, scratch / "splits.csv")
-    dataset = load_study_data(family, data_dir=folder, manifest_path=manifest, splits=("test",))
+    folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
+    dataset = family.load_data(folder, manifest_path=scratch / "splits.csv")
     _require_test_images(dataset.test, folder)
     config = {
         "study": family.name, "architecture": architecture, "trial": trial.number,
         "val_macro_f1": trial.value, **family.params(trial, architecture),
-        "precision": family.config.training.precision, "calibration": trial.user_attrs.get("calibration"),
+        "precision": family.config.training.precision, "calibration": RunRecord.of(trial).calibration,
     }
     return ModelSource(model_path=model_path, info=info,
                        description=f"study {family.name}, best trial {trial.number} ({architecture})",

@@ -16,7 +16,6 @@ from spheroid_hpo.report._family import (
     require_best_trials,
 )
 from spheroid_hpo.report._paired import PairedComparison, paired_comparison, sign_flip_p_value
-from spheroid_hpo.report._study_data import load_study_data, study_data_dir, write_study_manifest
 from spheroid_hpo.report._summary import StudySummary, summarize_study
 from spheroid_hpo.report._table import PUBLISHED_ROWS, Table3Row, table3_columns
 
@@ -33,14 +32,11 @@ __all__ = [
     "download_history",
     "download_model",
     "evaluate_on_test",
-    "load_study_data",
     "open_family",
     "paired_comparison",
     "require_best_trials",
     "sign_flip_p_value",
-    "study_data_dir",
     "summarize_study",
     "table3_columns",
     "write_report",
-    "write_study_manifest",
 ]

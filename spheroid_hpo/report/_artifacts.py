@@ -11,14 +11,14 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.tuning.records import RunRecord
 
-MODEL_ID_ATTR = "model_artifact_id"
 HISTORY_FILE = "history.csv"
 
 
 def download_model(trial: FrozenTrial, *, artifact_store, artifact_dir: Path, study_name: str, folder: Path) -> Path:
     """Download the trial's ``model.pt`` into ``folder``; InputError naming the fix when it is missing."""
-    artifact_id = trial.user_attrs.get(MODEL_ID_ATTR)
+    artifact_id = RunRecord.of(trial).model_artifact_id
     if artifact_id is None:
         raise InputError(
             f"trial {trial.number} of study {study_name} has no model artifact recorded; it finished before "

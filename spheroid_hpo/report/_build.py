@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo import engine
 from spheroid_hpo.calibration import plot_reliability
+from spheroid_hpo.atomic_write import partial_path
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.report._artifacts import download_history, download_model
 from spheroid_hpo.report._content import ReportContent, report_blocks
@@ -39,10 +40,11 @@ from spheroid_hpo.report._figures import (
 from spheroid_hpo.report._paired import PairedComparison
 from spheroid_hpo.report._render import render_html, render_markdown
 from spheroid_hpo.report._repeats import RepeatedRuns, compare_architectures, repeat_best
-from spheroid_hpo.report._study_data import load_study_data, study_data_dir, write_study_manifest
 from spheroid_hpo.report._summary import StudySummary, summarize_study
 from spheroid_hpo.report._table import Table3Row, write_table3_csv, write_table3_tex
-from spheroid_hpo.storage import RUNS_DIR, default_artifact_dir, open_artifact_store
+from spheroid_hpo.tuning.records import RunRecord
+from spheroid_hpo.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.defaults import RUNS_DIR
 
 _MARKER = ".spheroid-hpo-report"  # marks a folder this command may replace
 
@@ -121,10 +123,10 @@ def write_report(
 def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, scratch: Path, artifact_dir: Path,
            runs_dir: Path, data_dir: Path | None, repeats: int, device, say) -> dict:
     store = open_artifact_store(artifact_dir)
-    folder = study_data_dir(family, data_dir=data_dir, runs_dir=runs_dir)
-    manifest = write_study_manifest(family, staging / "splits.csv")
+    folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
+    manifest = staging / "splits.csv"
     say(f"loading the test split of {folder}")
-    dataset = load_study_data(family, data_dir=folder, manifest_path=manifest, splits=("test",))
+    dataset = family.load_data(folder, manifest_path=manifest)
     tester = _Tester(family, store=store, artifact_dir=artifact_dir, test=dataset.test,
                      class_names=dataset.class_names, device=device, scratch=scratch, say=say)
 
@@ -246,8 +248,8 @@ def _row(family: StudyFamily, architecture: str, trial: FrozenTrial, evaluation:
         mean_f1=evaluation.metrics.macro_f1 if evaluation else None,
         params=family.params(trial, architecture),
         val_macro_f1=trial.value if trial.state == TrialState.COMPLETE else None,
-        seconds=trial.user_attrs.get("wall_time_seconds"),
-        parameter_count=trial.user_attrs.get("parameter_count"),
+        seconds=RunRecord.of(trial).wall_time_seconds,
+        parameter_count=RunRecord.of(trial).parameter_count,
         trial_number=trial.number,
         note=note,
     )
@@ -276,7 +278,7 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     """Swap the finished report in with two renames, so readers never see a half-written one."""
     previous = None
     if out_dir.exists():
-        previous = out_dir.with_name(f".{out_dir.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.old")
+        previous = partial_path(out_dir, suffix=".old")
         os.replace(out_dir, previous)
     os.replace(staging, out_dir)
     if previous is not None:

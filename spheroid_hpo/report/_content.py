@@ -9,7 +9,6 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from spheroid_hpo.objective import CV_SCORES_ATTR
 from spheroid_hpo.report._document import Block, Bullets, Figures, Heading, Paragraph, Table
 from spheroid_hpo.report._family import StudyFamily
 from spheroid_hpo.report._paired import PairedComparison
@@ -20,15 +19,14 @@ from spheroid_hpo.report._table import (
     PUBLISHED_ROWS,
     Table3Row,
     format_count,
-    format_param,
     format_score,
     format_seconds,
     param_columns,
 )
+from spheroid_hpo.training.hyperparams import format_param, param_label
+from spheroid_hpo.tuning.records import RunRecord
 from spheroid_hpo.storage import masked_url
 
-_PARAM_TITLES = {"epochs": "epochs", "lr": "learning rate", "rotation": "rotation (°)", "batch_size": "batch size",
-                 "bn_momentum": "BN momentum", "class_weights": "class weights"}
 
 
 @dataclass(frozen=True)
@@ -68,16 +66,16 @@ def report_blocks(content: ReportContent) -> tuple[str, list[Block]]:
 
 def _introduction(content: ReportContent) -> list[Block]:
     family, sizes = content.family, content.split_sizes
-    demo = family.data.get("demo")
-    if family.data.get("path") is None and demo:
+    demo = family.data.demo
+    if family.data.path is None and demo:
         data = (f"the generated demo data set (per_class={demo['per_class']}, size={demo['size']} px, "
                 f"seed={demo['seed']}), which stands in for the paper's images")
     else:
-        data = f"the images in {family.data.get('path') or content.data_folder}"
+        data = f"the images in {family.data.path or content.data_folder}"
     training = family.config.training
     return [Paragraph(
         f"Each architecture's best trial by validation macro-F1 (the tuning objective) was evaluated once on the "
-        f"test split, which no trial saw. Data: {data}, at {family.data['image_size']} px; "
+        f"test split, which no trial saw. Data: {data}, at {family.data.image_size} px; "
         f"{sizes.get('train', 0)} training, {sizes.get('val', 0)} validation and {sizes.get('test', 0)} test "
         f"images in the classes {', '.join(content.class_names)}. Training: Adam, cross-entropy, seed "
         f"{training.seed}, precision {training.precision}, weights {training.weights}. Storage: "
@@ -88,7 +86,7 @@ def _introduction(content: ReportContent) -> list[Block]:
 def _score_table(rows: Sequence[Table3Row], class_names: Sequence[str], *, caption: str,
                  extra: tuple[str, ...] = (), extra_cells: Sequence[tuple[str, ...]] = ()) -> Table:
     params = param_columns(rows)
-    columns = ("architecture", "trial", *class_names, "mean", *(_PARAM_TITLES.get(p, p) for p in params),
+    columns = ("architecture", "trial", *class_names, "mean", *(param_label(p, 'title') for p in params),
                "val macro-F1", "time (s)", "parameters", *extra)
     body = []
     for index, row in enumerate(rows):
@@ -119,7 +117,7 @@ def _calibration(content: ReportContent) -> list[Block]:
         evaluation = content.evaluations.get(architecture)
         if evaluation is None or evaluation.calibration is None:
             continue
-        val = (trial.user_attrs.get("calibration") or {}).get("val")
+        val = (RunRecord.of(trial).calibration or {}).get("val")
         test = evaluation.calibration.scores["test"]
         rows.append((
             architecture, f"#{trial.number}", f"{evaluation.calibration.temperature:.2f}",
@@ -157,13 +155,13 @@ def _cross_validation(content: ReportContent) -> list[Block]:
         return []
     rows = []
     for architecture, trial in content.best.items():
-        scores = trial.user_attrs.get(CV_SCORES_ATTR) or []
+        scores = list(RunRecord.of(trial).cv_scores)
         spread = f"{statistics.fmean(scores):.3f} ± {statistics.stdev(scores):.3f}" if len(scores) > 1 else "–"
         rows.append((architecture, f"#{trial.number}", spread, ", ".join(f"{s:.3f}" for s in scores) or "–"))
     return [
         Heading(f"Cross-validation: validation macro-F1 over {folds} folds"),
         Table(columns=("architecture", "trial", "mean ± sd", "per fold"), rows=tuple(rows),
-              caption=f"Each best trial trained once per fold of train+val; its value is the mean"),
+              caption="Each best trial trained once per fold of train+val; its value is the mean"),
         Paragraph("The test scores above come from the model of the last fold, which saw the other folds' "
                   "images; the test split stayed out of every fold."),
     ]

@@ -10,12 +10,16 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.config import StudyConfig
-from spheroid_hpo.models import applicable_params
+from spheroid_hpo.data import Dataset, DataSource, data_folder, load_recorded_dataset
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import RUNS_DIR, default_storage_url, masked_url, open_storage, require_existing_sqlite
-from spheroid_hpo.studies import DATA_ATTR, MANIFEST_ATTR, find_study_family
+from spheroid_hpo.models import applicable_params
+from spheroid_hpo.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.studies import find_study_family
+from spheroid_hpo.tuning import records
+from spheroid_hpo.tuning.records import baseline_trial, best_trial
 
-BASELINE_ATTR = "baseline"
+__all__ = ["StudyFamily", "baseline_trial", "best_trial", "open_family", "require_best_trials"]
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,32 @@ class StudyFamily:
     storage_url: str
     storage: BaseStorage
     studies: dict[str, optuna.Study]  # architecture -> its study, in the study file's order
-    data: dict  # the "data" study attr: path (None for demo data), demo, image_size, fingerprint
+    data: DataSource  # what the studies were created on
     manifest_csv: str  # the split every trial trained and validated on
 
     def trials(self, architecture: str) -> list[FrozenTrial]:
         return self.studies[architecture].get_trials(deepcopy=False)
+
+    def best_overall(self) -> tuple[str, FrozenTrial] | None:
+        """The best completed trial over all architectures (``best_trial``'s rule; on a tie the
+        architecture listed first in the study file), or None when none has completed."""
+        candidates = [(architecture, trial) for architecture in self.config.architectures
+                      if (trial := best_trial(self.trials(architecture))) is not None]
+        return max(candidates, key=lambda pair: (pair[1].value, -self.config.architectures.index(pair[0]),
+                                                 -pair[1].number), default=None)
+
+    def data_folder(self, *, data_dir: Path | None, runs_dir: Path) -> Path:
+        """This machine's copy of the study's data: ``data_dir``, the recorded folder, or the demo set rebuilt."""
+        return data_folder(self.data.path, demo=self.data.demo, data_dir=data_dir, runs_dir=runs_dir,
+                           owner=f"study {self.name}")
+
+    def load_data(self, folder: Path, *, manifest_path: Path, splits: tuple[str, ...] = ("test",)) -> Dataset:
+        """Decode ``splits`` of ``folder`` with the study's own split (written to ``manifest_path``);
+        refuse a folder that is not the study's data."""
+        return load_recorded_dataset(
+            self.data, owner=f"study {self.name}", manifest_csv=self.manifest_csv, manifest_path=manifest_path,
+            data_dir=folder, runs_dir=Path("."), splits=splits,
+        )
 
     def params(self, trial: FrozenTrial, architecture: str) -> dict[str, float]:
         """Every hyperparameter the trial of ``architecture`` trained with, in search-space order.
@@ -66,7 +91,7 @@ def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = 
                 f"run `spheroid-hpo launch --study studies/{config.name}.toml` to create it"
             ) from None
     first = next(iter(studies.values()))
-    data, manifest = first.user_attrs.get(DATA_ATTR), first.user_attrs.get(MANIFEST_ATTR)
+    data, manifest = records.data_source(first.user_attrs), records.manifest_csv(first.user_attrs)
     if data is None or manifest is None:
         raise InputError(
             f"study {first.study_name} records no data or split; it was not made by `spheroid-hpo launch`, "
@@ -76,20 +101,6 @@ def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = 
         name=config.name, config=config, storage_url=storage_url, storage=storage, studies=studies,
         data=data, manifest_csv=manifest,
     )
-
-
-def best_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The completed trial with the highest validation macro-F1; the earliest wins a tie."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return max(complete, key=lambda t: (t.value, -t.number), default=None)
-
-
-def baseline_trial(trials: list[FrozenTrial]) -> FrozenTrial | None:
-    """The paper's original configuration: the first trial enqueued with the baseline mark."""
-    marked = [t for t in trials if t.user_attrs.get(BASELINE_ATTR)]
-    # A re-queued (interrupted) baseline carries the mark too; the one that finished counts.
-    finished = [t for t in marked if t.state == TrialState.COMPLETE]
-    return min(finished or marked, key=lambda t: t.number, default=None)
 
 
 def require_best_trials(family: StudyFamily) -> dict[str, FrozenTrial]:

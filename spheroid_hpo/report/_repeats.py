@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial
 
 from spheroid_hpo.report._family import StudyFamily
 from spheroid_hpo.report._paired import PairedComparison, paired_comparison
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training_run import run_training
 
 
@@ -61,23 +62,20 @@ def repeat_best(
             for seed in seeds:
                 if on_run is not None:
                     on_run(architecture, seed)
-                params = family.params(trial, architecture)
                 runs.append(run_training(
                     data_dir=data_dir, out_dir=Path(scratch) / architecture / f"seed-{seed}", arch=architecture,
-                    epochs=int(params["epochs"]), lr=float(params["lr"]), rotation=float(params["rotation"]),
-                    batch_size=int(params["batch_size"]), image_size=int(family.data["image_size"]), seed=seed,
-                    device=device, weights=training.weights, precision=training.precision,
-                    bn_momentum=params.get("bn_momentum"), split_manifest=manifest_path, progress=False,
-                    class_weights=str(params.get("class_weights", "none")),
+                    hyperparams=Hyperparams.from_params(family.params(trial, architecture)),
+                    image_size=family.data.image_size, seed=seed, device=device, weights=training.weights,
+                    precision=training.precision, split_manifest=manifest_path, progress=False,
                 ))
             results[architecture] = RepeatedRuns(
                 architecture=architecture,
                 trial_number=trial.number,
                 seeds=seeds,
-                test_macro_f1=tuple(run["test"]["macro_f1"] for run in runs),
+                test_macro_f1=tuple(run.test_macro_f1 for run in runs),
                 # As a trial's value: the last epoch's validation score from the training loop.
-                val_macro_f1=tuple(run["history"][-1]["val_macro_f1"] for run in runs),
-                histories=tuple(run["history"] for run in runs),
+                val_macro_f1=tuple(run.val_macro_f1 for run in runs),
+                histories=tuple(list(run.history) for run in runs),
             )
     return results
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.study_progress import summarize
+from spheroid_hpo.tuning.records import RunRecord
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,11 @@ def summarize_study(
         suggested = params(trial).get("epochs")
         if trial.state != TrialState.PRUNED or suggested is None:
             continue
-        untrained = max(0, int(suggested) - int(trial.user_attrs.get("epochs_trained", 0)))
+        record = RunRecord.of(trial)
+        untrained = max(0, int(suggested) - record.epochs_trained)
         epochs_saved += untrained
         if _trained_here(trial) > 0:
-            pace = float(trial.user_attrs.get("wall_time_seconds", 0.0)) / _trained_here(trial)
-            seconds_saved += untrained * pace
+            seconds_saved += untrained * record.wall_time_seconds / _trained_here(trial)
     return StudySummary(
         architecture=architecture,
         complete=progress.complete,
@@ -79,4 +80,5 @@ def summarize_study(
 def _trained_here(trial: FrozenTrial) -> int:
     """Epochs this trial trained itself; epochs restored from an interrupted run's checkpoint were
     trained (and timed) by that run."""
-    return int(trial.user_attrs.get("epochs_trained", 0)) - int(trial.user_attrs.get("epochs_restored", 0))
+    record = RunRecord.of(trial)
+    return record.epochs_trained - record.epochs_restored

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spheroid_hpo.training.hyperparams import format_param, param_label
+
 # Table II's hyperparameters, in its column order; other searched parameters follow.
 TABLE2_PARAMS = ("epochs", "lr", "rotation", "batch_size")
-_LATEX_PARAM = {"epochs": "Epochs", "lr": "Learning rate", "rotation": "Rotation", "batch_size": "Batch size",
-                "bn_momentum": "BN momentum"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def write_table3_tex(rows: Sequence[Table3Row], class_names: Sequence[str], path
     """A LaTeX ``table`` (booktabs) with the paper's two-decimal F1 scores."""
     params = param_columns(rows)
     header = ["Architecture", *(_tex(name) for name in class_names), "Mean",
-              *(_LATEX_PARAM.get(p, _tex(p)) for p in params), "Val. macro-F1", "Time (s)", "Parameters"]
+              *(_tex(param_label(p, 'latex')) for p in params), "Val. macro-F1", "Time (s)", "Parameters"]
     lines = [
         r"\begin{table}[ht]",
         r"\centering",
@@ -110,18 +110,6 @@ def write_table3_tex(rows: Sequence[Table3Row], class_names: Sequence[str], path
 
 def format_score(value: float | None, *, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
-
-
-def format_param(name: str, value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, str):  # a categorical choice, e.g. class_weights
-        return value
-    if name in ("lr", "bn_momentum"):
-        return f"{value:.1e}"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.1f}"
-    return str(int(value))
 
 
 def format_seconds(seconds: float | None) -> str:

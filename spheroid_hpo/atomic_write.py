@@ -1,0 +1,47 @@
+"""Write then rename: the one way this package puts a file in place.
+
+A reader (another worker, a resumed run, a user's tool) never sees a half-written
+file: the content goes to a partial file beside the target, which is renamed over
+it only when complete. The partial file's name is unique across machines, since
+compose replicas on one shared volume are all PID 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["partial_path", "replacing", "write_text_atomically"]
+
+
+def partial_path(path: Path, *, suffix: str = "") -> Path:
+    """A hidden, unique sibling of ``path`` to write into before the rename (``suffix`` kept last)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial{suffix}")
+
+
+@contextlib.contextmanager
+def replacing(path: Path, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a partial file to write; on success it replaces ``path``, on any error it is removed.
+
+    ``suffix`` ends the partial file's name, for writers that insist on one (a ``.zip``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(path, suffix=suffix)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: Path, text: str, *, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` by write-then-rename; return ``path``."""
+    with replacing(path) as partial:
+        partial.write_text(text, encoding=encoding)
+    return Path(path)
