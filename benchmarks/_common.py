@@ -35,7 +35,7 @@ def cpu_count() -> int:
 
 
 def cpu_features() -> str:
-    """The CPU features that decide the precision ``auto`` picks (see engine.resolve_precision)."""
+    """The CPU features that decide the precision ``auto`` picks (see training.device.resolve_precision)."""
     flags = []
     if torch.cpu._is_avx512_bf16_supported():
         flags.append("AVX-512 BF16")

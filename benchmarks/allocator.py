@@ -1,8 +1,8 @@
-"""What ``engine.train``'s allocator setting buys on CPU: epochs with it against epochs without.
+"""What ``loop.train``'s allocator setting buys on CPU: epochs with it against epochs without.
 
 glibc's allocator setting is process-wide and cannot be undone, so each measurement is
-its own child process: one runs ``engine.train`` as shipped, the other the same with
-``engine._reuse_freed_memory`` replaced by a no-op (glibc's default behaviour). Each child
+its own child process: one runs ``loop.train`` as shipped, the other the same with
+``device_policy.reuse_freed_memory`` replaced by a no-op (glibc's default behaviour). Each child
 trains one warm-up epoch and then times a few epochs on random 224 px images, counting
 the page faults and kernel CPU time of the timed epochs. Children alternate; medians.
 
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(describe_machine(torch.device("cpu")))
     print(f"{load_average()} at start; {args.arch}, {args.images} images of 224 px, batch size 10, "
           f"{args.epochs} timed epochs per process, {args.rounds} processes each\n")
-    results: dict[str, list[dict]] = {"glibc default": [], "engine.train (reuse freed memory)": []}
+    results: dict[str, list[dict]] = {"glibc default": [], "loop.train (reuse freed memory)": []}
     for round_number in range(args.rounds):
         names = list(results) if round_number % 2 == 0 else list(results)[::-1]
         for name in names:
@@ -60,18 +60,19 @@ def _spawn(args, *, reuse: bool) -> dict:
 
 
 def _child(args) -> None:
-    from spheroid_hpo import engine
-    from spheroid_hpo.models import create_model
+    from spheroid_hpo.training import device as device_policy
+    from spheroid_hpo.training import loop
+    from spheroid_hpo.training.models import create_model
 
     if args.no_reuse:
-        engine._reuse_freed_memory = lambda: None
+        device_policy.reuse_freed_memory = lambda: None
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(args.images, 3, 224, 224, generator=generator).half()
     labels = torch.arange(args.images) % 4
     model = create_model(args.arch, num_classes=4).to(memory_format=torch.channels_last)
 
-    def epochs(count: int) -> list[engine.EpochStats]:
-        return engine.train(
+    def epochs(count: int) -> list[loop.EpochStats]:
+        return loop.train(
             model, train_images=images, train_labels=labels, val_images=images[:10], val_labels=labels[:10],
             num_classes=4, hyperparams=Hyperparams(epochs=count, lr=1e-4, batch_size=10, rotation=20.0), seed=0,
         )

@@ -4,7 +4,7 @@ The baseline is what the paper's setup looks like in PyTorch: torchvision ``Imag
 reading and decoding every file every epoch, PIL ``Resize`` + ``RandomRotation`` +
 ``ToTensor`` + ``Normalize``, a ``DataLoader``, the model in its default memory format,
 default Adam, ``loss.item()`` after every step, and a validation pass under ``no_grad``.
-Ours is ``engine.train`` for one epoch, exactly as ``spheroid-hpo train`` and every trial
+Ours is ``loop.train`` for one epoch, exactly as ``spheroid-hpo train`` and every trial
 call it. An epoch is a pass over the training images plus a pass over the validation
 images, as both pipelines do each epoch; images per second counts training images.
 
@@ -32,10 +32,11 @@ from torchvision.datasets import ImageFolder
 
 from _common import describe_machine, format_table, load_average, median, run
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
 from spheroid_hpo.data import Dataset, load_dataset
-from spheroid_hpo.demo_data import write_demo_data
-from spheroid_hpo.models import create_model
+from spheroid_hpo.data.demo import write_demo_data
+from spheroid_hpo.training.models import create_model
 
 ARCHITECTURES = ("mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1")
 
@@ -49,7 +50,7 @@ class EpochTiming:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     print(describe_machine(device))
     print(f"{load_average()} at start")
     with tempfile.TemporaryDirectory(prefix="spheroid-bench-") as scratch:
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"baseline DataLoader workers {args.loader_workers}; {args.repeats} rounds after a warm-up epoch"
         )
         if device.type == "cpu":
-            print("both run in this process, so the baseline also gets the allocator setting engine.train makes "
+            print("both run in this process, so the baseline also gets the allocator setting loop.train makes "
                   "(benchmarks/allocator.py), and the ratio leaves that gain out")
         print()
         rows = []
@@ -101,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows,
     ))
     print(f"\n{load_average()} at end; speed-up = median epoch time of the baseline / ours; train img/s of ours "
-          f"is what engine.train reports (EpochStats.images_per_second, a trial's train_images_per_second); "
+          f"is what loop.train reports (EpochStats.images_per_second, a trial's train_images_per_second); "
           f"base loading = share of the baseline's epoch spent waiting for its DataLoader")
 
 
@@ -110,11 +111,11 @@ def _compare(architecture: str, *, dataset: Dataset, data_dir: Path, device: tor
     num_classes = len(dataset.class_names)
     train_loader, val_loader = _paper_style_loaders(data_dir, dataset, args)
 
-    engine.seed_everything(0)
+    seed_everything(0)
     baseline_model = create_model(architecture, num_classes=num_classes).to(device)
     baseline_optimizer = torch.optim.Adam(baseline_model.parameters(), lr=args.lr)
-    engine.seed_everything(0)
-    # What run_training and build_objective do before engine.train.
+    seed_everything(0)
+    # What run_training and build_objective do before loop.train.
     our_model = create_model(architecture, num_classes=num_classes).to(device, memory_format=torch.channels_last)
 
     def run_baseline() -> EpochTiming:
@@ -123,7 +124,7 @@ def _compare(architecture: str, *, dataset: Dataset, data_dir: Path, device: tor
     def run_ours() -> EpochTiming:
         _synchronize(device)
         started = time.perf_counter()
-        (stats,) = engine.train(
+        (stats,) = loop.train(
             our_model, train_images=dataset.train.images, train_labels=dataset.train.labels,
             val_images=dataset.val.images, val_labels=dataset.val.labels, num_classes=num_classes,
             hyperparams=Hyperparams(epochs=1, lr=args.lr, batch_size=args.batch_size, rotation=args.rotation), seed=0,
@@ -146,7 +147,7 @@ def _compare(architecture: str, *, dataset: Dataset, data_dir: Path, device: tor
 
 def _paper_style_loaders(data_dir: Path, dataset: Dataset, args) -> tuple[DataLoader, DataLoader]:
     """ImageFolder + PIL transforms over exactly the images of our train and validation splits."""
-    mean, std = engine.IMAGENET_MEAN, engine.IMAGENET_STD
+    mean, std = inference.IMAGENET_MEAN, inference.IMAGENET_STD
     size = (args.image_size, args.image_size)
     train_set = ImageFolder(data_dir, transform=transforms.Compose([
         transforms.Resize(size), transforms.RandomRotation(args.rotation),
@@ -212,7 +213,7 @@ def _autocast_names(precision: str, device: torch.device) -> str:
     names = []
     for architecture in ARCHITECTURES:
         model = create_model(architecture, num_classes=4)
-        dtype = engine.resolve_precision(precision, device, model=model)
+        dtype = resolve_precision(precision, device, model=model)
         names.append(f"{architecture} {'fp32' if dtype is None else str(dtype).removeprefix('torch.')}")
     return ", ".join(names)
 

@@ -1,12 +1,12 @@
 """Does bfloat16 autocast keep the metrics? The same training in fp32 and in bf16, per architecture.
 
-Each configuration is trained with ``engine.train`` twice per seed, once with
+Each configuration is trained with ``loop.train`` twice per seed, once with
 ``precision="fp32"`` and once with ``"bf16"``, from the same initial weights, batches
 and rotation angles; the only difference is the autocast. Any change of numerics sends
 training down another path (a different kernel or thread count does too), so one seed
 says little: the table gives the mean paired difference over seeds with its standard
 error, and on how many seeds bf16 came out lower. The training throughput of each
-precision at 224 px, batch size 10, is timed alongside (``engine.train`` itself), since
+precision at 224 px, batch size 10, is timed alongside (``loop.train`` itself), since
 bf16 is only worth having where it is faster.
 
     python benchmarks/precision.py                 # both SqueezeNets x 6 seeds, ~3 min on 2 cores
@@ -27,10 +27,11 @@ from torch import nn
 
 from _common import describe_machine, format_table, load_average, median, run
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo import engine
+from spheroid_hpo.training import loop
+from spheroid_hpo.training.device import resolve_device, seed_everything
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.demo_data import write_demo_data
-from spheroid_hpo.models import create_model
+from spheroid_hpo.data.demo import write_demo_data
+from spheroid_hpo.training.models import create_model
 
 # By default the architectures precision="auto" trains in bf16; MobileNet V3 stays fp32.
 ARCHITECTURES = ("squeezenet1_0", "squeezenet1_1")
@@ -42,7 +43,7 @@ LATE_EPOCHS = 5
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
-    device = engine.resolve_device(args.device)
+    device = resolve_device(args.device)
     print(describe_machine(device))
     print(f"{load_average()} at start")
     with tempfile.TemporaryDirectory(prefix="spheroid-bench-") as scratch:
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\nlast-{LATE_EPOCHS} F1 = validation macro-F1 averaged over the last {LATE_EPOCHS} epochs, mean over "
           f"seeds; best F1 = the best epoch's, mean over seeds; bf16 - fp32 = mean paired difference over seeds "
           f"+- its standard error; img/s = "
-          f"engine.train throughput at 224 px, batch size 10, median of {args.speed_repeats}. {load_average()} at end")
+          f"loop.train throughput at 224 px, batch size 10, median of {args.speed_repeats}. {load_average()} at end")
 
 
 class _Float32Conv2d(nn.Conv2d):
@@ -100,13 +101,13 @@ def _depthwise_in_fp32(model: nn.Module) -> nn.Module:
     return model
 
 
-def _train(architecture, dataset, *, device, seed, lr, precision, args) -> list[engine.EpochStats]:
-    engine.seed_everything(seed)
+def _train(architecture, dataset, *, device, seed, lr, precision, args) -> list[loop.EpochStats]:
+    seed_everything(seed)
     model = create_model(architecture, num_classes=len(dataset.class_names), bn_momentum=args.bn_momentum)
     model.to(device, memory_format=torch.channels_last)
     if precision == "bf16" and args.bf16_depthwise_fp32:
         _depthwise_in_fp32(model)
-    return engine.train(
+    return loop.train(
         model, train_images=dataset.train.images, train_labels=dataset.train.labels,
         val_images=dataset.val.images, val_labels=dataset.val.labels, num_classes=len(dataset.class_names),
         hyperparams=Hyperparams(epochs=args.epochs, lr=lr, batch_size=args.batch_size, rotation=args.rotation), seed=seed,
@@ -116,7 +117,7 @@ def _train(architecture, dataset, *, device, seed, lr, precision, args) -> list[
 
 def _images_per_second(architecture: str, *, device: torch.device, repeats: int,
                        depthwise_fp32: bool) -> dict[str, float]:
-    """Training throughput of ``engine.train`` at 224 px, batch size 10, per precision: median, interleaved."""
+    """Training throughput of ``loop.train`` at 224 px, batch size 10, per precision: median, interleaved."""
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(40, 3, 224, 224, generator=generator).half().to(device)
     labels = (torch.arange(40) % 4).to(device)
@@ -125,7 +126,7 @@ def _images_per_second(architecture: str, *, device: torch.device, repeats: int,
         _depthwise_in_fp32(models["bf16"])
 
     def epoch(name: str) -> float:
-        (stats,) = engine.train(
+        (stats,) = loop.train(
             models[name], train_images=images, train_labels=labels, val_images=images[:10], val_labels=labels[:10],
             num_classes=4, hyperparams=Hyperparams(epochs=1, lr=1e-4, batch_size=10, rotation=20.0), seed=0, precision=name,
         )

@@ -1,6 +1,6 @@
 """What the pruner saves: total epochs trained and best validation macro-F1, pruner vs no pruning.
 
-The study file is launched twice with one worker (``spheroid_hpo.launch.launch``, what
+The study file is launched twice with one worker (``spheroid_hpo.tuning.launch.launch``, what
 ``spheroid-hpo launch`` calls), each time on a fresh SQLite study in a scratch folder:
 once as written, with its configured pruner, and once with ``[pruner] name = "none"``.
 Everything else is the same: sampler and seed, trial count, data, training seed. Epochs
@@ -31,10 +31,10 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from _common import describe_machine, format_table, load_average, run
-from spheroid_hpo.config import load_study_config
-from spheroid_hpo.launch import launch
-from spheroid_hpo.storage import open_storage
-from spheroid_hpo.study_progress import format_params
+from spheroid_hpo.tuning.study_file import load_study_config
+from spheroid_hpo.tuning.launch import launch
+from spheroid_hpo.tuning.storage import open_storage
+from spheroid_hpo.tuning.progress import format_params
 
 # The [pruner] table of a study file: from its header to the next table or the end.
 PRUNER_TABLE = re.compile(r"^\[pruner\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", re.MULTILINE)

@@ -2,7 +2,7 @@
 
 For each architecture, at 224 px and batch size 10, this times (interleaved, medians):
 
-- the batch preparation ``engine.train`` does per step: gathering a batch from the float16
+- the batch preparation ``loop.train`` does per step: gathering a batch from the float16
   cache and converting it to float32, ``rotate_batch``, normalising into channels_last;
 - one training step (forward, loss, backward, optimiser), adding one choice at a time:
   the paper-style start (NCHW, default Adam), channels_last, the fused Adam kernel, and
@@ -10,7 +10,7 @@ For each architecture, at 224 px and batch size 10, this times (interleaved, med
   for models with depthwise convolutions);
 - Adam's step alone, foreach against fused;
 - evaluation of 60 images: batches of 10 under ``no_grad`` in NCHW fp32 against what
-  ``engine.predict_logits`` does (inference mode, channels_last, autocast, on CPU batches
+  ``inference.predict_logits`` does (inference mode, channels_last, autocast, on CPU batches
   of about 16 at 224 px), and against it in batches of 64, its GPU default;
 - the step with 1 thread against all cores.
 
@@ -28,24 +28,25 @@ import torch
 import torch.nn.functional as F
 
 from _common import describe_machine, format_table, load_average, median, run
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_device, resolve_precision
 from spheroid_hpo.data import rotate_batch
-from spheroid_hpo.models import create_model
+from spheroid_hpo.training.models import create_model
 
 ARCHITECTURES = ("mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
-    device = engine.resolve_device(args.device)
-    bf16 = engine.resolve_precision("auto", device) is not None  # no model given: the hardware decides
+    device = resolve_device(args.device)
+    bf16 = resolve_precision("auto", device) is not None  # no model given: the hardware decides
     print(describe_machine(device))
     print(f"{load_average()} at start; native bf16: {'yes' if bf16 else 'no'}\n")
     generator = torch.Generator().manual_seed(0)
     cache = torch.rand(100, 3, 224, 224, generator=generator).half().to(device, memory_format=torch.channels_last)
     index = torch.randperm(100, generator=generator)[: args.batch_size].to(device)
     labels = torch.arange(args.batch_size, device=device) % 4
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (engine.IMAGENET_MEAN, engine.IMAGENET_STD))
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (inference.IMAGENET_MEAN, inference.IMAGENET_STD))
 
     batch = cache[index].float()
     rotated = rotate_batch(batch, max_degrees=20, generator=generator)
@@ -61,8 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for architecture in args.archs:
         nchw = ((rotated - mean) / std).contiguous()
         nhwc = nchw.contiguous(memory_format=torch.channels_last)
-        # What engine.train autocasts this architecture to with precision="auto".
-        engine_dtype = engine.resolve_precision("auto", device, model=create_model(architecture, num_classes=4))
+        # What loop.train autocasts this architecture to with precision="auto".
+        engine_dtype = resolve_precision("auto", device, model=create_model(architecture, num_classes=4))
         variants = {
             "paper-style: NCHW, default Adam": _step(architecture, nchw, labels, channels_last=False, adam={}),
             "+ channels_last": _step(architecture, nhwc, labels, channels_last=True, adam={"foreach": True}),
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         steps = _time(variants, repeats=args.repeats, device=device)
         base = steps["paper-style: NCHW, default Adam"]
         for name, ms in steps.items():
-            marker = "  <- engine.train (auto)" if name == engine_variant else ""
+            marker = "  <- loop.train (auto)" if name == engine_variant else ""
             rows.append([architecture if name.startswith("paper") else "", name + marker, f"{ms:.0f}",
                          f"{base / ms:.2f}x"])
         optimizer_ms = _optimizer_steps(architecture, device=device, repeats=args.repeats)
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if device.type == "cpu":
             cores = torch.get_num_threads()
             threads = _thread_counts(variants[engine_variant], repeats=args.repeats)
-            rows.append(["", f"engine.train step: 1 thread -> {cores} threads",
+            rows.append(["", f"loop.train step: 1 thread -> {cores} threads",
                          f"{threads[1]:.0f} -> {threads[cores]:.0f}", f"{threads[1] / threads[cores]:.2f}x"])
         print(f"{architecture} done ({load_average()})", flush=True)
     print()
@@ -142,7 +143,7 @@ def _evaluations(architecture, images, mean, std, autocast_dtype, *, device, rep
                 paper_model(nchw[start : start + 10]).argmax(dim=1)
 
     def ours(batch_size: int | None = None) -> None:
-        engine.predict_logits(our_model, images, autocast_dtype=autocast_dtype, batch_size=batch_size).argmax(dim=1)
+        inference.predict_logits(our_model, images, autocast_dtype=autocast_dtype, batch_size=batch_size).argmax(dim=1)
 
     return _time({"paper": paper, "ours": ours, "ours in batches of 64": lambda: ours(64)},
                  repeats=repeats, device=device)

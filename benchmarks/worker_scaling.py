@@ -1,6 +1,6 @@
 """Trials per hour with ``launch --workers 1`` against more workers sharing the same machine.
 
-Each launch is the real thing: ``spheroid_hpo.launch.launch`` (what ``spheroid-hpo launch``
+Each launch is the real thing: ``spheroid_hpo.tuning.launch.launch`` (what ``spheroid-hpo launch``
 calls) starts worker processes on a fresh SQLite study in a scratch folder, and the CPU
 threads are split between workers as the launcher does. Every trial trains the same fixed
 number of epochs with no pruning, so trials cost the same in every launch and trials per
@@ -25,9 +25,9 @@ import optuna
 from rich.console import Console
 
 from _common import describe_machine, format_table, load_average, median, run
-from spheroid_hpo.config import load_study_config
-from spheroid_hpo.engine import resolve_device
-from spheroid_hpo.launch import launch, threads_per_worker
+from spheroid_hpo.tuning.study_file import load_study_config
+from spheroid_hpo.training.device import resolve_device
+from spheroid_hpo.tuning.launch import launch, threads_per_worker
 
 STUDY = """
 [study]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spheroid_hpo.config import load_study_config
-from spheroid_hpo.demo_data import write_demo_data
+from spheroid_hpo.tuning.study_file import load_study_config
+from spheroid_hpo.data.demo import write_demo_data
 from study_files import write_tiny_study
 
 POSTGRES_URL = os.environ.get(
@@ -36,7 +36,7 @@ class FinishedStudy:
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> FinishedStudy:
     """A real launch (one worker process) of the tiny study, run to the end of its budget."""
-    from spheroid_hpo.launch import launch
+    from spheroid_hpo.tuning.launch import launch
 
     folder = tmp_path_factory.mktemp("study")
     study_file = write_tiny_study(folder, n_trials=3)

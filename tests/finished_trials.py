@@ -7,7 +7,7 @@ from pathlib import Path
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.training.saved_model import load_model
 
 
 def trial_model_and_split(finished_study, family, trial, split: str, folder: Path):

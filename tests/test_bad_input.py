@@ -27,10 +27,10 @@ import torch
 from optuna.trial import TrialState
 
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo import storage as storage_module
+from spheroid_hpo.tuning import storage as storage_module
 from spheroid_hpo.cli import main
-from spheroid_hpo.models import create_model
-from spheroid_hpo.saved_model import ModelInfo, save_model
+from spheroid_hpo.training.models import create_model
+from spheroid_hpo.training.saved_model import ModelInfo, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -215,7 +215,7 @@ size = 32
 
 def test_studies_sharing_an_artifact_folder_do_not_resume_each_others_checkpoints(tmp_path):
     """Study B must train from scratch even with study A's checkpoint where the old layout looked."""
-    from spheroid_hpo.engine import train
+    from spheroid_hpo.training.loop import train
 
     shared = tmp_path / "shared" / "artifacts"
     # Study A's checkpoint of trial 0 after 3 epochs, at <artifacts>/../checkpoints/<arch>/trial-0.pt.
@@ -242,7 +242,7 @@ def test_studies_sharing_an_artifact_folder_do_not_resume_each_others_checkpoint
 
 
 def test_a_checkpoint_of_another_run_is_refused(tmp_path):
-    from spheroid_hpo.engine import CheckpointMismatch, train
+    from spheroid_hpo.training.loop import CheckpointMismatch, train
 
     checkpoint = tmp_path / "trial-0.pt"
     images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
@@ -284,7 +284,7 @@ def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
 
 
 def test_an_epoch_without_a_training_image_raises():
-    from spheroid_hpo.engine import train
+    from spheroid_hpo.training.loop import train
     from spheroid_hpo.errors import InputError
 
     one = torch.rand(1, 3, 32, 32)
@@ -382,8 +382,8 @@ def test_check_data_names_the_bomb(tmp_path, monkeypatch, capsys):
 
 
 def test_worker_command_line_carries_no_password(tmp_path):
-    from spheroid_hpo.config import load_study_config
-    from spheroid_hpo.launch import worker_command
+    from spheroid_hpo.tuning.study_file import load_study_config
+    from spheroid_hpo.tuning.launch import worker_command
 
     path = tmp_path / "pw.toml"
     path.write_text(BOTH.format(name="pw", epochs=1, lr=1e-3))
@@ -453,7 +453,7 @@ def test_a_locked_sqlite_storage_is_one_line(tmp_path, monkeypatch, capsys):
 OPEN_AT_ONCE = """
 import sys, time
 from pathlib import Path
-from spheroid_hpo.storage import open_storage
+from spheroid_hpo.tuning.storage import open_storage
 go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)
@@ -508,7 +508,7 @@ def test_report_cleans_up_on_sigterm(tmp_path):
     """SIGTERM while ``report`` runs leaves no staging folder behind."""
     script = (
         "import os, signal, sys, threading, time\n"
-        "import spheroid_hpo.report._build as build\n"
+        "import spheroid_hpo.results.report._build as build\n"
         "def slow(*args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
         "build._build = slow\n"

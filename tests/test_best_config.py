@@ -15,20 +15,22 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from sklearn.metrics import f1_score
 
-import spheroid_hpo.reproduce as reproduce_module
-import spheroid_hpo.training_run as training_run
-from spheroid_hpo import engine
-from spheroid_hpo.best_config import MIN_BAND, RULE_TEXT, Z, SeedScores, read_best_config
+import spheroid_hpo.results.reproduce as reproduce_module
+import spheroid_hpo.training.run as training_run
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_device, resolve_precision
+from spheroid_hpo.results.best_file import MIN_BAND, RULE_TEXT, Z, SeedScores, read_best_config
 from spheroid_hpo.cli import main
-from spheroid_hpo.config import load_study_config
+from spheroid_hpo.tuning.study_file import load_study_config
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.report import open_family
-from spheroid_hpo.reproduce import SeedRun, export_best, reproduce
-from spheroid_hpo.storage import open_storage
+from spheroid_hpo.results.report import open_family
+from spheroid_hpo.results.reproduce import SeedRun, export_best, reproduce
+from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.data import DataSource
-from spheroid_hpo.studies import create_studies
+from spheroid_hpo.tuning.studies import create_studies
 from finished_trials import trial_model_and_split
 from study_files import write_tiny_study
 
@@ -142,7 +144,7 @@ def test_training_on_shuffled_labels_is_not_reproduced(runs_dir, monkeypatch):
     def load_with_shuffled_train_labels(*args, **kwargs):
         dataset = real_load(*args, **kwargs)
         labels = dataset.train.labels
-        shuffled = labels[engine.torch.randperm(len(labels), generator=engine.torch.Generator().manual_seed(0))]
+        shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
         assert (shuffled != labels).any()
         return dataclasses.replace(dataset, train=dataclasses.replace(dataset.train, labels=shuffled))
 
@@ -224,15 +226,15 @@ def test_a_retraining_trains_with_the_threads_it_is_given(monkeypatch, tmp_path)
     seen = []
 
     def fake_training(**kwargs):
-        seen.append(engine.torch.get_num_threads())
+        seen.append(torch.get_num_threads())
         return SimpleNamespace(val_macro_f1=0.5, test_macro_f1=0.5)
 
     monkeypatch.setattr(reproduce_module, "run_training", fake_training)
-    before = engine.torch.get_num_threads()
+    before = torch.get_num_threads()
     threads = config.machine.threads + 2
     reproduce_module._retrain(config, seed=0, folder=tmp_path, manifest=tmp_path / "splits.csv",
-                              device=engine.torch.device("cpu"), threads=threads, out_dir=tmp_path, log=print)
-    assert seen == [threads] and engine.torch.get_num_threads() == before  # and the process gets its own back
+                              device=torch.device("cpu"), threads=threads, out_dir=tmp_path, log=print)
+    assert seen == [threads] and torch.get_num_threads() == before  # and the process gets its own back
 
 
 def test_the_band_is_the_stated_rule(runs_dir, monkeypatch):
@@ -275,12 +277,12 @@ def test_export_best_retrains_the_overall_best_trial_and_reads_back(finished_stu
     assert best.machine.threads == trial.user_attrs["torch_threads"] != 9999
     assert best.fingerprint == family.data["fingerprint"]
     assert best.seeds == (0, 1) and len(best.val.per_seed) == len(best.test.per_seed) == 2
-    assert best.machine.torch == engine.torch.__version__ and best.machine.device == "cpu"
+    assert best.machine.torch == torch.__version__ and best.machine.device == "cpu"
 
     # The original test score is scikit-learn's macro-F1 of the trial's own model on the test split.
     model, info, test = trial_model_and_split(finished_study, family, trial, "test", tmp_path)
-    predicted = engine.predict_logits(model, test.images, mean=info.mean, std=info.std,
-                                      autocast_dtype=engine.resolve_precision("auto", engine.resolve_device("cpu"),
+    predicted = inference.predict_logits(model, test.images, mean=info.mean, std=info.std,
+                                      autocast_dtype=resolve_precision("auto", resolve_device("cpu"),
                                                                               model=model))
     expected = f1_score(test.labels.numpy(), predicted.argmax(1).numpy(), labels=range(4), average="macro",
                         zero_division=0)

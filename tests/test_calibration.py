@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo import engine
-from spheroid_hpo.calibration import (
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.calibration import (
     calibrate,
     expected_calibration_error,
     fit_temperature,
@@ -24,11 +24,11 @@ from spheroid_hpo.calibration import (
 )
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.models import create_model
-from spheroid_hpo.predict import predict_images
-from spheroid_hpo.saved_model import ModelInfo, load_model, save_model
-from spheroid_hpo.training_run import run_training
-from spheroid_hpo.tta import dihedral_views, tta_probabilities
+from spheroid_hpo.training.models import create_model
+from spheroid_hpo.training.predict import predict_images
+from spheroid_hpo.training.saved_model import ModelInfo, load_model, save_model
+from spheroid_hpo.training.run import run_training
+from spheroid_hpo.training.tta import dihedral_views, tta_probabilities
 
 CLASSES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
 
@@ -115,14 +115,14 @@ def test_tta_of_a_rotation_invariant_input_gives_agreement_one():
     radius = (grid.view(-1, 1) ** 2 + grid.view(1, -1) ** 2).sqrt()
     disk = torch.stack([(radius < r).float() * 0.8 + 0.1 for r in (0.3, 0.6, 0.9)])  # 3 radially symmetric images
     images = disk.unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
-    result = tta_probabilities(lambda x: engine.predict_logits(model, x), images)
+    result = tta_probabilities(lambda x: inference.predict_logits(model, x), images)
     assert torch.equal(result.agreement, torch.ones(3))
-    plain = torch.softmax(engine.predict_logits(model, images), 1)
+    plain = torch.softmax(inference.predict_logits(model, images), 1)
     torch.testing.assert_close(result.probabilities, plain, atol=1e-5, rtol=0)
     # A random image is not invariant: the views differ, so their average is not the plain prediction.
     noise = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    noisy = tta_probabilities(lambda x: engine.predict_logits(model, x), noise)
-    assert not torch.allclose(noisy.probabilities, torch.softmax(engine.predict_logits(model, noise), 1), atol=1e-4)
+    noisy = tta_probabilities(lambda x: inference.predict_logits(model, x), noise)
+    assert not torch.allclose(noisy.probabilities, torch.softmax(inference.predict_logits(model, noise), 1), atol=1e-4)
     assert ((noisy.entropy >= 0) & (noisy.entropy <= math.log(4) + 1e-6)).all()
 
 
@@ -132,8 +132,8 @@ def hot_model(tmp_path) -> Path:
     torch.manual_seed(0)
     model = create_model("squeezenet1_1", num_classes=4)
     return save_model(tmp_path / "model.pt", model, ModelInfo(
-        architecture="squeezenet1_1", class_names=CLASSES, image_size=32, mean=engine.IMAGENET_MEAN,
-        std=engine.IMAGENET_STD, temperature=3.0, uncertain_entropy=0.5 * math.log(4),
+        architecture="squeezenet1_1", class_names=CLASSES, image_size=32, mean=inference.IMAGENET_MEAN,
+        std=inference.IMAGENET_STD, temperature=3.0, uncertain_entropy=0.5 * math.log(4),
     ))
 
 
@@ -157,7 +157,7 @@ def test_predict_uses_the_temperature_and_no_calibration_gives_raw_softmax(hot_m
     model, info = load_model(hot_model)
     from spheroid_hpo.data import decode_images
     decoded, _ = decode_images(images, sorted(p.name for p in images.iterdir()), image_size=32)
-    logits = engine.predict_logits(model, decoded).double()
+    logits = inference.predict_logits(model, decoded).double()
 
     calibrated = _probs(predict_images(model=hot_model, inputs=[images], out=tmp_path / "c.csv", device="cpu").out)
     np.testing.assert_allclose(calibrated, torch.softmax(logits / 3.0, 1).numpy(), atol=2e-6)

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo import engine
-from spheroid_hpo.config import parse_study_text
+from spheroid_hpo.training import loop
+from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.search_space import suggest_params
+from spheroid_hpo.tuning.search_space import suggest_params
 
 BASE = """
 [study]
@@ -69,27 +69,27 @@ def test_batch_size_choices_are_validated_like_ranges():
 
 def test_balanced_weights_are_inverse_train_frequency():
     labels = torch.tensor([0] * 6 + [1] * 2 + [2] * 4)
-    weights = engine.class_weights_for(labels, num_classes=3, mode="balanced")
+    weights = loop.class_weights_for(labels, num_classes=3, mode="balanced")
     assert weights.tolist() == pytest.approx([12 / 18, 12 / 6, 12 / 12])
-    assert engine.class_weights_for(labels, num_classes=3, mode="none") is None
+    assert loop.class_weights_for(labels, num_classes=3, mode="none") is None
     with pytest.raises(InputError, match="mode='inverse'"):
-        engine.class_weights_for(labels, num_classes=3, mode="inverse")
+        loop.class_weights_for(labels, num_classes=3, mode="inverse")
 
 
 def test_balanced_weights_reach_the_training_loss(monkeypatch):
     seen = []
-    real = engine.F.cross_entropy
+    real = loop.F.cross_entropy
 
     def spy(logits, labels, *args, weight=None, **kwargs):
         seen.append(weight)
         return real(logits, labels, *args, weight=weight, **kwargs)
 
-    monkeypatch.setattr(engine.F, "cross_entropy", spy)
+    monkeypatch.setattr(loop.F, "cross_entropy", spy)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
     images = torch.rand(12, 3, 8, 8, dtype=torch.float16)
     labels = torch.tensor([0] * 9 + [1] * 3)
-    engine.train(model, train_images=images, train_labels=labels, val_images=images, val_labels=labels,
+    loop.train(model, train_images=images, train_labels=labels, val_images=images, val_labels=labels,
                  num_classes=2, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0, class_weights="balanced"), seed=0, precision="fp32",
                  )
     trained = [w for w in seen if w is not None]

@@ -20,7 +20,7 @@ import yaml
 from packaging.requirements import Requirement
 
 from spheroid_hpo.cli import app
-from spheroid_hpo.config import load_study_config
+from spheroid_hpo.tuning.study_file import load_study_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()

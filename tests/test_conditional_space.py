@@ -9,11 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from spheroid_hpo.config import parse_study_text
+from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS
-from spheroid_hpo.models import _REGISTRY, applicable_params, architecture_names
-from spheroid_hpo.report._family import StudyFamily
-from spheroid_hpo.search_space import suggest_params
+import torchvision.models as tvm
+
+from spheroid_hpo.training import architectures
+from spheroid_hpo.training.architectures import applicable_params, architecture_names
+from spheroid_hpo.results.family import StudyFamily
+from spheroid_hpo.tuning.search_space import suggest_params
 
 STUDY = """
 [study]
@@ -31,7 +34,8 @@ bn_momentum = BN
 @pytest.mark.parametrize("name", architecture_names())
 def test_each_architecture_declares_bn_momentum_exactly_when_it_has_batchnorm(name):
     with torch.device("meta"):  # no weights allocated: VGG-16 builds in milliseconds
-        model = _REGISTRY[name].build()
+        spec = architectures.architecture(name)
+        model = getattr(tvm, spec.builder)(**spec.builder_kwargs)
     has_batchnorm = any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in model.modules())
     assert ("bn_momentum" in applicable_params(name)) == has_batchnorm
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spheroid_hpo.config import load_study_config, parse_study_text, with_overrides
+from spheroid_hpo.tuning.study_file import load_study_config, parse_study_text, with_overrides
 from spheroid_hpo.errors import InputError
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"

@@ -12,13 +12,13 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from spheroid_hpo import engine
-from spheroid_hpo import objective as objective_module
-from spheroid_hpo.config import parse_study_text
+from spheroid_hpo.training import loop
+from spheroid_hpo.tuning import objective as objective_module
+from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.data import LabeledFile, assign_folds, load_dataset
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.data import TrainingData
-from spheroid_hpo.objective import build_objective
+from spheroid_hpo.tuning.objective import build_objective
 from spheroid_hpo.tuning.records import CV_SCORES
 from study_files import one_architecture_study
 
@@ -80,13 +80,13 @@ def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
     data = TrainingData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32,
                      folds=tuple(assign_folds(files, folds=folds, seed=0)))
     runs = []
-    real_train = engine.train
+    real_train = loop.train
 
     def spy(model, **kwargs):
         runs.append((list(kwargs["train_labels"]), len(kwargs["val_images"])))
         return real_train(model, **kwargs)
 
-    monkeypatch.setattr(objective_module.engine, "train", spy)
+    monkeypatch.setattr(objective_module.loop, "train", spy)
     config = parse_study_text(one_architecture_study(), source=Path("s.toml"))
     (tmp_path / "artifacts").mkdir()
     objective = build_objective(
@@ -123,8 +123,8 @@ def test_pruning_judges_the_running_mean_after_each_fold(demo_dir, tmp_path, mon
 
 
 def test_best_toml_carries_cv_folds_and_class_weights(tmp_path):
-    from spheroid_hpo.best_config import BestConfig, SeedScores, read_best_config
-    from spheroid_hpo.machine import machine_fingerprint
+    from spheroid_hpo.results.best_file import BestConfig, SeedScores, read_best_config
+    from spheroid_hpo.training.machine import machine_fingerprint
 
     scores = SeedScores(per_seed=(0.5, 0.6), original=0.55)
     best = BestConfig(
@@ -144,7 +144,7 @@ def test_best_toml_carries_cv_folds_and_class_weights(tmp_path):
 def test_the_report_shows_mean_and_sd_over_folds_of_each_best_trial():
     from types import SimpleNamespace
 
-    from spheroid_hpo.report._content import _cross_validation
+    from spheroid_hpo.results.report._content import _cross_validation
 
     trial = SimpleNamespace(number=7, user_attrs={CV_SCORES: [0.5, 0.7, 0.6]})
     family = SimpleNamespace(config=SimpleNamespace(data=SimpleNamespace(cv_folds=3)))
@@ -158,8 +158,8 @@ def test_the_report_shows_mean_and_sd_over_folds_of_each_best_trial():
 def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(demo_dir, tmp_path):
     import shutil
 
-    from spheroid_hpo.create import create_study_family
-    from spheroid_hpo.worker import _load_trial_data
+    from spheroid_hpo.tuning.create import create_study_family
+    from spheroid_hpo.tuning.worker import _load_trial_data
 
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data)
@@ -184,9 +184,9 @@ def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(dem
 
 
 def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, tmp_path, monkeypatch):
-    from spheroid_hpo.best_config import BestConfig, SeedScores
-    from spheroid_hpo.machine import machine_fingerprint
-    from spheroid_hpo.reproduce import _retrain_folds
+    from spheroid_hpo.results.best_file import BestConfig, SeedScores
+    from spheroid_hpo.training.machine import machine_fingerprint
+    from spheroid_hpo.results.reproduce import _retrain_folds
 
     trial, _, _ = _cv_trial(demo_dir, tmp_path, monkeypatch)
     scores = SeedScores(per_seed=(trial.value,), original=trial.value)
@@ -221,7 +221,7 @@ def test_a_cross_validated_trial_calibrates_on_images_its_model_never_trained_on
 def test_a_trial_failed_by_another_worker_after_its_last_epoch_is_left_to_its_retry(demo_dir, tmp_path, monkeypatch):
     # Paused after its last epoch past the heartbeat grace period: another worker marks the trial
     # FAIL and queues its retry. Writing to it must stop quietly, never crash the worker.
-    from spheroid_hpo.objective import TrialTakenOver
+    from spheroid_hpo.tuning.objective import TrialTakenOver
 
     real_calibrate = objective_module.calibrate
 

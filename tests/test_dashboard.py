@@ -20,7 +20,7 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from playwright.sync_api import expect, sync_playwright
 
-from spheroid_hpo.dashboard import serve_dashboard
+from spheroid_hpo.tuning.dashboard import serve_dashboard
 from spheroid_hpo.errors import InputError
 
 CHROMIUM = "/usr/bin/chromium"

@@ -14,10 +14,10 @@ from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from spheroid_hpo import demo_data
+from spheroid_hpo.data import demo as demo_data
 from spheroid_hpo.data._folder import scan_folder
 from spheroid_hpo.data._formats import ImageInfo, inspect_image
-from spheroid_hpo.demo_data import CLASS_NAMES, class_counts, ensure_demo_data, write_demo_data
+from spheroid_hpo.data.demo import CLASS_NAMES, class_counts, ensure_demo_data, write_demo_data
 from spheroid_hpo.errors import InputError
 
 

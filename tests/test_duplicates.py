@@ -12,7 +12,7 @@ from PIL import Image, ImageEnhance
 
 from spheroid_hpo.data import LabeledFile, assign_splits, check_data, find_duplicates, load_dataset, prepare_split
 from spheroid_hpo.data._duplicates import straddling
-from spheroid_hpo.demo_data import render_image, write_demo_data
+from spheroid_hpo.data.demo import render_image, write_demo_data
 
 SIZE = 64
 

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_precision, seed_everything
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.demo_data import CLASS_NAMES, write_demo_data
+from spheroid_hpo.data.demo import CLASS_NAMES, write_demo_data
 from spheroid_hpo.errors import InputError
 
 NUM_CLASSES = len(CLASS_NAMES)
@@ -50,10 +51,10 @@ def demo(tmp_path_factory):
 
 
 def train_small(demo, *, seed: int = 0, epochs: int, precision: str = "fp32", model: nn.Module | None = None,
-                **options) -> tuple[nn.Module, list[engine.EpochStats]]:
-    engine.seed_everything(seed)
+                **options) -> tuple[nn.Module, list[loop.EpochStats]]:
+    seed_everything(seed)
     model = model if model is not None else small_cnn()
-    history = engine.train(
+    history = loop.train(
         model, train_images=demo.train.images, train_labels=demo.train.labels,
         val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
         hyperparams=Hyperparams(epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0), seed=seed, precision=precision, **options,
@@ -61,7 +62,7 @@ def train_small(demo, *, seed: int = 0, epochs: int, precision: str = "fp32", mo
     return model, history
 
 
-def metrics_of(history: list[engine.EpochStats]) -> list[dict]:
+def metrics_of(history: list[loop.EpochStats]) -> list[dict]:
     """What each epoch measured, without its timings and restored flag."""
     return [{k: v for k, v in dataclasses.asdict(s).items() if k not in TIMING_FIELDS + ("restored",)}
             for s in history]
@@ -125,9 +126,9 @@ def test_resuming_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(demo, t
 
 def test_a_nan_loss_stops_training_with_a_clear_error(demo):
     poisoned = torch.full_like(demo.train.images, float("nan"))
-    engine.seed_everything(0)
+    seed_everything(0)
     with pytest.raises(FloatingPointError, match=r"training loss became nan in epoch 1 \(lr=0.003\).*lower learning rate"):
-        engine.train(
+        loop.train(
             small_cnn(), train_images=poisoned, train_labels=demo.train.labels,
             val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
             hyperparams=Hyperparams(epochs=2, lr=3e-3, batch_size=16, rotation=0.0), seed=0, precision="fp32",
@@ -137,8 +138,8 @@ def test_a_nan_loss_stops_training_with_a_clear_error(demo):
 def test_predictions_do_not_depend_on_the_evaluation_batch_size(demo):
     # predict_logits sizes its batches for the device; the logits must not depend on it.
     model, _ = train_small(demo, epochs=1)
-    chosen = engine.predict_logits(model, demo.val.images)
-    in_sevens = engine.predict_logits(model, demo.val.images, batch_size=7)
+    chosen = inference.predict_logits(model, demo.val.images)
+    in_sevens = inference.predict_logits(model, demo.val.images, batch_size=7)
     assert chosen.shape == (len(demo.val), NUM_CLASSES)
     torch.testing.assert_close(chosen, in_sevens, atol=1e-4, rtol=1e-4)
 
@@ -163,12 +164,12 @@ def test_auto_precision_is_bf16_only_where_the_hardware_runs_it_and_not_for_dept
     cpu = torch.device("cpu")
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
-    assert engine.resolve_precision("auto", cpu, model=small_cnn()) == (torch.bfloat16 if native_bf16 else None)
+    assert resolve_precision("auto", cpu, model=small_cnn()) == (torch.bfloat16 if native_bf16 else None)
     # bf16 cost MobileNet V3 validation macro-F1 (BENCHMARKS.md), whatever the hardware.
-    assert engine.resolve_precision("auto", cpu, model=depthwise_cnn()) is None
+    assert resolve_precision("auto", cpu, model=depthwise_cnn()) is None
     # An explicit choice is always honoured.
-    assert engine.resolve_precision("bf16", cpu, model=depthwise_cnn()) == torch.bfloat16
-    assert engine.resolve_precision("fp32", cpu, model=small_cnn()) is None
+    assert resolve_precision("bf16", cpu, model=depthwise_cnn()) == torch.bfloat16
+    assert resolve_precision("fp32", cpu, model=small_cnn()) is None
 
 
 def test_auto_precision_trains_a_depthwise_model_in_fp32(demo):
@@ -197,7 +198,7 @@ def test_bad_settings_are_input_errors(demo, options, message):
     settings = {"epochs": 1, "lr": 1e-3, "batch_size": 8, "rotation": 0.0, "precision": "fp32", **options}
     precision = settings.pop("precision")
     with pytest.raises(InputError, match=message):
-        engine.train(
+        loop.train(
             small_cnn(), train_images=demo.train.images, train_labels=demo.train.labels,
             val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
             hyperparams=Hyperparams(**settings), seed=0, precision=precision,

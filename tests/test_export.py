@@ -15,12 +15,12 @@ import torch
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.export import TOLERANCE, ExportCheckError, ExportRequest, export_model
-from spheroid_hpo.export import _formats
-from spheroid_hpo.predict import predict_images
-from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.results.export import TOLERANCE, ExportCheckError, ExportRequest, export_model
+from spheroid_hpo.results.export import _formats
+from spheroid_hpo.training.predict import predict_images
+from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.training_run import run_training
+from spheroid_hpo.training.run import run_training
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'spheroid-hpo[export]'")
 
@@ -140,7 +140,7 @@ def test_bioimageio_package_passes_bioimageio_core_offline(run_dir, tmp_path, mo
     monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "0")
     from bioimageio.core import test_model
 
-    from spheroid_hpo.export import _bioimageio
+    from spheroid_hpo.results.export import _bioimageio
 
     out = export_model(ExportRequest(format="bioimageio", out=tmp_path / "model.zip", source=run_dir)).out
     names = set(zipfile.ZipFile(out).namelist())
@@ -179,7 +179,7 @@ def test_bioimageio_package_passes_bioimageio_core_offline(run_dir, tmp_path, mo
 
 
 def test_a_package_bioimageio_core_fails_is_not_written(run_dir, tmp_path, monkeypatch):
-    from spheroid_hpo.export import _bioimageio
+    from spheroid_hpo.results.export import _bioimageio
 
     real = _bioimageio._calibrated_probabilities
     monkeypatch.setattr(_bioimageio, "_calibrated_probabilities", lambda *a: real(*a).roll(1, dims=1))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.figures import _confusion_figure, _curves_figure, plot_confusion, plot_curves
+from spheroid_hpo.training.figures import _confusion_figure, _curves_figure, plot_confusion, plot_curves
 
 CLASS_NAMES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
 CONFUSION = ((50, 2, 0, 1), (3, 20, 4, 0), (0, 1, 30, 6), (0, 0, 5, 40))

@@ -116,7 +116,7 @@ def test_relaunch_resumes_without_repeating_finished_trials(two_worker_launch):
 def test_a_worker_refuses_data_that_differs_from_the_study(two_worker_launch, tmp_path):
     folder, _, _ = two_worker_launch
     other = tmp_path / "other"
-    from spheroid_hpo.demo_data import write_demo_data
+    from spheroid_hpo.data.demo import write_demo_data
 
     write_demo_data(other, per_class=12, size=32, seed=1)  # same file names, other pixels
     url = f"sqlite:///{folder / 'runs' / 'two' / 'study.db'}"

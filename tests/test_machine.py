@@ -6,7 +6,7 @@ import dataclasses
 
 import torch
 
-from spheroid_hpo.machine import _cpu_model_and_flags, machine_fingerprint
+from spheroid_hpo.training.machine import _cpu_model_and_flags, machine_fingerprint
 
 XEON_AMX = """processor\t: 0
 model name\t: Intel(R) Xeon(R) Platinum 8480+
@@ -22,9 +22,9 @@ def test_cpu_model_and_kernel_flags_are_read_from_cpuinfo(tmp_path, monkeypatch)
     xeon, epyc = tmp_path / "xeon", tmp_path / "epyc"
     xeon.write_text(XEON_AMX)
     epyc.write_text(EPYC)
-    monkeypatch.setattr("spheroid_hpo.machine._cpu_model_and_flags", lambda: _cpu_model_and_flags(xeon))
+    monkeypatch.setattr("spheroid_hpo.training.machine._cpu_model_and_flags", lambda: _cpu_model_and_flags(xeon))
     with_amx = machine_fingerprint(torch.device("cpu"), threads=2, precision="fp32")
-    monkeypatch.setattr("spheroid_hpo.machine._cpu_model_and_flags", lambda: _cpu_model_and_flags(epyc))
+    monkeypatch.setattr("spheroid_hpo.training.machine._cpu_model_and_flags", lambda: _cpu_model_and_flags(epyc))
     without_amx = machine_fingerprint(torch.device("cpu"), threads=2, precision="fp32")
     assert with_amx.cpu == "Intel(R) Xeon(R) Platinum 8480+" and without_amx.cpu == "AMD EPYC"
     assert {"amx_tile", "amx_bf16", "amx_int8"} <= set(with_amx.cpu_flags)

@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.metrics import ClassificationMetrics, classification_metrics
+from spheroid_hpo.training.metrics import ClassificationMetrics, classification_metrics
 
 
 def _random_case(seed: int) -> tuple[np.ndarray, np.ndarray, int]:

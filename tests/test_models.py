@@ -12,7 +12,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.models import architecture_names, count_parameters, create_model
+from spheroid_hpo.training.models import architecture_names, count_parameters, create_model
 
 ALL = (
     "mobilenet_v3_large",

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from psycopg import sql
 
 from conftest import POSTGRES_URL, write_tiny_study
-from spheroid_hpo.storage import masked_url, open_storage
+from spheroid_hpo.tuning.storage import masked_url, open_storage
 from spheroid_hpo.tuning.records import budget_used
 
 SPHEROID_HPO = str(Path(sys.executable).with_name("spheroid-hpo"))

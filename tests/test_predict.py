@@ -12,13 +12,13 @@ import tifffile
 import torch
 from PIL import Image
 
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import decode_images, read_image
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.models import create_model
-from spheroid_hpo.predict import predict_images
-from spheroid_hpo.saved_model import ModelInfo, load_model, save_model
+from spheroid_hpo.training.models import create_model
+from spheroid_hpo.training.predict import predict_images
+from spheroid_hpo.training.saved_model import ModelInfo, load_model, save_model
 
 CLASSES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
 # Not ImageNet's: a model's own statistics must be the ones applied.
@@ -93,11 +93,11 @@ def test_probabilities_use_the_training_decoder_and_the_saved_statistics(model_d
     model, info = load_model(model_dir, device="cpu")
     images, problems = decode_images(mixed_folder, ["b.tif", "a.png"], image_size=info.image_size)
     assert problems == []
-    expected = torch.softmax(engine.predict_logits(model, images, mean=MEAN, std=STD), dim=1).numpy()
+    expected = torch.softmax(inference.predict_logits(model, images, mean=MEAN, std=STD), dim=1).numpy()
     got = np.array([[float(row[f"p_{c}"]) for c in CLASSES] for row in rows])
     np.testing.assert_allclose(got, expected, atol=2e-6)
     # ImageNet statistics would give other probabilities: the saved ones were really applied.
-    imagenet = torch.softmax(engine.predict_logits(model, images), dim=1).numpy()
+    imagenet = torch.softmax(inference.predict_logits(model, images), dim=1).numpy()
     assert not np.allclose(got, imagenet, atol=1e-4)
     # The 16-bit TIFF was stretched by its own range, not divided by 255 (which would saturate it).
     assert read_image(mixed_folder / "b.tif").max() == pytest.approx(1.0)

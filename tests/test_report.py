@@ -17,12 +17,13 @@ from optuna.trial import TrialState
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.cli import main
-from spheroid_hpo.config import load_study_config
+from spheroid_hpo.tuning.study_file import load_study_config
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.report import (
+from spheroid_hpo.results.report import (
     PUBLISHED_ROWS,
     baseline_trial,
     best_trial,
@@ -31,11 +32,11 @@ from spheroid_hpo.report import (
     sign_flip_p_value,
     write_report,
 )
-from spheroid_hpo.report._repeats import RepeatedRuns, compare_architectures, repeat_best
-from spheroid_hpo.saved_model import load_model
-from spheroid_hpo.storage import open_storage
+from spheroid_hpo.results.report._repeats import RepeatedRuns, compare_architectures, repeat_best
+from spheroid_hpo.training.saved_model import load_model
+from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.data import DataSource
-from spheroid_hpo.studies import create_studies
+from spheroid_hpo.tuning.studies import create_studies
 from finished_trials import trial_model_and_split
 from study_files import write_tiny_study
 
@@ -112,8 +113,8 @@ def test_the_predictions_are_the_saved_models_on_the_untouched_test_split(report
     test_paths = [row["path"] for row in csv.DictReader(io.StringIO(family.manifest_csv)) if row["split"] == "test"]
     assert sorted(evaluation.paths) == sorted(test_paths) and dataset.test.paths == evaluation.paths
     model, info = load_model(model_file)
-    logits = engine.predict_logits(model, dataset.test.images, mean=info.mean, std=info.std,
-                                   autocast_dtype=engine.resolve_precision("auto", torch.device("cpu"), model=model))
+    logits = inference.predict_logits(model, dataset.test.images, mean=info.mean, std=info.std,
+                                   autocast_dtype=resolve_precision("auto", torch.device("cpu"), model=model))
     np.testing.assert_array_equal(logits.argmax(1).numpy(), evaluation.y_pred)
     np.testing.assert_array_equal(dataset.test.labels.numpy(), evaluation.y_true)
 
@@ -276,8 +277,8 @@ def test_a_launched_trials_validation_f1_is_its_model_on_the_manifests_validatio
     trial = best_trial(family.trials(architecture))
     model, info, val = trial_model_and_split(finished_study, family, trial, "val", tmp_path)
     assert len(val.labels) == _manifest_count(family.manifest_csv, "val")
-    autocast = engine.resolve_precision(family.config.training.precision, torch.device("cpu"), model=model)
-    predicted = engine.predict_logits(model, val.images, mean=info.mean, std=info.std,
+    autocast = resolve_precision(family.config.training.precision, torch.device("cpu"), model=model)
+    predicted = inference.predict_logits(model, val.images, mean=info.mean, std=info.std,
                                       autocast_dtype=autocast).argmax(1).numpy()
     labels = list(range(len(info.class_names)))
     expected = f1_score(val.labels.numpy(), predicted, labels=labels, average=None, zero_division=0)

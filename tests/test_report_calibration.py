@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spheroid_hpo.report import write_report
+from spheroid_hpo.results.report import write_report
 
 
 def test_report_shows_ece_before_and_after_reliability_and_tta_macro_f1(finished_study, tmp_path):

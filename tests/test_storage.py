@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.storage import default_storage_url, masked_url, open_storage
+from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage
 
 TRIALS_PER_WORKER = 30
 WORKERS = 4

@@ -6,8 +6,8 @@ import logging
 
 import optuna
 
-from spheroid_hpo.launch import optuna_messages_to
-from spheroid_hpo.studies import METRIC_NAME
+from spheroid_hpo.tuning.launch import optuna_messages_to
+from spheroid_hpo.tuning.records import METRIC_NAME
 
 
 def test_optuna_info_lines_go_to_the_log_file_not_the_terminal(tmp_path, capfd):

@@ -14,9 +14,9 @@ import tifffile
 import torch
 from PIL import Image
 
-from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.training_run import run_training
+from spheroid_hpo.training.run import run_training
 
 FAST = dict(arch="squeezenet1_1", hyperparams=Hyperparams(epochs=2, lr=1e-3, rotation=15.0, batch_size=8), image_size=32, seed=0,
             device="cpu", progress=False)

@@ -18,11 +18,12 @@ import torch
 from sklearn.metrics import confusion_matrix, f1_score
 from typer.testing import CliRunner
 
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.cli import app
 from spheroid_hpo.data import load_dataset
-from spheroid_hpo.models import create_model
-from spheroid_hpo.saved_model import load_model
+from spheroid_hpo.training.models import create_model
+from spheroid_hpo.training.saved_model import load_model
 from split_manifests import GROUP_BY, read_manifest, write_uneven_manifest
 
 REVERSED_CLASSES = ("3_live_inside", "2_live_outside", "1_dead_cells", "0_background")
@@ -40,8 +41,8 @@ def recomputed_scores(run_dir: Path, data_dir: Path, manifest: Path, split: str,
     dataset = load_dataset(data_dir, image_size=info.image_size, manifest_path=manifest, class_names=class_names,
                            splits=(split,))
     tensors = getattr(dataset, split)
-    autocast = engine.resolve_precision(precision, torch.device("cpu"), model=model)
-    logits = engine.predict_logits(model, tensors.images, mean=info.mean, std=info.std, autocast_dtype=autocast)
+    autocast = resolve_precision(precision, torch.device("cpu"), model=model)
+    logits = inference.predict_logits(model, tensors.images, mean=info.mean, std=info.std, autocast_dtype=autocast)
     predicted, labels = logits.argmax(1).numpy(), tensors.labels.numpy()
     classes = list(range(len(class_names)))
     return (confusion_matrix(labels, predicted, labels=classes),

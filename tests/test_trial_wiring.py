@@ -18,18 +18,18 @@ from sklearn.metrics import f1_score
 from torch import nn
 from typer.testing import CliRunner
 
-from spheroid_hpo import engine
+from spheroid_hpo.training import inference, loop
 from spheroid_hpo.cli import app
-from spheroid_hpo.config import parse_study_text
-from spheroid_hpo.create import create_study_family
+from spheroid_hpo.tuning.study_file import parse_study_text
+from spheroid_hpo.tuning.create import create_study_family
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.data import TrainingData
-from spheroid_hpo.objective import build_objective
-from spheroid_hpo.saved_model import load_model
-from spheroid_hpo.search_space import suggest_params
-from spheroid_hpo.studies import load_studies
+from spheroid_hpo.tuning.objective import build_objective
+from spheroid_hpo.training.saved_model import load_model
+from spheroid_hpo.tuning.search_space import suggest_params
+from spheroid_hpo.tuning.studies import load_studies
 from spheroid_hpo.tuning.records import budget_used
-from spheroid_hpo.worker import run_worker
+from spheroid_hpo.tuning.worker import run_worker
 from split_manifests import write_uneven_manifest
 from study_files import one_architecture_study, write_one_architecture_study
 
@@ -71,7 +71,7 @@ def test_a_trials_validation_scores_are_its_model_on_the_manifests_validation_sp
     with open(manifest, newline="") as handle:
         val_paths = [row["path"] for row in csv.DictReader(handle) if row["split"] == "val"]
     assert sorted(val.paths) == sorted(val_paths)
-    predicted = engine.predict_logits(model, val.images, mean=info.mean, std=info.std).argmax(1).numpy()
+    predicted = inference.predict_logits(model, val.images, mean=info.mean, std=info.std).argmax(1).numpy()
     expected = f1_score(val.labels.numpy(), predicted, labels=[0, 1, 2, 3], average=None, zero_division=0)
     np.testing.assert_allclose(trial.user_attrs["val_f1_per_class"], expected, atol=1e-6)
     # The trial's value is the last epoch's validation macro-F1: the same model on the same split.
@@ -80,7 +80,7 @@ def test_a_trials_validation_scores_are_its_model_on_the_manifests_validation_sp
 
 
 def test_a_searched_bn_momentum_reaches_the_trained_model(demo_dir, tmp_path, monkeypatch):
-    from spheroid_hpo import objective as objective_module
+    from spheroid_hpo.tuning import objective as objective_module
 
     built: list[nn.Module] = []
     real_create_model = objective_module.create_model
@@ -163,7 +163,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_
     study_file = write_one_architecture_study(tmp_path, name="failing", n_trials=2)
     runs = tmp_path / "runs"
     family = create_study_family(config=parse_study_text(study_file.read_text(), source=study_file), runs_dir=runs)
-    real_train = engine.train
+    real_train = loop.train
     calls = []
 
     def out_of_memory_once(*args, **kwargs):
@@ -172,7 +172,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_
             raise RuntimeError("CUDA out of memory (simulated)")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "train", out_of_memory_once)
+    monkeypatch.setattr(loop, "train", out_of_memory_once)
     previous_threads = torch.get_num_threads()
     try:
         summary = run_worker(study="failing", storage_url=family.storage_url, runs_dir=runs, device="cpu", threads=1)
@@ -222,8 +222,8 @@ def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path
     """A trial whose heartbeat stops is failed and queued again by the worker's loop, at most three times."""
     import time
 
-    from spheroid_hpo.storage import open_storage
-    from spheroid_hpo.worker import _next_architecture
+    from spheroid_hpo.tuning.storage import open_storage
+    from spheroid_hpo.tuning.worker import _next_architecture
 
     study_file = write_one_architecture_study(tmp_path, name="silent", n_trials=5)
     config = parse_study_text(study_file.read_text(), source=study_file)

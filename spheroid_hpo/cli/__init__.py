@@ -32,7 +32,7 @@ def main() -> None:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except Exception as error:
-        from spheroid_hpo.storage import locked_message
+        from spheroid_hpo.tuning.storage import locked_message
 
         message = locked_message(error)
         if message is None:

@@ -21,6 +21,6 @@ def dashboard_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder holding runs/<study>/ for the defaults.")] = RUNS_DIR,
 ) -> None:
     """Serve optuna-dashboard on the study storage, with each trial's curves and confusion matrix."""
-    from spheroid_hpo.dashboard import serve_dashboard
+    from spheroid_hpo.tuning.dashboard import serve_dashboard
 
     serve_dashboard(storage_url=storage, study=study, artifact_dir=artifacts, host=host, port=port, runs_dir=runs_dir)

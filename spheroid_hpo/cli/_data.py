@@ -19,7 +19,7 @@ def demo_data_command(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same files.")] = DEMO_SETTINGS["seed"],
 ) -> None:
     """Write a synthetic brightfield spheroid data set in the paper's four classes."""
-    from spheroid_hpo.demo_data import write_demo_data
+    from spheroid_hpo.data.demo import write_demo_data
 
     counts = write_demo_data(out_dir, per_class=per_class, size=size, seed=seed)
     for name, count in counts.items():

@@ -28,7 +28,7 @@ def export_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder holding the study's runs and demo data.")] = RUNS_DIR,
 ) -> None:
     """Export a trained model and check it against PyTorch (bioimage.io: bioimageio.core's test)."""
-    from spheroid_hpo.export import ExportRequest, export_model
+    from spheroid_hpo.results.export import ExportRequest, export_model
 
     if out is None:
         suffix = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}.get(format, "model.bioimageio.zip")

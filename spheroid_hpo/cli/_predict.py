@@ -23,7 +23,7 @@ def predict_command(
                                                     "and an uncertain flag.")] = False,
 ) -> None:
     """Predict the class of each image; unreadable files get a row with the reason."""
-    from spheroid_hpo.predict import predict_images
+    from spheroid_hpo.training.predict import predict_images
 
     summary = predict_images(model=model, inputs=inputs, out=out, device=device, calibrated=calibration, tta=tta)
     problems = f", {summary.errors} could not be read (see the error column)" if summary.errors else ""

@@ -28,7 +28,7 @@ def report_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder holding the study's runs and demo data.")] = RUNS_DIR,
 ) -> None:
     """The paper's Table III from each architecture's best trial, scored once on the test split."""
-    from spheroid_hpo.report import write_report
+    from spheroid_hpo.results.report import write_report
 
     clean_up_on_sigterm()
 
@@ -59,7 +59,7 @@ def export_best_command(
 
     The winner is retrained with --seeds seeds (progress on stderr) and the spread of its scores recorded.
     """
-    from spheroid_hpo.reproduce import export_best
+    from spheroid_hpo.results.reproduce import export_best
 
     clean_up_on_sigterm()
 
@@ -83,7 +83,7 @@ def reproduce_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder for the regenerated demo data.")] = RUNS_DIR,
 ) -> None:
     """Retrain a best.toml and decide by its rule: exit 0 reproduced, 1 not reproduced, 2 a bad file."""
-    from spheroid_hpo.reproduce import reproduce
+    from spheroid_hpo.results.reproduce import reproduce
 
     clean_up_on_sigterm()
 

@@ -46,7 +46,7 @@ def train_command(
 ) -> None:
     """Train one CNN on a folder of images and write its run folder."""
     from spheroid_hpo.training.hyperparams import Hyperparams
-    from spheroid_hpo.training_run import run_training
+    from spheroid_hpo.training.run import run_training
 
     hyperparams = Hyperparams(epochs=epochs, lr=lr, rotation=rotation, batch_size=batch_size,
                               bn_momentum=bn_momentum, class_weights=class_weights)

@@ -13,7 +13,7 @@ from pathlib import Path
 from spheroid_hpo.data._duplicates import Duplicates, find_duplicates, straddling
 from spheroid_hpo.data._folder import scan_folder
 from spheroid_hpo.data._formats import ImageInfo, UnreadableImage, inspect_image
-from spheroid_hpo.data._split import DEFAULT_MANIFEST_NAME, read_manifest
+from spheroid_hpo.data._manifest import DEFAULT_MANIFEST_NAME, read_manifest
 
 # Largest-to-smallest class ratio above which check-data warns: beyond it, a plain
 # cross-entropy tends to give up on the smallest class (class_weights = "balanced" helps).

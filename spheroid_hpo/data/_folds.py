@@ -14,6 +14,11 @@ from pathlib import Path
 
 import torch
 
+from spheroid_hpo.data._dataset import Dataset, SplitTensors
+from spheroid_hpo.data._folder import LabeledFile
+from spheroid_hpo.data._manifest import read_manifest
+from spheroid_hpo.data._split import assign_folds
+
 __all__ = ["TrainingData", "training_data"]
 
 
@@ -21,8 +26,8 @@ __all__ = ["TrainingData", "training_data"]
 class TrainingData:
     """The train and validation images of a study (decoded once per worker), and their folds."""
 
-    train: "SplitTensors"  # noqa: F821 (defined in the package's _dataset module)
-    val: "SplitTensors"  # noqa: F821
+    train: SplitTensors
+    val: SplitTensors
     class_names: tuple[str, ...]
     image_size: int
     # With cross-validation: the fold (0 .. K-1) of each image of train + val, in that order.
@@ -31,8 +36,6 @@ class TrainingData:
     def runs(self) -> Iterator[tuple]:
         """(train, val) for each training run: the manifest's split, or one pair per fold of
         train + val. A generator, so only one fold's copy of the images exists at a time."""
-        from spheroid_hpo.data import SplitTensors
-
         if not self.folds:
             yield self.train, self.val
             return
@@ -48,11 +51,9 @@ class TrainingData:
             )
 
 
-def training_data(dataset, *, manifest: Path, cv_folds: int | None, split_seed: int) -> TrainingData:
+def training_data(dataset: Dataset, *, manifest: Path, cv_folds: int | None, split_seed: int) -> TrainingData:
     """The manifest's train and val splits of ``dataset`` (a ``Dataset``) and, with ``cv_folds``,
     the fold of each of their images."""
-    from spheroid_hpo.data import LabeledFile, assign_folds, read_manifest
-
     folds: tuple[int, ...] = ()
     if cv_folds is not None:
         group_of = {row.path: row.group for row in read_manifest(manifest)}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from spheroid_hpo.atomic_write import write_text_atomically
 from spheroid_hpo.defaults import DEMO_SETTINGS
-from spheroid_hpo.demo_data import demo_data_dir, ensure_demo_data
+from spheroid_hpo.data.demo import demo_data_dir, ensure_demo_data
 from spheroid_hpo.errors import InputError
 
 __all__ = ["DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"]
@@ -87,7 +87,7 @@ def load_recorded_dataset(
     progress: bool = False,
 ):
     """Decode ``splits`` of the recorded data with the recorded split; refuse other data."""
-    from spheroid_hpo.data import load_dataset  # the package re-exports this module
+    from spheroid_hpo.data._dataset import load_dataset  # torch, only when data is loaded
 
     folder = data_folder(source.path, demo=source.demo, data_dir=data_dir, runs_dir=runs_dir, owner=owner)
     write_manifest_text(manifest_path, manifest_csv)

@@ -1,4 +1,4 @@
-"""Stratified train/val/test splits, optionally group-aware, and the split manifest CSV.
+"""Stratified train/val/test splits and cross-validation folds, optionally group-aware.
 
 A split is made once and written to a manifest (``path,class,split[,group]``) so that every
 later run, trial and evaluation sees exactly the same images in each split.
@@ -6,20 +6,13 @@ later run, trial and evaluation sees exactly the same images in each split.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import math
-import os
-import re
 from collections import defaultdict
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.defaults import SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
 
@@ -27,22 +20,7 @@ if TYPE_CHECKING:
     from spheroid_hpo.data._folder import LabeledFile
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-DEFAULT_MANIFEST_NAME = "splits.csv"
-
-_REQUIRED_COLUMNS = ("path", "class", "split")
-_GROUP_COLUMN = "group"
 _GROUP_EXAMPLE = r"'(sph\d+)_'"
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One line of a split manifest: an image (POSIX path relative to the data root), its class
-    name, its split and, for group-aware splits, its group."""
-
-    path: str
-    class_name: str
-    split: str
-    group: str | None = None
 
 
 # --------------------------------------------------------------------------- splitting
@@ -314,204 +292,3 @@ def assign_folds(
     return [names.index(name) for name in placed]
 
 
-# --------------------------------------------------------------------------- groups
-
-
-def groups_from_regex(files: Sequence[LabeledFile], pattern: str) -> list[str]:
-    """Group of each file: the first capture group of ``re.search(pattern, file name)``.
-
-    For patches named like ``sph12_003.png``, the pattern ``(sph\\d+)_`` groups them by spheroid.
-    """
-    try:
-        regex = re.compile(pattern)
-    except re.error as error:
-        raise InputError(
-            f"group pattern '{pattern}' is not a valid regular expression ({error}); "
-            f"fix it, e.g. {_GROUP_EXAMPLE}"
-        ) from None
-    if regex.groups < 1:
-        raise InputError(
-            f"group pattern '{pattern}' has no capture group; put the part of the file name "
-            f"that names the group in parentheses, e.g. {_GROUP_EXAMPLE}"
-        )
-    groups: list[str] = []
-    unmatched: list[str] = []
-    for file in files:
-        match = regex.search(PurePosixPath(file.path).name)
-        group = match.group(1) if match else None
-        if group:
-            groups.append(group)
-        else:
-            unmatched.append(file.path)
-    if unmatched:
-        others = _and_others(len(unmatched) - 1, "file")
-        raise InputError(
-            f"group pattern '{pattern}' finds no group in the file name "
-            f"'{PurePosixPath(unmatched[0]).name}' of {unmatched[0]}{others}; change the "
-            f"pattern so that its first capture group matches part of every file name"
-        )
-    return groups
-
-
-def _and_others(count: int, noun: str) -> str:
-    if count == 0:
-        return ""
-    return f" (and {count} other {noun}{'s' if count > 1 else ''})"
-
-
-def _normalize_path(path: str) -> str:
-    # Group files are often made on Windows or by hand: tolerate '\', './' and spaces.
-    return PurePosixPath(path.strip().replace("\\", "/")).as_posix()
-
-
-def groups_from_csv(files: Sequence[LabeledFile], csv_path: str | os.PathLike) -> list[str]:
-    """Group of each file from a CSV with columns ``path,group`` (paths relative to the data
-    root). Extra rows for files that are not in ``files`` are ignored."""
-    csv_path = Path(csv_path)
-    fix = "pass a CSV with columns path,group and one row per image (path relative to the data folder)"
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = [name.strip() for name in reader.fieldnames or []]
-            missing = [name for name in ("path", "group") if name not in columns]
-            if missing:
-                raise InputError(
-                    f"groups file {csv_path} has columns {columns} and lacks {missing}; {fix}"
-                )
-            group_of: dict[str, str] = {}
-            for line, raw in enumerate(reader, start=2):
-                row = {key.strip(): (value or "").strip() for key, value in raw.items() if key}
-                path, group = _normalize_path(row["path"]), row["group"]
-                if not group:
-                    raise InputError(f"groups file {csv_path} line {line} ({path}) has no group; {fix}")
-                if group_of.setdefault(path, group) != group:
-                    raise InputError(
-                        f"groups file {csv_path} gives {path} two groups, '{group_of[path]}' "
-                        f"and '{group}' (line {line}); keep one row per image"
-                    )
-    except FileNotFoundError:
-        raise InputError(f"groups file {csv_path} does not exist; {fix}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"groups file {csv_path} is not a UTF-8 text file; {fix}") from None
-
-    unlisted = [file.path for file in files if file.path not in group_of]
-    if unlisted:
-        others = _and_others(len(unlisted) - 1, "image")
-        raise InputError(f"groups file {csv_path} has no row for {unlisted[0]}{others}; {fix}")
-    return [group_of[file.path] for file in files]
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def manifest_rows(
-    files: Sequence[LabeledFile],
-    class_names: Sequence[str],
-    splits: Sequence[str],
-    groups: Sequence[str] | None = None,
-) -> list[ManifestRow]:
-    """Manifest rows for ``files`` (sorted by path) with their class names, splits and groups."""
-    if len(splits) != len(files) or (groups is not None and len(groups) != len(files)):
-        raise ValueError("pass exactly one split (and one group, if any) per file")
-    unknown = sorted(set(splits) - set(SPLIT_NAMES))
-    if unknown:
-        raise ValueError(f"unknown split names {unknown}; use {SPLIT_NAMES}")
-    rows = [
-        ManifestRow(
-            path=file.path,
-            class_name=class_names[file.label],
-            split=split,
-            group=None if groups is None else groups[i],
-        )
-        for i, (file, split) in enumerate(zip(files, splits))
-    ]
-    return sorted(rows, key=lambda row: row.path)
-
-
-def write_manifest(
-    path: str | os.PathLike,
-    files: Sequence[LabeledFile],
-    class_names: Sequence[str],
-    splits: Sequence[str],
-    groups: Sequence[str] | None = None,
-) -> list[ManifestRow]:
-    """Write the split manifest CSV (``path,class,split`` plus ``group`` when groups are given)
-    and return its rows. Raises OSError when ``path`` cannot be written."""
-    rows = manifest_rows(files, class_names, splits, groups)
-    columns = [*_REQUIRED_COLUMNS, *([_GROUP_COLUMN] if groups is not None else [])]
-    # Write then rename, so an interrupted run never leaves a half manifest to be reused.
-    with replacing(Path(path)) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in rows:
-            values = [row.path, row.class_name, row.split, row.group]
-            writer.writerow(values[: len(columns)])
-    return rows
-
-
-def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
-    """Read a split manifest written by write_manifest (or by hand); InputError if it is
-    malformed."""
-    path = Path(path)
-    fix = f"delete {path} to make a new split, or pass another --split-manifest path"
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            columns = reader.fieldnames or []
-            missing = [name for name in _REQUIRED_COLUMNS if name not in columns]
-            if missing:
-                raise InputError(
-                    f"split manifest {path} has columns {list(columns)} and lacks {missing}; {fix}"
-                )
-            rows = [_manifest_row(raw, line, path, fix) for line, raw in enumerate(reader, start=2)]
-    except FileNotFoundError:
-        raise InputError(f"split manifest {path} does not exist; {fix}") from None
-    except IsADirectoryError:
-        raise InputError(f"split manifest {path} is a folder, not a CSV file; pass a file path such as "
-                         f"{path / 'splits.csv'} to --split-manifest") from None
-    except UnicodeDecodeError:
-        raise InputError(f"split manifest {path} is not a UTF-8 CSV file; {fix}") from None
-
-    if not rows:
-        raise InputError(f"split manifest {path} lists no images; {fix}")
-    seen: set[str] = set()
-    for row in rows:
-        if row.path in seen:
-            raise InputError(f"split manifest {path} lists {row.path} twice; {fix}")
-        seen.add(row.path)
-    return rows
-
-
-def _manifest_row(raw: dict[str, str | None], line: int, path: Path, fix: str) -> ManifestRow:
-    # Paths and class names stay exact: a class folder may start or end with a space.
-    values = {key: raw.get(key) or "" for key in (*_REQUIRED_COLUMNS, _GROUP_COLUMN)}
-    values["split"] = values["split"].strip()
-    if not values["path"] or not values["class"]:
-        raise InputError(f"split manifest {path} line {line} lacks a path or a class; {fix}")
-    if values["split"] not in SPLIT_NAMES:
-        raise InputError(
-            f"split manifest {path} line {line} ({values['path']}) has split "
-            f"'{values['split']}', not one of {', '.join(SPLIT_NAMES)}; {fix}"
-        )
-    return ManifestRow(
-        path=values["path"],
-        class_name=values["class"],
-        split=values["split"],
-        group=values[_GROUP_COLUMN] or None,
-    )
-
-
-def manifest_fingerprint(rows: Sequence[ManifestRow], *, root: str | os.PathLike | None = None) -> str:
-    """SHA-256 hex digest of the sorted (path, class, split) triples; the row order and the
-    group column do not change it.
-
-    With ``root``, each file's size in bytes joins its triple, so two folders that list the
-    same names but hold different images (another export, another crop) differ too.
-    """
-    def entry(row: ManifestRow) -> list:
-        size = (Path(root) / row.path).stat().st_size if root is not None and (Path(root) / row.path).exists() else None
-        return [row.path, row.class_name, row.split] + ([size] if root is not None else [])
-
-    # JSON-encode each entry so that commas or newlines inside names cannot collide.
-    lines = sorted(json.dumps(entry(row)) for row in rows)
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

@@ -13,14 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spheroid_hpo.data._formats import UnreadableImage, read_image
+from spheroid_hpo.data._formats import MAX_IMAGE_SIZE, UnreadableImage, read_image
 from spheroid_hpo.errors import InputError
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # Beyond this a decoded split would not fit in memory: 100 images at 2048 px are 2.5 GB in float16.
-MAX_IMAGE_SIZE = 2048
 
 
 def validate_image_size(image_size: int) -> int:

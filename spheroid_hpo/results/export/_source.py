@@ -1,0 +1,105 @@
+"""What ``export`` exports: a model file, how it was trained, and real test images to check it on.
+
+A source is a ``train`` or ``reproduce --out`` run folder, a ``model.pt`` (its
+folder's ``metrics.json`` says where the data and the split are), or the best
+trial of a study (over all its architectures, by validation macro-F1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from spheroid_hpo.data import SplitTensors, load_dataset
+from spheroid_hpo.defaults import SPLIT_FRACTIONS
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.saved_model import ModelInfo, load_model
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSource:
+    """A saved model ready to export, with its training configuration and its test split."""
+
+    model_path: Path
+    info: ModelInfo
+    description: str  # one line: where the model came from
+    config: dict  # the training configuration, as the README of a bioimage.io package shows it
+    test: SplitTensors  # images the model never trained on; the exports are checked on them
+    data_root: Path
+
+
+def resolve_source(
+    source: Path | None, *, study: str | None, storage_url: str | None, artifact_dir: Path | None,
+    data_dir: Path | None, runs_dir: Path, scratch: Path,
+) -> ModelSource:
+    """The model a user named, with its test images (downloaded into ``scratch`` for a study)."""
+    if (source is None) == (study is None):
+        raise InputError("pass either a run folder or model.pt, or --study NAME (with --storage URL), not both")
+    if study is not None:
+        return _study_source(study, storage_url=storage_url, artifact_dir=artifact_dir, data_dir=data_dir,
+                             runs_dir=runs_dir, scratch=scratch)
+    return _run_source(Path(source), data_dir=data_dir)
+
+
+def _run_source(source: Path, *, data_dir: Path | None) -> ModelSource:
+    model_path = source / "model.pt" if source.is_dir() else source
+    _, info = load_model(model_path)  # InputError naming the fix when it is not a model file
+    metrics_file = model_path.parent / "metrics.json"
+    if not metrics_file.is_file():
+        raise InputError(
+            f"{model_path} has no metrics.json next to it, so its data and test split are unknown; export the "
+            f"run folder that `spheroid-hpo train --out` or `reproduce --out` wrote"
+        )
+    metrics = json.loads(metrics_file.read_text())
+    config = dict(metrics.get("config", {}))
+    folder = Path(data_dir) if data_dir is not None else Path(config.get("data_dir", ""))
+    if not folder.is_dir():
+        raise InputError(
+            f"the data folder the model trained on ({folder}) is not on this machine; pass --data with this "
+            f"machine's copy, whose test images check the export"
+        )
+    manifest = metrics.get("split_manifest")
+    dataset = load_dataset(
+        folder, image_size=info.image_size, class_names=info.class_names, splits=("test",),
+        manifest_path=manifest if manifest and Path(manifest).is_file() else None,
+        seed=int(config.get("seed", 0)), fractions=tuple(config.get("fractions", SPLIT_FRACTIONS)),
+    )
+    _require_test_images(dataset.test, folder)
+    config["calibration"] = metrics.get("calibration")
+    return ModelSource(model_path=model_path, info=info, description=f"run folder {model_path.parent}",
+                       config=config, test=dataset.test, data_root=dataset.root)
+
+
+def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: Path, scratch: Path) -> ModelSource:
+    # The report's readers: the export is a result of a finished study, like the report.
+    from spheroid_hpo.results.artifacts import download_model
+    from spheroid_hpo.results.family import open_family, require_best_trials
+    from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+    from spheroid_hpo.tuning.records import RunRecord
+
+    family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
+    require_best_trials(family)
+    architecture, trial = family.best_overall()
+    artifact_dir = Path(artifact_dir) if artifact_dir else default_artifact_dir(family.name, runs_dir=runs_dir)
+    model_path = download_model(
+        trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
+        study_name=family.config.study_name(architecture), folder=scratch,
+    )
+    _, info = load_model(model_path)
+    folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
+    dataset = family.load_data(folder, manifest_path=scratch / "splits.csv")
+    _require_test_images(dataset.test, folder)
+    config = {
+        "study": family.name, "architecture": architecture, "trial": trial.number,
+        "val_macro_f1": trial.value, **family.params(trial, architecture),
+        "precision": family.config.training.precision, "calibration": RunRecord.of(trial).calibration,
+    }
+    return ModelSource(model_path=model_path, info=info,
+                       description=f"study {family.name}, best trial {trial.number} ({architecture})",
+                       config=config, test=dataset.test, data_root=dataset.root)
+
+
+def _require_test_images(test: SplitTensors, folder: Path) -> None:
+    if len(test) == 0:
+        raise InputError(f"the test split of {folder} holds no readable images; the export needs some to check on")

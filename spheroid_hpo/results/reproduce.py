@@ -1,0 +1,367 @@
+"""Retraining the winner: ``export_best`` records how it retrains, ``reproduce`` checks that it still does.
+
+Exact float equality across hardware is not something PyTorch offers: another CPU
+(other vector kernels), another thread count, GPU or driver changes the order of
+floating-point work, and training then drifts like a run with another seed. So
+``export_best`` retrains the winning configuration with K seeds and records the
+spread of the scores with the machine's fingerprint, and ``reproduce`` decides by
+the rule in ``best_config.RULE_TEXT``: exact on an identical machine, within a
+band derived from the recorded spread anywhere else. A trainer that learns less
+(a learning rate off by 1000, one epoch, shuffled labels) lands far outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.results.best_file import (
+    DEFAULT_SEEDS,
+    MIN_BAND,
+    RULE_TEXT,
+    Z,
+    BestConfig,
+    SeedScores,
+    read_best_config,
+)
+from spheroid_hpo.data import data_folder, load_dataset, prepare_split, training_data
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.machine import MachineFingerprint, machine_fingerprint
+from spheroid_hpo.training.models import create_model
+from spheroid_hpo.results.report import download_model, evaluate_on_test, open_family
+from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.training.hyperparams import Hyperparams
+from spheroid_hpo.training.run import run_training
+from spheroid_hpo.tuning.records import RunRecord
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """The scores of one retraining."""
+
+    seed: int
+    val_macro_f1: float
+    test_macro_f1: float
+    seconds: float
+
+
+def export_best(
+    *,
+    study: str | None,
+    storage_url: str | None = None,
+    artifact_dir: Path | None = None,
+    runs_dir: Path = RUNS_DIR,
+    data_dir: Path | None = None,
+    seeds: int | None = None,
+    threads: int | None = None,
+    device: str = "auto",
+    log: Log | None = None,
+) -> BestConfig:
+    """The best trial of study ``study`` as a ``BestConfig``, retrained with ``seeds`` seeds on this machine.
+
+    The trial's own model is scored once on the test split (its ``original``
+    scores). ``threads`` is the CPU thread count the trial trained with, used when
+    the trial did not record it; the retrainings use the same count.
+    """
+    seeds = DEFAULT_SEEDS if seeds is None else seeds
+    if seeds < 2:
+        raise InputError(f"--seeds must be at least 2 (a spread needs two retrainings), but got {seeds=}")
+    log = log or _stderr
+    runs_dir = Path(runs_dir)
+    family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
+    best = family.best_overall()
+    if best is None:
+        raise InputError(
+            f"study {family.name} has no completed trial yet; run `spheroid-hpo launch --study "
+            f"studies/{family.name}.toml` until one completes"
+        )
+    architecture, trial = best
+    config = family.config
+    artifact_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(family.name, runs_dir=runs_dir)
+    if not artifact_dir.is_dir():
+        raise InputError(f"artifact folder {artifact_dir} does not exist; pass --artifacts with the study's folder")
+    threads = RunRecord.of(trial).torch_threads or threads or torch.get_num_threads()
+    torch_device = resolve_device(device)
+
+    folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
+    with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
+        scratch = Path(scratch)
+        dataset = family.load_data(folder, manifest_path=scratch / "splits.csv")
+        model = download_model(trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
+                               study_name=config.study_name(architecture), folder=scratch)
+        original_test = evaluate_on_test(
+            model, architecture=architecture, trial_number=trial.number, test=dataset.test,
+            class_names=dataset.class_names, precision=config.training.precision, device=torch_device,
+        ).metrics.macro_f1
+        unscored = SeedScores(per_seed=(), original=0.0)
+        best = BestConfig(
+            study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial, architecture),
+            image_size=family.data.image_size, precision=config.training.precision,
+            weights=config.training.weights, data_path=family.data.path,
+            demo=dict(family.data.demo) if family.data.path is None else None,
+            split_seed=config.data.split_seed, fractions=tuple(config.data.fractions), group_by=config.data.group_by,
+            cv_folds=config.data.cv_folds, fingerprint=family.data.fingerprint,
+            machine=machine_fingerprint(torch_device, threads=threads, precision=config.training.precision),
+            seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
+        )
+        split_manifest = _drawn_split(best, folder, scratch / "drawn.csv", source=f"study {family.name}")
+        runs = [_retrain(best, seed=seed, folder=folder, manifest=split_manifest, device=torch_device, threads=threads,
+                         out_dir=scratch / f"seed-{seed}", log=log) for seed in best.seeds]
+    return replace(
+        best,
+        val=SeedScores(per_seed=tuple(run.val_macro_f1 for run in runs), original=float(trial.value)),
+        test=SeedScores(per_seed=tuple(run.test_macro_f1 for run in runs), original=original_test),
+    )
+
+
+@dataclass(frozen=True)
+class ScoreCheck:
+    """One score of a reproduction: what was recorded for the retrained seeds, what came out, the band."""
+
+    name: str
+    expected: float  # recorded mean over the retrained seeds (or the one recorded value, for the exact rule)
+    obtained: float
+    half_width: float  # 0 for the exact rule
+    per_seed: tuple[float, ...]
+
+    @property
+    def passed(self) -> bool:
+        # The tiny slack only absorbs the decimal rounding of a hand-edited file.
+        return abs(self.obtained - self.expected) <= self.half_width + 1e-12
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    """The outcome of ``reproduce``: which rule applied, why, and each score against its expectation."""
+
+    config: BestConfig
+    here: MachineFingerprint
+    rule: str  # "exact" or "band"
+    why: str
+    checks: tuple[ScoreCheck, ...]
+    seeds: tuple[int, ...]
+    seconds: float
+    out_dir: Path | None
+
+    @property
+    def reproduced(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def format_table(self) -> str:
+        """Expected and obtained scores side by side, the rule applied and the verdict."""
+        c = self.config
+        lines = [
+            f"retrained {c.architecture} (trial {c.trial} of study {c.study}) with seed(s) "
+            f"{', '.join(map(str, self.seeds))} in {self.seconds:.0f} s",
+            f"recorded on: {c.machine.describe()}",
+            f"this run:    {self.here.describe()}",
+            f"rule: {self.rule}: {self.why}",
+        ]
+        if self.rule == "exact":
+            lines.append(f"{'':<15}{'expected':>10}{'obtained':>10}{'difference':>12}")
+            lines += [f"{check.name:<15}{check.expected:>10.4f}{check.obtained:>10.4f}"
+                      f"{check.obtained - check.expected:>+12.4f}" for check in self.checks]
+        else:
+            lines.append(f"{'':<15}{'expected mean':>14}{'band':>18}{'obtained mean':>15}   per seed")
+            for check in self.checks:
+                band = f"[{check.expected - check.half_width:.4f}, {check.expected + check.half_width:.4f}]"
+                lines.append(f"{check.name:<15}{check.expected:>14.4f}{band:>18}{check.obtained:>15.4f}   "
+                             f"{' '.join(f'{v:.3f}' for v in check.per_seed)}")
+        if self.reproduced:
+            lines.append("reproduced: " + ("the scores are exactly the recorded ones" if self.rule == "exact"
+                                           else "every mean lies within its band"))
+        else:
+            outside = ", ".join(check.name for check in self.checks if not check.passed)
+            lines.append(f"NOT reproduced: {outside} outside " + ("the exact values" if self.rule == "exact"
+                                                                    else "its band"))
+        return "\n".join(lines)
+
+
+def reproduce(
+    *,
+    path: Path,
+    data_dir: Path | None = None,
+    runs_dir: Path = RUNS_DIR,
+    out_dir: Path | None = None,
+    device: str | None = None,
+    seeds: int | None = None,
+    threads: int | None = None,
+    log: Log | None = None,
+) -> ReproduceResult:
+    """Retrain the configuration in ``path`` (a best.toml) on its split and decide by the recorded rule.
+
+    ``device`` defaults to the kind the seeds were recorded on (CPU when that is
+    not here); ``threads`` to the recorded thread count; ``seeds`` to all recorded
+    seeds for the band rule (the first ``seeds`` of them otherwise).
+    """
+    config = read_best_config(path)
+    if seeds is not None and not 1 <= seeds <= len(config.seeds):
+        raise InputError(f"--seeds must be between 1 and the {len(config.seeds)} seeds {path} records, "
+                         f"but got {seeds=}")
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, but got {threads=}")
+    log = log or _stderr
+    started = time.perf_counter()
+    if device is None:
+        device = "cuda" if config.machine.device == "cuda" and torch.cuda.is_available() else "cpu"
+    torch_device = resolve_device(device)
+    threads = threads or config.machine.threads
+    here = machine_fingerprint(torch_device, threads=threads, precision=config.precision)
+    differences = config.machine.differences(here)
+    folder = data_folder(config.data_path, demo=config.demo, data_dir=data_dir, runs_dir=Path(runs_dir),
+                         owner="the configuration")
+    with tempfile.TemporaryDirectory(prefix="spheroid-hpo-reproduce-") as scratch:
+        scratch = Path(scratch)
+        manifest = _drawn_split(config, folder, scratch / "splits.csv", source=str(path))
+
+        def retrain(seed: int, keep: bool) -> SeedRun:
+            run_dir = Path(out_dir) if keep and out_dir is not None else scratch / f"seed-{seed}"
+            return _retrain(config, seed=seed, folder=folder, manifest=manifest, device=torch_device, threads=threads,
+                            out_dir=run_dir, log=log)
+
+        runs: dict[int, SeedRun] = {}
+        if not differences:
+            runs[config.seed] = retrain(config.seed, keep=True)
+            exact = _exact_checks(config, runs[config.seed])
+            if all(check.passed for check in exact):
+                return ReproduceResult(
+                    config=config, here=here, rule="exact", checks=exact, seeds=(config.seed,),
+                    why=f"this machine matches the recorded fingerprint, so seed {config.seed} must give exactly "
+                        f"its recorded scores", seconds=time.perf_counter() - started,
+                    out_dir=Path(out_dir) if out_dir is not None else None,
+                )
+            why = (f"the fingerprint matches but seed {config.seed} did not give exactly its recorded scores "
+                   f"(val {runs[config.seed].val_macro_f1:.4f}, test {runs[config.seed].test_macro_f1:.4f})")
+        else:
+            why = f"the fingerprint differs ({'; '.join(differences)})"
+        chosen = config.seeds[:seeds or len(config.seeds)]
+        for seed in chosen:
+            if seed not in runs:
+                runs[seed] = retrain(seed, keep=seed == config.seed)
+    checks = _band_checks(config, [runs[seed] for seed in chosen])
+    why += (f", so {len(chosen)} seed(s) were retrained and each mean must lie within the recorded mean "
+            f"+- max({_rule_formula()})")
+    return ReproduceResult(config=config, here=here, rule="band", why=why, checks=checks, seeds=chosen,
+                           seconds=time.perf_counter() - started,
+                           out_dir=Path(out_dir) if out_dir is not None else None)
+
+
+def _rule_formula() -> str:
+    return f"{Z:g} * sd * sqrt(2 / n), {MIN_BAND:g}"
+
+
+def _exact_checks(config: BestConfig, run: SeedRun) -> tuple[ScoreCheck, ...]:
+    index = config.seeds.index(run.seed)
+    return tuple(
+        ScoreCheck(name=label, expected=scores.per_seed[index], obtained=obtained, half_width=0.0,
+                   per_seed=(obtained,))
+        for label, scores, obtained in (("val macro-F1", config.val, run.val_macro_f1),
+                                        ("test macro-F1", config.test, run.test_macro_f1))
+    )
+
+
+def _band_checks(config: BestConfig, runs: list[SeedRun]) -> tuple[ScoreCheck, ...]:
+    indexes = [config.seeds.index(run.seed) for run in runs]
+    checks = []
+    for label, scores, attribute in (("val macro-F1", config.val, "val_macro_f1"),
+                                     ("test macro-F1", config.test, "test_macro_f1")):
+        obtained = tuple(getattr(run, attribute) for run in runs)
+        checks.append(ScoreCheck(
+            name=label, expected=statistics.fmean(scores.per_seed[i] for i in indexes),
+            obtained=statistics.fmean(obtained), half_width=scores.half_width(len(runs)), per_seed=obtained,
+        ))
+    return tuple(checks)
+
+
+def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, device: torch.device, threads: int,
+             out_dir: Path, log: Log) -> SeedRun:
+    """Train the configuration once with ``seed`` on the recorded split, with ``threads`` CPU threads."""
+    started = time.perf_counter()
+    if config.cv_folds is not None:
+        with _torch_threads(threads if device.type == "cpu" else None):
+            val, test = _retrain_folds(config, seed=seed, folder=folder, manifest=manifest, device=device)
+        run = SeedRun(seed=seed, val_macro_f1=val, test_macro_f1=test, seconds=time.perf_counter() - started)
+        log(f"seed {seed}: mean val macro-F1 over {config.cv_folds} folds {val:.4f}, test macro-F1 {test:.4f} "
+            f"({run.seconds:.0f} s)")
+        return run
+    with _torch_threads(threads if device.type == "cpu" else None):
+        result = run_training(
+            data_dir=folder, out_dir=out_dir, arch=config.architecture,
+            hyperparams=Hyperparams.from_params(config.params),
+            image_size=config.image_size, seed=seed, device=str(device), weights=config.weights,
+            precision=config.precision, fractions=config.fractions, split_manifest=manifest, progress=False,
+        )
+    # The trial's value is its last epoch's validation score, taken inside the training loop.
+    run = SeedRun(seed=seed, val_macro_f1=result.val_macro_f1, test_macro_f1=result.test_macro_f1,
+                  seconds=time.perf_counter() - started)
+    log(f"seed {seed}: val macro-F1 {run.val_macro_f1:.4f}, test macro-F1 {run.test_macro_f1:.4f} "
+        f"({run.seconds:.0f} s)")
+    return run
+
+
+def _retrain_folds(config: BestConfig, *, seed: int, folder: Path, manifest: Path,
+                   device: torch.device) -> tuple[float, float]:
+    """Retrain as a cross-validated trial did: once per fold of train+val. Returns the trial's
+    value (mean fold validation macro-F1) and the last fold's model's test macro-F1."""
+    dataset = load_dataset(folder, image_size=config.image_size, manifest_path=manifest).to(device)
+    data = training_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split_seed)
+    hyperparams = Hyperparams.from_params(config.params)
+    scores = []
+    for train, val in data.runs():
+        seed_everything(seed)
+        model = create_model(config.architecture, num_classes=len(dataset.class_names), weights=config.weights,
+                             bn_momentum=hyperparams.bn_momentum).to(device, memory_format=torch.channels_last)
+        history = loop.train(
+            model, train_images=train.images, train_labels=train.labels, val_images=val.images,
+            val_labels=val.labels, num_classes=len(dataset.class_names), hyperparams=hyperparams, seed=seed,
+            precision=config.precision,
+        )
+        scores.append(history[-1].val_macro_f1)
+    _, test = inference.evaluate(model, dataset.test.images, dataset.test.labels, num_classes=len(dataset.class_names),
+                              autocast_dtype=resolve_precision(config.precision, device, model=model))
+    return statistics.fmean(scores), test.macro_f1
+
+
+def _drawn_split(config: BestConfig, folder: Path, manifest: Path, *, source: str) -> Path:
+    """Draw the recorded split afresh into ``manifest`` and refuse data whose fingerprint differs."""
+    split = prepare_split(folder, manifest_path=manifest, seed=config.split_seed, fractions=config.fractions,
+                          group_by=config.group_by)
+    if split.fingerprint != config.fingerprint:
+        raise InputError(
+            f"the data in {folder} split with split_seed={config.split_seed} differs from the data {source} "
+            f"was found on (fingerprint {split.fingerprint[:12]} != {config.fingerprint[:12]}); pass --data with "
+            f"the same images"
+        )
+    return split.manifest_path
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """Train with the recorded CPU thread count, and give the process its own back afterwards."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+__all__ = ["RULE_TEXT", "ReproduceResult", "ScoreCheck", "SeedRun", "export_best", "reproduce"]

@@ -1,0 +1,78 @@
+"""ONNX files written by ``spheroid-hpo export --format onnx``, read back for ``predict``.
+
+The exported graph takes images as the data package decodes them: float32
+(N, 3, S, S) in [0, 1]. It normalises them with the model's own mean and std,
+and returns two outputs: ``probabilities`` (softmax of the logits divided by
+the fitted temperature) and the raw ``logits``. The model's ``ModelInfo``
+(classes, size, statistics, temperature) travels as JSON in the file's
+metadata under ``METADATA_KEY``.
+
+onnxruntime is imported only here and only when an ONNX file is opened; it
+comes with the ``export`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.saved_model import ModelInfo
+
+METADATA_KEY = "spheroid_hpo"
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("probabilities", "logits")
+EXTRA_HINT = "pip install 'spheroid-hpo[export]'"
+
+
+def info_to_json(info: ModelInfo) -> str:
+    return json.dumps(asdict(info))
+
+
+def info_from_json(text: str) -> ModelInfo:
+    data = json.loads(text)
+    for key in ("class_names", "mean", "std"):
+        data[key] = tuple(data[key])
+    return ModelInfo(**data)
+
+
+def require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise InputError(f"ONNX models need onnxruntime, which is not installed; run {EXTRA_HINT}") from None
+    return onnxruntime
+
+
+def load_onnx_model(path: Path, *, batch_size: int = 64) -> tuple[Callable[[torch.Tensor], torch.Tensor], ModelInfo]:
+    """A function from images in [0, 1] to raw logits (CPU float32), and the model's info."""
+    ort = require_onnxruntime()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no ONNX file at {path}; pass a file written by `spheroid-hpo export --format onnx`")
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for unreadable files
+        raise InputError(f"{path} is not a readable ONNX model ({error.__class__.__name__}: {error})") from None
+    metadata = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in metadata or {o.name for o in session.get_outputs()} != set(OUTPUT_NAMES):
+        raise InputError(
+            f"{path} is an ONNX model but not one exported by spheroid-hpo (no class names or statistics in it); "
+            f"export it with `spheroid-hpo export RUN --format onnx`"
+        )
+    info = info_from_json(metadata[METADATA_KEY])
+
+    def logits_fn(images: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for start in range(0, len(images), batch_size):
+            batch = images[start:start + batch_size].float().cpu().contiguous().numpy()
+            (logits,) = session.run(["logits"], {INPUT_NAME: batch})
+            outputs.append(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
+        return torch.cat(outputs) if outputs else torch.empty(0, len(info.class_names))
+
+    return logits_fn, info

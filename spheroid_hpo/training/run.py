@@ -1,0 +1,176 @@
+"""Train one CNN on a folder of images, end to end, and write its run folder.
+
+``run_training`` is what ``spheroid-hpo train`` calls: load the data once, build
+the model, train, evaluate validation and test, and write ``metrics.json``,
+``model.pt`` (with the temperature fitted on validation), ``curves.png``,
+``confusion.png`` and ``reliability.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.training.calibration import calibrate, plot_reliability
+from spheroid_hpo.data import load_dataset
+from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.training.figures import plot_confusion, plot_curves
+from spheroid_hpo.training.models import check_image_size, count_parameters, create_model
+from spheroid_hpo.training.saved_model import ModelInfo, save_model
+from spheroid_hpo.training.hyperparams import Hyperparams
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one training run measured; ``as_dict()`` is its ``metrics.json``."""
+
+    class_names: tuple[str, ...]
+    validation: dict  # loss, accuracy, macro_f1, f1 per class, confusion (after training)
+    test: dict
+    calibration: dict
+    history: tuple[dict, ...]  # one EpochStats.as_dict() per epoch
+    wall_time_seconds: float
+    parameter_count: int
+    split_sizes: dict[str, int]
+    split_manifest: str
+    data_fingerprint: str
+    duplicate_groups_across_splits: tuple
+    skipped_images: tuple[dict, ...]
+    config: dict
+    environment: dict
+
+    @property
+    def val_macro_f1(self) -> float:
+        """The last epoch's validation macro-F1, taken inside the loop: what a trial's value is."""
+        return self.history[-1]["val_macro_f1"]
+
+    @property
+    def test_macro_f1(self) -> float:
+        """Macro-F1 of the trained model on the test split."""
+        return self.test["macro_f1"]
+
+    def as_dict(self) -> dict:
+        """The ``metrics.json`` document."""
+        return {
+            "class_names": list(self.class_names), "validation": self.validation, "test": self.test,
+            "calibration": self.calibration, "history": list(self.history),
+            "wall_time_seconds": self.wall_time_seconds, "parameter_count": self.parameter_count,
+            "split_sizes": self.split_sizes, "split_manifest": self.split_manifest,
+            "data_fingerprint": self.data_fingerprint,
+            "duplicate_groups_across_splits": list(self.duplicate_groups_across_splits),
+            "skipped_images": list(self.skipped_images), "config": self.config, "environment": self.environment,
+        }
+
+
+def run_training(
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    arch: str,
+    hyperparams: Hyperparams,
+    image_size: int = IMAGE_SIZE,
+    seed: int = 0,
+    device: str = "auto",
+    weights: str = "none",
+    precision: str = "auto",
+    fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
+    group_by: str | None = None,
+    groups_csv: Path | None = None,
+    split_manifest: Path | None = None,
+    class_names: Sequence[str] | None = None,
+    allow_near_duplicates_across_splits: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``arch`` with ``hyperparams`` on ``data_dir`` and write the run folder ``out_dir``."""
+    started = time.perf_counter()
+    config = {
+        "data_dir": str(Path(data_dir).resolve()), "out_dir": str(Path(out_dir).resolve()), "arch": arch,
+        **hyperparams.as_dict(), "image_size": image_size,
+        "seed": seed, "device": device, "weights": weights, "precision": precision,
+        "fractions": list(fractions), "group_by": group_by,
+        "groups_csv": str(groups_csv) if groups_csv else None,
+        "split_manifest": str(split_manifest) if split_manifest else None,
+        "class_names": list(class_names) if class_names else None,
+        "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
+    }
+    # Before the data is decoded: these fail in seconds, not after minutes of loading.
+    loop.check_batch_size(hyperparams.batch_size)
+    check_image_size(arch, image_size)
+    torch_device = resolve_device(device)
+    dataset = load_dataset(
+        data_dir, image_size=image_size, seed=seed, fractions=fractions, group_by=group_by,
+        groups_csv=groups_csv, manifest_path=split_manifest, class_names=class_names, progress=progress,
+        near_duplicates_together=not allow_near_duplicates_across_splits,
+    ).to(torch_device)
+    num_classes = len(dataset.class_names)
+
+    seed_everything(seed)
+    model = create_model(arch, num_classes=num_classes, weights=weights, bn_momentum=hyperparams.bn_momentum)
+    model.to(torch_device, memory_format=torch.channels_last)
+    history = loop.train(
+        model,
+        train_images=dataset.train.images, train_labels=dataset.train.labels,
+        val_images=dataset.val.images, val_labels=dataset.val.labels,
+        num_classes=num_classes, hyperparams=hyperparams, seed=seed, precision=precision, progress=progress,
+    )
+    autocast_dtype = resolve_precision(precision, torch_device, model=model)
+    evaluations = {}
+    for split in ("val", "test"):
+        tensors = getattr(dataset, split)
+        loss, metrics = inference.evaluate(
+            model, tensors.images, tensors.labels, num_classes=num_classes, autocast_dtype=autocast_dtype
+        )
+        evaluations[split] = {"loss": loss, **metrics.to_dict()}
+    # One temperature fitted on validation; test is only scored with it.
+    calibration = calibrate(
+        model, val_images=dataset.val.images, val_labels=dataset.val.labels,
+        test_images=dataset.test.images, test_labels=dataset.test.labels,
+    )
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = ModelInfo(
+        architecture=arch, class_names=dataset.class_names, image_size=image_size,
+        mean=inference.IMAGENET_MEAN, std=inference.IMAGENET_STD, bn_momentum=hyperparams.bn_momentum,
+        temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
+    )
+    save_model(out_dir / "model.pt", model, info)
+    plot_reliability(calibration, out_dir / "reliability.png", title=f"{arch}: reliability before and after "
+                     f"temperature scaling")
+    history_dicts = [record.as_dict() for record in history]
+    plot_curves(history_dicts, out_dir / "curves.png", title=f"{arch}: loss and accuracy per epoch")
+    plot_confusion(
+        evaluations["test"]["confusion"], dataset.class_names, out_dir / "confusion.png",
+        title=f"{arch}: test confusion matrix",
+    )
+    result = TrainResult(
+        class_names=tuple(dataset.class_names),
+        validation=evaluations["val"],
+        test=evaluations["test"],
+        calibration=calibration.as_dict(),
+        history=tuple(history_dicts),
+        wall_time_seconds=time.perf_counter() - started,
+        parameter_count=count_parameters(model),
+        split_sizes={split: len(getattr(dataset, split).labels) for split in ("train", "val", "test")},
+        split_manifest=str(dataset.manifest_path),
+        data_fingerprint=dataset.fingerprint,
+        duplicate_groups_across_splits=tuple(dataset.straddling),
+        skipped_images=tuple({"path": path, "reason": reason} for path, reason in dataset.problems),
+        config=config,
+        environment={
+            "device": str(torch_device),
+            "autocast": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "fp32",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+    )
+    (out_dir / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return result

@@ -1,0 +1,98 @@
+"""The ``model.pt`` file: weights plus what is needed to apply them to new images.
+
+Written by training runs and trials, read by the report and ``predict``. It holds
+only tensors, strings and numbers, so ``torch.load(path, weights_only=True)``
+opens it without running any pickled code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spheroid_hpo.atomic_write import replacing
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.models import create_model
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """How a saved model was built and what input it expects."""
+
+    architecture: str
+    class_names: tuple[str, ...]
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bn_momentum: float | None = None
+    # Calibration (spheroid_hpo.training.calibration): logits are divided by ``temperature`` before
+    # softmax; ``predict --tta`` flags images whose predictive entropy exceeds ``uncertain_entropy``.
+    temperature: float = 1.0
+    uncertain_entropy: float | None = None
+
+
+def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
+    """Write ``model``'s weights and ``info`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "architecture": info.architecture,
+        "class_names": list(info.class_names),
+        "image_size": info.image_size,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "bn_momentum": info.bn_momentum,
+        "temperature": float(info.temperature),
+        "uncertain_entropy": info.uncertain_entropy,
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+    }
+    with replacing(path) as partial:
+        torch.save(payload, partial)
+    return path
+
+
+def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the model saved at ``path`` (a ``model.pt`` or a run folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise InputError(f"no model file at {path}; pass a run folder that holds model.pt, or the model.pt itself")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a file that is not a checkpoint
+        raise InputError(f"{path} is not a spheroid-hpo model file ({error.__class__.__name__}: {error})") from error
+    if not isinstance(payload, dict) or "state_dict" not in payload or "architecture" not in payload:
+        raise InputError(f"{path} is not a spheroid-hpo model file: it lacks the architecture and weights")
+    fix = "re-export it with `spheroid-hpo train` or `reproduce --out`, or pass another model.pt"
+    try:
+        info = ModelInfo(
+            architecture=payload["architecture"],
+            class_names=tuple(payload["class_names"]),
+            image_size=int(payload["image_size"]),
+            mean=tuple(float(value) for value in payload["mean"]),
+            std=tuple(float(value) for value in payload["std"]),
+            bn_momentum=payload.get("bn_momentum"),
+            # Absent from files written before calibration: raw softmax, no uncertainty flag.
+            temperature=float(payload.get("temperature") or 1.0),
+            uncertain_entropy=payload.get("uncertain_entropy"),
+        )
+        if not 16 <= info.image_size <= 4096:
+            raise ValueError(f"image_size={info.image_size} is outside 16 to 4096")
+    except (KeyError, TypeError, ValueError) as error:  # a key missing, or "big" as image_size
+        raise InputError(f"{path} has a missing or malformed entry ({error.__class__.__name__}: {error}); {fix}") from None
+    model = create_model(info.architecture, num_classes=len(info.class_names), bn_momentum=info.bn_momentum)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:  # missing, unexpected or reshaped weights
+        first = str(error).strip().splitlines()[0] if str(error).strip() else error.__class__.__name__
+        raise InputError(f"{path} holds weights that do not fit {info.architecture} ({first}); {fix}") from None
+    model.to(device, memory_format=torch.channels_last).eval()
+    return model, info
+

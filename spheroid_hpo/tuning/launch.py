@@ -1,0 +1,254 @@
+"""``spheroid-hpo launch``: create the studies once, start N workers, show live progress.
+
+Workers are separate processes running ``spheroid-hpo worker`` (the very code a
+user runs by hand on another machine). Each gets a device and its share of the
+CPU threads. Ctrl-C stops them cleanly: running trials are marked interrupted
+and the next launch resumes them from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.create import create_study_family
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.tuning.progress import ArchitectureProgress, progress_table, summarize_studies
+
+POLL_SECONDS = 2.0
+STOP_GRACE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class LaunchSummary:
+    study_name: str
+    storage_url: str
+    artifact_dir: Path
+    log_dir: Path
+    progress: list[ArchitectureProgress]
+    worker_exit_codes: list[int]
+    interrupted: bool
+    seconds: float
+
+
+def worker_devices(workers: int, gpus: list[int] | None) -> list[str]:
+    """Device of each worker: GPU i mod n when GPUs are given or present, else the CPU."""
+    if gpus is None and torch.cuda.is_available():
+        gpus = list(range(torch.cuda.device_count()))
+    if not gpus:
+        return ["cpu"] * workers
+    return [f"cuda:{gpus[i % len(gpus)]}" for i in range(workers)]
+
+
+def threads_per_worker(workers: int, cpu_count: int | None = None) -> int:
+    """The CPU cores split evenly between workers, so they do not oversubscribe the machine."""
+    return max(1, (cpu_count or os.cpu_count() or 1) // workers)
+
+
+@contextlib.contextmanager
+def optuna_messages_to(path: Path) -> Iterator[None]:
+    """Send Optuna's log lines to the file ``path`` instead of the terminal while the block runs."""
+    logger = optuna.logging.get_logger("optuna")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(levelname)s %(asctime)s] %(message)s"))
+    optuna.logging.disable_default_handler()
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        optuna.logging.enable_default_handler()
+
+
+def launch(
+    *,
+    config: StudyConfig,
+    workers: int = 1,
+    gpus: list[int] | None = None,
+    artifact_dir: Path | None = None,
+    runs_dir: Path = RUNS_DIR,
+    heartbeat_interval: int | None = None,
+    console: Console | None = None,
+) -> LaunchSummary:
+    """Create ``config``'s studies in storage, run ``workers`` worker processes to the end of the budget."""
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, but got {workers=}")
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    log_dir = runs_dir / config.name / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # Optuna's INFO lines ("A new study created in RDB ...") would interleave with the live table.
+    with optuna_messages_to(log_dir / "launch.log"):
+        family = create_study_family(config=config, runs_dir=runs_dir)
+    storage_url, studies = family.storage_url, family.studies
+    artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
+
+    devices = worker_devices(workers, gpus)
+    threads = threads_per_worker(workers)
+    console.print(
+        f"study [bold]{config.name}[/] ({', '.join(config.architectures)}), {config.n_trials} trials each, "
+        f"storage {masked_url(storage_url)}\n"
+        f"{workers} worker(s) on {', '.join(sorted(set(devices)))} with {threads} thread(s) each; logs in {log_dir}/\n"
+        f"watch it in the browser: [bold]spheroid-hpo dashboard --storage {masked_url(storage_url)} "
+        f"--artifacts {artifact_dir}[/]"
+    )
+    processes = [
+        _start_worker(
+            index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
+            device=devices[index], threads=threads, heartbeat_interval=heartbeat_interval,
+            log_path=log_dir / f"worker-{index}.log",
+        )
+        for index in range(workers)
+    ]
+    interrupted = False
+    try:
+        if console.is_terminal:
+            with Live(console=console, refresh_per_second=1, transient=False) as live:
+                while any(process.poll() is None for process in processes):
+                    live.update(_live_view(studies, processes, started))
+                    time.sleep(POLL_SECONDS)
+                live.update(_live_view(studies, processes, started))
+        else:
+            _log_progress(studies, processes, started, console)
+    except KeyboardInterrupt:
+        interrupted = True
+        console.print("stopping workers: running trials are saved as interrupted and resume on the next launch")
+        _stop_workers(processes)
+    progress = summarize_studies(studies)
+    return LaunchSummary(
+        study_name=config.name, storage_url=storage_url, artifact_dir=artifact_dir, log_dir=log_dir, progress=progress,
+        worker_exit_codes=[process.returncode for process in processes], interrupted=interrupted,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _start_worker(index: int, *, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path,
+                  device: str, threads: int, heartbeat_interval: int | None, log_path: Path) -> subprocess.Popen:
+    command, env = worker_command(
+        index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
+        device=device, threads=threads, heartbeat_interval=heartbeat_interval,
+    )
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        # A session of its own keeps the terminal's Ctrl-C away from workers (the launcher
+        # stops them in order); the parent-death signal stops them if the launcher is killed.
+        start_new_session=True, preexec_fn=_terminate_with_parent,
+    )
+
+
+def worker_command(index: int, *, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path,
+                   device: str, threads: int, heartbeat_interval: int | None) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of worker ``index``; a storage password goes by environment."""
+    storage_url, password = split_password(storage_url)
+    command = [
+        sys.executable, "-m", "spheroid_hpo", "worker", "--study", config.name, "--storage", storage_url,
+        "--artifacts", str(artifact_dir), "--runs-dir", str(runs_dir), "--device", device,
+        "--threads", str(threads), "--worker-index", str(index),
+    ]
+    if config.data.path is not None:
+        command += ["--data", str(config.data.path)]
+    if config.timeout is not None:
+        command += ["--timeout", str(config.timeout)]
+    if heartbeat_interval is not None:
+        command += ["--heartbeat-interval", str(heartbeat_interval)]
+    # Each BLAS/OpenMP pool would otherwise start one thread per core in every worker.
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return command, env
+
+
+def _terminate_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop_workers(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _log_progress(studies, processes: list[subprocess.Popen], started: float, console: Console) -> None:
+    """Without a terminal (CI logs, nohup), print one line whenever a trial changes state."""
+    last = None
+    while True:
+        running = any(process.poll() is None for process in processes)
+        progress = summarize_studies(studies)
+        counts = [(row.complete, row.pruned, row.failed, row.running) for row in progress]
+        if counts != last:
+            last = counts
+            console.print(f"[{time.monotonic() - started:5.0f} s] " + "; ".join(
+                f"{row.architecture}: {row.finished}/{row.budget} done ({row.complete} ok, {row.pruned} pruned, "
+                f"{row.failed} failed), {row.running} running, best "
+                + (f"{row.best_value:.3f}" if row.best_value is not None else "-")
+                for row in progress
+            ), highlight=False, soft_wrap=True)
+        if not running:
+            return
+        time.sleep(POLL_SECONDS)
+
+
+def _live_view(studies, processes: list[subprocess.Popen], started: float):
+    alive = sum(process.poll() is None for process in processes)
+    elapsed = time.monotonic() - started
+    status = Text(f"{alive}/{len(processes)} workers running, {elapsed:.0f} s elapsed (Ctrl-C stops cleanly)")
+    return Group(progress_table(summarize_studies(studies)), status)
+
+
+def print_launch_summary(summary: LaunchSummary, console: Console | None = None) -> int:
+    """Print the final table and where the results are; return the exit code for the CLI."""
+    console = console or Console()
+    console.print(progress_table(summary.progress, title=f"study {summary.study_name}"))
+    finished = sum(row.finished for row in summary.progress)
+    url = masked_url(summary.storage_url)
+    if summary.interrupted:
+        console.print(
+            f"stopped after {summary.seconds:.0f} s with {finished} trials finished; "
+            f"resume with the same command (finished trials are kept, interrupted ones go on from their checkpoints)"
+        )
+    else:
+        console.print(f"finished {finished} trials in {summary.seconds:.0f} s")
+    console.print(f"results: storage {url}, artifacts {summary.artifact_dir}/")
+    console.print(f"dashboard: spheroid-hpo dashboard --storage {url} --artifacts {summary.artifact_dir}")
+    console.print(f"report:    spheroid-hpo report --storage {url} --study {summary.study_name}")
+    failed = [code for code in summary.worker_exit_codes if code not in (0, None, -signal.SIGTERM)]
+    if failed and not summary.interrupted:
+        console.print(f"[red]{len(failed)} worker(s) exited with an error; see the logs in {summary.log_dir}/[/]")
+        return 1
+    # A study whose every trial failed has no result: "finished" with exit 0 would hide that.
+    hopeless = [row for row in summary.progress if row.failed and not row.complete and not row.pruned]
+    if hopeless and not summary.interrupted:
+        for row in hopeless:
+            console.print(f"[red]error: every trial of {row.architecture} failed ({row.failed}); last reason: "
+                          f"{row.fail_reason or 'unknown'}; see the logs in {summary.log_dir}/[/]", highlight=False)
+        return 1
+    return 130 if summary.interrupted else 0

@@ -1,0 +1,152 @@
+"""The Optuna studies of a study file: one per architecture, created once, loaded by workers.
+
+The launcher creates the studies and records on them everything a worker on
+another machine needs (the study file, the budget, the data's fingerprint and
+its split manifest), so ``spheroid-hpo worker --storage URL`` can join with no
+other file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+
+from spheroid_hpo.tuning.study_file import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
+from spheroid_hpo.data import DataSource
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.architectures import applicable_params
+from spheroid_hpo.tuning import records
+
+
+def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The study file's sampler; each worker offsets the seed so workers do not propose the same points."""
+    seed = config.seed + worker_index
+    if config.name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant_liar keeps parallel workers from piling onto the same region of the space.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.n_startup_trials, constant_liar=True)
+
+
+def build_pruner(config: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
+    """The study file's pruner; Hyperband's max resource is the largest epoch count."""
+    if config.name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
+        )
+    if config.name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=config.min_resource, reduction_factor=config.reduction_factor
+        )
+    if config.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=config.min_resource, max_resource=max_epochs, reduction_factor=config.reduction_factor
+        )
+    return optuna.pruners.NopPruner()
+
+
+def create_studies(
+    config: StudyConfig, storage: optuna.storages.BaseStorage, *, study_file_text: str, data: DataSource,
+    manifest_csv: str,
+) -> dict[str, optuna.Study]:
+    """Create (or reopen) one study per architecture; enqueue the paper's configuration first.
+
+    Re-running on the same storage resumes: finished trials stay, the baseline is
+    not enqueued twice, and trials interrupted by Ctrl-C are queued again to go on
+    from their checkpoints. A study made on other data refuses to resume.
+    """
+    studies = {}
+    for architecture in config.architectures:
+        study = optuna.create_study(
+            study_name=config.study_name(architecture), storage=storage, direction="maximize",
+            load_if_exists=True,
+        )
+        # The dashboard's axes say "val_macro_f1" instead of "Objective 0" (the trials' value, see objective.py).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([records.METRIC_NAME])
+        recorded = records.data_source(study.user_attrs)
+        if recorded is not None and recorded.fingerprint != data.fingerprint:
+            raise InputError(
+                f"study {study.study_name} was created on other data (fingerprint {recorded.fingerprint[:12]}, "
+                f"data {recorded.path or 'demo'}) than {data.describe()} "
+                f"(fingerprint {data.fingerprint[:12]}); use a new study name or storage for new data"
+            )
+        records.record_study(study, study_file_text=study_file_text, architecture=architecture,
+                             budget=config.n_trials, data=data, manifest_csv=manifest_csv)
+        if not study.trials and config.baseline:
+            applies = applicable_params(architecture)
+            baseline = {name: value for name, value in config.baseline.items() if name in applies}
+            study.enqueue_trial(baseline, user_attrs=records.baseline_attrs())
+        requeue_interrupted(study)
+        studies[architecture] = study
+    return studies
+
+
+def checkpoint_dir(study: optuna.Study, root: Path) -> Path:
+    """The folder under ``root`` for ``study``'s checkpoints, named by study and creation id.
+
+    Studies that share an artifact folder (NFS, a compose volume) never share checkpoints.
+    """
+    return Path(root) / f"{study.study_name}-{records.creation_id(study)}"
+
+
+def requeue_interrupted(study: optuna.Study) -> int:
+    """Queue again each trial a Ctrl-C interrupted, once; return how many were queued."""
+    trials = study.get_trials(deepcopy=False)
+    already = records.requeued(trials)
+    queued = 0
+    for trial in trials:
+        if records.was_interrupted(trial) and trial.number not in already:
+            study.enqueue_trial(trial.params, user_attrs=records.requeue_attrs(trial), skip_if_exists=False)
+            queued += 1
+    return queued
+
+
+def find_study_family(storage: optuna.storages.BaseStorage, name: str | None) -> tuple[StudyConfig, str]:
+    """The study config and file text recorded in ``storage`` for study ``name``.
+
+    With no name, the storage must hold exactly one study family.
+    """
+    summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    families: dict[str, str] = {}
+    for summary in summaries:
+        family, _, _ = summary.study_name.rpartition(".")
+        text = records.study_file_text(summary.user_attrs)
+        if family and text is not None:
+            families.setdefault(family, text)
+    if name is None:
+        if len(families) != 1:
+            listed = ", ".join(sorted(families)) or "none"
+            raise InputError(f"pass --study NAME: the storage holds these studies: {listed}")
+        name = next(iter(families))
+    if name not in families:
+        listed = ", ".join(sorted(families)) or "none"
+        raise InputError(
+            f"no study {name!r} in the storage (it holds: {listed}); start it with "
+            f"`spheroid-hpo launch --study studies/{name}.toml` first"
+        )
+    text = families[name]
+    return parse_study_text(text, source=Path(f"<study {name} in storage>")), text
+
+
+def load_studies(
+    config: StudyConfig, storage: optuna.storages.BaseStorage, *, worker_index: int = 0
+) -> dict[str, optuna.Study]:
+    """Load (never create) the per-architecture studies, with this worker's sampler and pruner."""
+    studies = {}
+    for architecture in config.architectures:
+        name = config.study_name(architecture)
+        try:
+            studies[architecture] = optuna.load_study(
+                study_name=name,
+                storage=storage,
+                sampler=build_sampler(config.sampler, worker_index=worker_index),
+                pruner=build_pruner(config.pruner, max_epochs=config.max_epochs),
+            )
+        except KeyError as error:
+            raise InputError(
+                f"study {name} does not exist in the storage; run `spheroid-hpo launch` to create it first"
+            ) from error
+    return studies

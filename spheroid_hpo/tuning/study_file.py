@@ -1,0 +1,365 @@
+"""Study files (``studies/*.toml``), parsed once into frozen, validated dataclasses.
+
+Precedence: a value given on the command line beats the study file, which beats
+the defaults below. Every error names the file, the key and the fix, and is
+raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from spheroid_hpo.data import MAX_IMAGE_SIZE
+from spheroid_hpo.data.demo import MAX_PER_CLASS, MAX_SIZE, MIN_PER_CLASS, MIN_SIZE
+from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.toml_table import TomlTable
+from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, PRECISIONS, TUNABLE_PARAMS
+from spheroid_hpo.training.architectures import architecture_names, check_image_size
+
+MAX_TRIALS = 100_000
+MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
+# With cv_folds a trial reports at fold granularity (K steps); only pruners that compare
+# trials at the same step make sense there, not epoch-budget ones.
+CV_PRUNERS = ("median", "none")
+METRICS = ("val_macro_f1",)
+STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched hyperparameter: an int or float range, a list of choices, or a fixed value."""
+
+    name: str
+    kind: str  # "int" | "float" | "categorical" | "fixed"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    value: float | str | None = None
+    choices: tuple = ()
+
+    def contains(self, value: float | str) -> bool:
+        if self.kind == "fixed":
+            return value == self.value
+        if self.kind == "categorical":
+            return value in self.choices
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"
+    seed: int = 0
+    n_startup_trials: int = 10
+
+
+@dataclass(frozen=True)
+class PrunerConfig:
+    name: str = "median"
+    n_startup_trials: int = 5
+    n_warmup_steps: int = 2
+    min_resource: int = 1
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of the generated demo data set, used when a study names no data folder."""
+
+    per_class: int = DEMO_SETTINGS["per_class"]
+    size: int = DEMO_SETTINGS["size"]
+    seed: int = DEMO_SETTINGS["seed"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: Path | None = None
+    image_size: int = IMAGE_SIZE
+    split_seed: int = 0
+    fractions: tuple[float, float, float] = SPLIT_FRACTIONS
+    group_by: str | None = None
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    # K >= 2: each trial trains K times on stratified folds of train+val; None: once, on train.
+    cv_folds: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    precision: str = "auto"
+    weights: str = "none"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study file, validated."""
+
+    name: str
+    architectures: tuple[str, ...]
+    search_space: tuple[ParamSpec, ...]
+    baseline: Mapping[str, float]
+    n_trials: int = 20
+    timeout: float | None = None
+    metric: str = "val_macro_f1"
+    storage: str | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    source: Path | None = None
+
+    def study_name(self, architecture: str) -> str:
+        """The Optuna study that holds this architecture's trials."""
+        return f"{self.name}.{architecture}"
+
+    @property
+    def max_epochs(self) -> int:
+        """The largest epoch count a trial can train for (the pruner's max resource)."""
+        spec = {spec.name: spec for spec in self.search_space}.get("epochs")
+        if spec is None:
+            return int(self.baseline.get("epochs", 1))
+        if spec.kind == "categorical":
+            return int(max(spec.choices))
+        return int(spec.value if spec.kind == "fixed" else spec.high)
+
+
+def load_study_config(
+    path: Path | str,
+    *,
+    data: Path | None = None,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> StudyConfig:
+    """Parse and validate a study file; keyword arguments (from the CLI) override it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"study file {path} does not exist; pass --study with a file like studies/paper.toml")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read study file {path}: {error}") from error
+    config = parse_study_text(text, source=path)
+    return with_overrides(config, data=data, storage=storage, n_trials=n_trials, timeout=timeout)
+
+
+def parse_study_text(text: str, *, source: Path) -> StudyConfig:
+    """Parse the TOML ``text`` of a study file; ``source`` names it in error messages."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"study file {source} is not valid TOML: {error}") from error
+    return _parse_study(raw, source=Path(source))
+
+
+def with_overrides(
+    config: StudyConfig,
+    *,
+    data: Path | None = None,
+    storage: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+) -> StudyConfig:
+    """``config`` with the values given on the command line, which take precedence."""
+    if data is not None:
+        config = replace(config, data=replace(config.data, path=Path(data)))
+    if storage is not None:
+        config = replace(config, storage=storage)
+    if n_trials is not None:
+        if n_trials < 1:
+            raise InputError(f"--n-trials must be at least 1, but got {n_trials=}")
+        config = replace(config, n_trials=n_trials)
+    if timeout is not None:
+        if timeout <= 0:
+            raise InputError(f"--timeout must be positive seconds, but got {timeout=}")
+        config = replace(config, timeout=timeout)
+    return config
+
+
+def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
+    top = TomlTable(raw, "", source)
+    top.check_keys(("study", "search_space", "baseline", "sampler", "pruner", "data", "training"))
+    study = top.table("study")
+    study.check_keys(("name", "architectures", "n_trials", "timeout", "metric", "storage"))
+
+    name = study.get("name", str, source.stem)
+    if not STUDY_NAME_PATTERN.match(name):
+        raise study.error("name", f"is {name!r}; use letters, digits, '-' and '_' only (it names files)")
+    architectures = tuple(study.get("architectures", list, []))
+    if not architectures:
+        raise study.error("architectures", "must list at least one architecture, e.g. [\"squeezenet1_0\"]")
+    valid = architecture_names()
+    for architecture in architectures:
+        if architecture not in valid:
+            raise study.error("architectures", f"names unknown architecture {architecture!r}; valid: {', '.join(valid)}")
+    if len(set(architectures)) != len(architectures):
+        raise study.error("architectures", f"lists an architecture twice: {list(architectures)}")
+
+    search_space = _parse_search_space(top.table("search_space"))
+    baseline = _parse_baseline(top.table("baseline"), search_space)
+    data, pruner = _parse_data(top.table("data")), _parse_pruner(top.table("pruner"))
+    if data.cv_folds is not None and pruner.name not in CV_PRUNERS:
+        raise InputError(
+            f"{source}: pruner.name = {pruner.name!r} prunes by epochs, but data.cv_folds = {data.cv_folds} "
+            f"reports once per fold; use one of: {', '.join(CV_PRUNERS)}"
+        )
+    for architecture in architectures:
+        try:
+            check_image_size(architecture, data.image_size)
+        except InputError as error:
+            raise InputError(f"{source}: data.image_size: {error}") from None
+    return StudyConfig(
+        name=name,
+        architectures=architectures,
+        search_space=search_space,
+        baseline=baseline,
+        n_trials=study.positive("n_trials", int, 20, maximum=MAX_TRIALS),
+        timeout=study.positive("timeout", float, None, minimum=1, maximum=365 * 24 * 3600),
+        metric=study.choice("metric", METRICS, "val_macro_f1"),
+        storage=study.get("storage", str, None),
+        sampler=_parse_sampler(top.table("sampler")),
+        pruner=pruner,
+        data=data,
+        training=_parse_training(top.table("training")),
+        source=source,
+    )
+
+
+def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
+    table.check_keys(tuple(TUNABLE_PARAMS))
+    specs = []
+    for name, raw in table.raw.items():
+        kind = TUNABLE_PARAMS[name]
+        if not isinstance(raw, dict):
+            value = table.bounded(name, kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS else table.get(name, kind, None)
+            _check_categorical(table, name, [value])
+            specs.append(ParamSpec(name=name, kind="fixed", value=value))
+            continue
+        param = table.table(name)
+        if "choices" in param.raw:
+            specs.append(_parse_choices(param, name, kind))
+            continue
+        if kind is str:
+            raise param.error("", f"takes choices, not a range: {name} = {{ choices = {_toml_list(CATEGORICAL_VALUES[name])} }}")
+        param.check_keys(("low", "high", "log", "step"))
+        if "low" not in param.raw or "high" not in param.raw:
+            raise param.error("", f"needs both low and high, e.g. {name} = {{ low = 1, high = 10 }}")
+        low, high = param.get("low", kind, None), param.get("high", kind, None)
+        log = param.get("log", bool, False)
+        step = param.get("step", kind, None)
+        if low > high:
+            raise param.error("low", f"({low}) is greater than high ({high}); swap them")
+        if log and low <= 0:
+            raise param.error("low", f"must be positive on a log scale, but got {low}; set log = false or raise low")
+        if step is not None and (step <= 0 or log):
+            raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
+        for end in ("low", "high"):  # the checks a fixed value gets, on both ends
+            param.bounded(end, kind, PARAM_BOUNDS[name], param=name)
+        specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
+    missing = [name for name in ("epochs", "lr", "rotation", "batch_size") if name not in table.raw]
+    if missing:
+        raise table.error("", f"must define {', '.join(missing)} (a range table or a fixed value)")
+    return tuple(specs)
+
+
+def _parse_choices(param: TomlTable, name: str, kind: type) -> ParamSpec:
+    """``name = { choices = [...] }``: a categorical parameter, each choice of the key's type."""
+    param.check_keys(("choices",))
+    choices = param.get("choices", list, [])
+    example = f"{name} = {{ choices = {_toml_list(CATEGORICAL_VALUES.get(name, (8, 16)))} }}"
+    if not choices:
+        raise param.error("choices", f"must list at least one value, e.g. {example}, but got {choices=}")
+
+    def checked_choice(value):  # each choice gets the checks a fixed value gets
+        one = TomlTable({"choices": value}, param.where, param.source)
+        return one.bounded("choices", kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS else one.get("choices", kind, None)
+
+    checked = [checked_choice(value) for value in choices]
+    if len(set(checked)) != len(checked):
+        raise param.error("choices", f"lists a value twice; list each once, but got {choices=}")
+    _check_categorical(param, "choices", checked, name=name)
+    return ParamSpec(name=name, kind="categorical", choices=tuple(checked))
+
+
+def _check_categorical(table: TomlTable, key: str, values: list, *, name: str | None = None) -> None:
+    valid = CATEGORICAL_VALUES.get(name or key)
+    for value in values:
+        if valid is not None and value not in valid:
+            raise table.error(key, f"must be among {_toml_list(valid)}, but got {value=}")
+
+
+def _toml_list(values) -> str:
+    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
+
+
+def _parse_baseline(table: TomlTable, search_space: tuple[ParamSpec, ...]) -> dict[str, float]:
+    specs = {spec.name: spec for spec in search_space}
+    table.check_keys(tuple(specs))
+    baseline = {}
+    for name in table.raw:
+        value = table.get(name, TUNABLE_PARAMS[name], None)
+        if not specs[name].contains(value):
+            raise table.error(name, f"= {value} lies outside the search space; the baseline must be a point in it")
+        baseline[name] = value
+    return baseline
+
+
+def _parse_sampler(table: TomlTable) -> SamplerConfig:
+    table.check_keys(("name", "seed", "n_startup_trials"))
+    return SamplerConfig(
+        name=table.choice("name", SAMPLERS, "tpe"),
+        seed=table.positive("seed", int, 0, minimum=0, maximum=MAX_SEED),
+        n_startup_trials=table.positive("n_startup_trials", int, 10, minimum=0),
+    )
+
+
+def _parse_pruner(table: TomlTable) -> PrunerConfig:
+    table.check_keys(("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"))
+    return PrunerConfig(
+        name=table.choice("name", PRUNERS, "median"),
+        n_startup_trials=table.positive("n_startup_trials", int, 5, minimum=0),
+        n_warmup_steps=table.positive("n_warmup_steps", int, 2, minimum=0),
+        min_resource=table.positive("min_resource", int, 1),
+        reduction_factor=table.positive("reduction_factor", int, 3, minimum=2),
+    )
+
+
+def _parse_data(table: TomlTable) -> DataConfig:
+    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo", "cv_folds"))
+    fractions = tuple(table.get("fractions", list, list(SPLIT_FRACTIONS)))
+    if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
+            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+        raise table.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, but got {list(fractions)}")
+    demo = table.table("demo")
+    demo.check_keys(("per_class", "size", "seed"))
+    path = table.get("path", str, None)
+    return DataConfig(
+        path=Path(path) if path else None,
+        image_size=table.positive("image_size", int, IMAGE_SIZE, minimum=16, maximum=MAX_IMAGE_SIZE),
+        split_seed=table.get("split_seed", int, 0),
+        fractions=tuple(float(f) for f in fractions),
+        group_by=table.get("group_by", str, None),
+        cv_folds=table.positive("cv_folds", int, None, minimum=2),
+        demo=DemoConfig(
+            per_class=demo.positive("per_class", int, DEMO_SETTINGS["per_class"], minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
+            size=demo.positive("size", int, DEMO_SETTINGS["size"], minimum=MIN_SIZE, maximum=MAX_SIZE),
+            seed=demo.positive("seed", int, DEMO_SETTINGS["seed"], minimum=0, maximum=2**32 - 1),
+        ),
+    )
+
+
+def _parse_training(table: TomlTable) -> TrainingConfig:
+    table.check_keys(("precision", "weights", "seed"))
+    return TrainingConfig(
+        precision=table.choice("precision", PRECISIONS, "auto"),
+        weights=table.get("weights", str, "none"),
+        seed=table.positive("seed", int, 0, minimum=0, maximum=2**32 - 1),
+    )
