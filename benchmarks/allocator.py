@@ -12,7 +12,6 @@ the page faults and kernel CPU time of the timed epochs. Children alternate; med
 
 from __future__ import annotations
 
-from spheroid_hpo.training.hyperparams import Hyperparams
 import argparse
 import json
 import resource
@@ -21,8 +20,9 @@ import sys
 from collections.abc import Sequence
 
 import torch
-
 from _common import describe_machine, format_table, load_average, median, run
+
+from spheroid_hpo.training.hyperparams import Hyperparams
 
 CHILD = "child"
 
@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, runs in results.items():
         speed = median([r["images_per_second"] for r in runs])
         rows.append([name, f"{speed:.1f}", f"{speed / base:.2f}x", f"{median([r['page_faults'] for r in runs]):.0f}",
-                     f"{median([r['kernel_seconds'] for r in runs]):.2f}", f"{median([r['user_seconds'] for r in runs]):.2f}"])
+                     f"{median([r['kernel_seconds'] for r in runs]):.2f}",
+                     f"{median([r['user_seconds'] for r in runs]):.2f}"])
     print()
     print(format_table(["allocator", "train img/s", "speed", "page faults", "kernel CPU s", "user CPU s"], rows))
     print(f"\nper process over the {args.epochs} timed epochs, medians of {args.rounds}; {load_average()} at end")

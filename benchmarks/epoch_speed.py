@@ -26,16 +26,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import describe_machine, format_table, load_average, median, run
 from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
 
-from _common import describe_machine, format_table, load_average, median, run
-from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
 from spheroid_hpo.data import Dataset, load_dataset
 from spheroid_hpo.data.demo import write_demo_data
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import create_model
 
 ARCHITECTURES = ("mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1")

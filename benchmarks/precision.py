@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from _common import describe_machine, format_table, load_average, median, run
 from torch import nn
 
-from _common import describe_machine, format_table, load_average, median, run
-from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.training import loop
-from spheroid_hpo.training.device import resolve_device, seed_everything
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.data.demo import write_demo_data
+from spheroid_hpo.training import loop
+from spheroid_hpo.training.device import resolve_device, seed_everything
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import create_model
 
 # By default the architectures precision="auto" trains in bf16; MobileNet V3 stays fp32.
@@ -110,7 +110,8 @@ def _train(architecture, dataset, *, device, seed, lr, precision, args) -> list[
     return loop.train(
         model, train_images=dataset.train.images, train_labels=dataset.train.labels,
         val_images=dataset.val.images, val_labels=dataset.val.labels, num_classes=len(dataset.class_names),
-        hyperparams=Hyperparams(epochs=args.epochs, lr=lr, batch_size=args.batch_size, rotation=args.rotation), seed=seed,
+        hyperparams=Hyperparams(epochs=args.epochs, lr=lr, batch_size=args.batch_size, rotation=args.rotation),
+        seed=seed,
         precision=precision,
     )
 
@@ -128,7 +129,8 @@ def _images_per_second(architecture: str, *, device: torch.device, repeats: int,
     def epoch(name: str) -> float:
         (stats,) = loop.train(
             models[name], train_images=images, train_labels=labels, val_images=images[:10], val_labels=labels[:10],
-            num_classes=4, hyperparams=Hyperparams(epochs=1, lr=1e-4, batch_size=10, rotation=20.0), seed=0, precision=name,
+            num_classes=4, hyperparams=Hyperparams(epochs=1, lr=1e-4, batch_size=10, rotation=20.0), seed=0,
+            precision=name,
         )
         return stats.images_per_second
 

@@ -27,14 +27,14 @@ from pathlib import Path
 
 import optuna
 import torch
+from _common import describe_machine, format_table, load_average, run
 from optuna.trial import TrialState
 from rich.console import Console
 
-from _common import describe_machine, format_table, load_average, run
-from spheroid_hpo.tuning.study_file import load_study_config
 from spheroid_hpo.tuning.launch import launch
-from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.tuning.progress import format_params
+from spheroid_hpo.tuning.storage import open_storage
+from spheroid_hpo.tuning.study_file import load_study_config
 
 # The [pruner] table of a study file: from its header to the next table or the end.
 PRUNER_TABLE = re.compile(r"^\[pruner\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", re.MULTILINE)

@@ -26,11 +26,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-
 from _common import describe_machine, format_table, load_average, median, run
+
+from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.training import inference
 from spheroid_hpo.training.device import resolve_device, resolve_precision
-from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.training.models import create_model
 
 ARCHITECTURES = ("mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1")
@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache = torch.rand(100, 3, 224, 224, generator=generator).half().to(device, memory_format=torch.channels_last)
     index = torch.randperm(100, generator=generator)[: args.batch_size].to(device)
     labels = torch.arange(args.batch_size, device=device) % 4
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (inference.IMAGENET_MEAN, inference.IMAGENET_STD))
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1)
+                 for v in (inference.IMAGENET_MEAN, inference.IMAGENET_STD))
 
     batch = cache[index].float()
     rotated = rotate_batch(batch, max_degrees=20, generator=generator)

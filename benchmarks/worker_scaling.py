@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
+from _common import describe_machine, format_table, load_average, median, run
 from rich.console import Console
 
-from _common import describe_machine, format_table, load_average, median, run
-from spheroid_hpo.tuning.study_file import load_study_config
 from spheroid_hpo.training.device import resolve_device
 from spheroid_hpo.tuning.launch import launch, threads_per_worker
+from spheroid_hpo.tuning.study_file import load_study_config
 
 STUDY = """
 [study]

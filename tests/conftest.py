@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from spheroid_hpo.tuning.study_file import load_study_config
-from spheroid_hpo.data.demo import write_demo_data
 from study_files import write_tiny_study
+
+from spheroid_hpo.data.demo import write_demo_data
+from spheroid_hpo.tuning.study_file import load_study_config
 
 POSTGRES_URL = os.environ.get(
     "SPHEROID_HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -26,11 +26,11 @@ import tifffile
 import torch
 from optuna.trial import TrialState
 
-from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.tuning import storage as storage_module
 from spheroid_hpo.cli import main
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import create_model
 from spheroid_hpo.training.saved_model import ModelInfo, save_model
+from spheroid_hpo.tuning import storage as storage_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,7 +249,8 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 
     def run(tag):
         return train(create_model("squeezenet1_1", num_classes=4), train_images=images, train_labels=labels,
-                     val_images=images, val_labels=labels, num_classes=4, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0),
+                     val_images=images, val_labels=labels, num_classes=4,
+                     hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0),
                      seed=0, checkpoint_path=checkpoint, checkpoint_tag=tag)
 
     run({"study": "a-1", "trial": 0, "params": {"lr": 1e-3}})
@@ -284,13 +285,14 @@ def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
 
 
 def test_an_epoch_without_a_training_image_raises():
-    from spheroid_hpo.training.loop import train
     from spheroid_hpo.errors import InputError
+    from spheroid_hpo.training.loop import train
 
     one = torch.rand(1, 3, 32, 32)
     with pytest.raises(InputError, match="trained on no image"):
         train(create_model("squeezenet1_1", num_classes=2), train_images=one, train_labels=torch.tensor([0]),
-              val_images=one, val_labels=torch.tensor([0]), num_classes=2, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0),
+              val_images=one, val_labels=torch.tensor([0]), num_classes=2,
+              hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0),
               seed=0)
 
 
@@ -382,8 +384,8 @@ def test_check_data_names_the_bomb(tmp_path, monkeypatch, capsys):
 
 
 def test_worker_command_line_carries_no_password(tmp_path):
-    from spheroid_hpo.tuning.study_file import load_study_config
     from spheroid_hpo.tuning.launch import worker_command
+    from spheroid_hpo.tuning.study_file import load_study_config
 
     path = tmp_path / "pw.toml"
     path.write_text(BOTH.format(name="pw", epochs=1, lr=1e-3))
@@ -400,9 +402,8 @@ def test_the_stored_study_file_holds_no_password(tmp_path):
     """Through ``create`` on the real PostgreSQL server (it trusts local connections, so any password works)."""
     import psycopg
     import sqlalchemy
-    from psycopg import sql
-
     from conftest import POSTGRES_URL
+    from psycopg import sql
 
     server = sqlalchemy.engine.make_url(POSTGRES_URL)
     name = f"spheroid_pw_{os.getpid()}"

@@ -7,32 +7,32 @@ that retrain ask ``--seeds 1`` wherever the rule allows it.
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from finished_trials import trial_model_and_split
 from sklearn.metrics import f1_score
+from study_files import write_tiny_study
 
 import spheroid_hpo.results.reproduce as reproduce_module
 import spheroid_hpo.training.run as training_run
-from spheroid_hpo.training import inference
-from spheroid_hpo.training.device import resolve_device, resolve_precision
-from spheroid_hpo.results.best_file import MIN_BAND, RULE_TEXT, Z, SeedScores, read_best_config
 from spheroid_hpo.cli import main
-from spheroid_hpo.tuning.study_file import load_study_config
+from spheroid_hpo.data import DataSource
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.results.best_file import MIN_BAND, RULE_TEXT, SeedScores, Z, read_best_config
 from spheroid_hpo.results.report import open_family
 from spheroid_hpo.results.reproduce import SeedRun, export_best, reproduce
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_device, resolve_precision
 from spheroid_hpo.tuning.storage import open_storage
-from spheroid_hpo.data import DataSource
 from spheroid_hpo.tuning.studies import create_studies
-from finished_trials import trial_model_and_split
-from study_files import write_tiny_study
+from spheroid_hpo.tuning.study_file import load_study_config
 
 COMMITTED = Path(__file__).resolve().parents[1] / "studies" / "best.toml"
 CHANCE = 0.25  # four balanced-ish classes
@@ -213,7 +213,8 @@ def test_a_matching_machine_that_is_not_exact_falls_back_to_the_band(runs_dir, m
 def test_retraining_uses_the_thread_count_asked_for(runs_dir, monkeypatch):
     config = read_best_config(COMMITTED)
     exact = {seed: (v, t) for seed, v, t in zip(config.seeds, config.val.per_seed, config.test.per_seed)}
-    for asked_for, expected in ((None, config.machine.threads), (config.machine.threads + 2, config.machine.threads + 2)):
+    for asked_for, expected in ((None, config.machine.threads),
+                                (config.machine.threads + 2, config.machine.threads + 2)):
         used: list[int] = []
         _fake_runs(monkeypatch, exact, threads=used)
         result = reproduce(path=COMMITTED, runs_dir=runs_dir, device="cpu", seeds=1, threads=asked_for,

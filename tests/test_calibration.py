@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from spheroid_hpo.training.hyperparams import Hyperparams
+from spheroid_hpo.cli import main
+from spheroid_hpo.data import load_dataset
 from spheroid_hpo.training import inference
 from spheroid_hpo.training.calibration import (
     calibrate,
@@ -22,12 +23,11 @@ from spheroid_hpo.training.calibration import (
     fit_temperature,
     negative_log_likelihood,
 )
-from spheroid_hpo.cli import main
-from spheroid_hpo.data import load_dataset
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import create_model
 from spheroid_hpo.training.predict import predict_images
-from spheroid_hpo.training.saved_model import ModelInfo, load_model, save_model
 from spheroid_hpo.training.run import run_training
+from spheroid_hpo.training.saved_model import ModelInfo, load_model, save_model
 from spheroid_hpo.training.tta import dihedral_views, tta_probabilities
 
 CLASSES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
@@ -85,7 +85,8 @@ def test_calibrate_lowers_validation_nll_of_a_deliberately_overconfident_model(d
 def test_training_stores_the_temperature_and_reports_ece_before_and_after(demo_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data)
-    metrics = run_training(data_dir=data, out_dir=tmp_path / "run", arch="resnet18", hyperparams=Hyperparams(epochs=1, lr=1e-3, rotation=15.0, batch_size=8),
+    metrics = run_training(data_dir=data, out_dir=tmp_path / "run", arch="resnet18",
+                           hyperparams=Hyperparams(epochs=1, lr=1e-3, rotation=15.0, batch_size=8),
                            image_size=32, device="cpu", progress=False)
     calibration = json.loads((tmp_path / "run" / "metrics.json").read_text())["calibration"]
     assert calibration == json.loads(json.dumps(metrics.calibration))

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.training import loop
-from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training import loop
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning.search_space import suggest_params
+from spheroid_hpo.tuning.study_file import parse_study_text
 
 BASE = """
 [study]
@@ -42,7 +42,8 @@ def test_choices_make_a_categorical_parameter_that_optuna_suggests():
 
 
 def test_choices_work_for_numeric_keys_too():
-    config = parse_study_text(BASE.replace("batch_size = 4", "batch_size = { choices = [4, 8] }"), source=Path("s.toml"))
+    config = parse_study_text(BASE.replace("batch_size = 4", "batch_size = { choices = [4, 8] }"),
+                              source=Path("s.toml"))
     assert {s.name: s for s in config.search_space}["batch_size"].choices == (4, 8)
 
 
@@ -90,7 +91,9 @@ def test_balanced_weights_reach_the_training_loss(monkeypatch):
     images = torch.rand(12, 3, 8, 8, dtype=torch.float16)
     labels = torch.tensor([0] * 9 + [1] * 3)
     loop.train(model, train_images=images, train_labels=labels, val_images=images, val_labels=labels,
-                 num_classes=2, hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0, class_weights="balanced"), seed=0, precision="fp32",
+                 num_classes=2,
+                 hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0, class_weights="balanced"),
+                 seed=0, precision="fp32",
                  )
     trained = [w for w in seen if w is not None]
     assert trained and trained[0].tolist() == pytest.approx([12 / 18, 12 / 6])

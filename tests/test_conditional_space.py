@@ -7,16 +7,15 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+import torchvision.models as tvm
 from torch import nn
 
-from spheroid_hpo.tuning.study_file import parse_study_text
-from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS
-import torchvision.models as tvm
-
+from spheroid_hpo.results.family import StudyFamily
 from spheroid_hpo.training import architectures
 from spheroid_hpo.training.architectures import applicable_params, architecture_names
-from spheroid_hpo.results.family import StudyFamily
+from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS
 from spheroid_hpo.tuning.search_space import suggest_params
+from spheroid_hpo.tuning.study_file import parse_study_text
 
 STUDY = """
 [study]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from spheroid_hpo.tuning.study_file import load_study_config, parse_study_text, with_overrides
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.tuning.study_file import load_study_config, parse_study_text, with_overrides
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -82,11 +82,15 @@ def test_fixed_values_are_allowed_in_the_search_space():
         (("[study]", "[study]\nn_trails = 3"), ["n_trails", "n_trials"]),
         (("[search_space]", "[search_space]\nmomentum = 0.9"), ["momentum", "bn_momentum"]),
         (("epochs = { low = 2, high = 4 }", "epochs = { low = 9, high = 4 }"), ["search_space.epochs.low", "swap"]),
-        (('architectures = ["squeezenet1_0"]', 'architectures = ["resnet50"]'), ["resnet50", "squeezenet1_0", "mobilenet_v3_large"]),
-        (("[search_space]", '[pruner]\nname = "patient"\n\n[search_space]'), ["pruner.name", "patient", "hyperband", "median"]),
+        (('architectures = ["squeezenet1_0"]', 'architectures = ["resnet50"]'),
+         ["resnet50", "squeezenet1_0", "mobilenet_v3_large"]),
+        (("[search_space]", '[pruner]\nname = "patient"\n\n[search_space]'),
+         ["pruner.name", "patient", "hyperband", "median"]),
         (("[search_space]", '[sampler]\nname = "cmaes"\n\n[search_space]'), ["sampler.name", "tpe"]),
-        (("lr = { low = 1e-4, high = 1e-2, log = true }", "lr = { low = 0.0, high = 1e-2, log = true }"), ["lr.low", "log"]),
-        (("lr = { low = 1e-4, high = 1e-2, log = true }", 'lr = { low = "fast", high = 1e-2 }'), ["lr.low", "float", "fast"]),
+        (("lr = { low = 1e-4, high = 1e-2, log = true }", "lr = { low = 0.0, high = 1e-2, log = true }"),
+         ["lr.low", "log"]),
+        (("lr = { low = 1e-4, high = 1e-2, log = true }", 'lr = { low = "fast", high = 1e-2 }'),
+         ["lr.low", "float", "fast"]),
         (("rotation = { low = 0.0, high = 20.0 }\n", ""), ["rotation"]),
         (("[search_space]", "[baseline]\nepochs = 99\n\n[search_space]"), ["baseline.epochs", "outside"]),
         (('name = "t"', 'name = "my study!"'), ["study.name", "my study!"]),

@@ -11,16 +11,15 @@ import pytest
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
+from study_files import one_architecture_study
 
+from spheroid_hpo.data import LabeledFile, TrainingData, assign_folds, load_dataset
+from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import loop
 from spheroid_hpo.tuning import objective as objective_module
-from spheroid_hpo.tuning.study_file import parse_study_text
-from spheroid_hpo.data import LabeledFile, assign_folds, load_dataset
-from spheroid_hpo.errors import InputError
-from spheroid_hpo.data import TrainingData
 from spheroid_hpo.tuning.objective import build_objective
 from spheroid_hpo.tuning.records import CV_SCORES
-from study_files import one_architecture_study
+from spheroid_hpo.tuning.study_file import parse_study_text
 
 
 def _files(per_class: int = 20) -> list[LabeledFile]:
@@ -76,7 +75,8 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 
 def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=tmp_path / "splits.csv", splits=("train", "val"))
-    files = [LabeledFile(p, int(l)) for s in (dataset.train, dataset.val) for p, l in zip(s.paths, s.labels.tolist())]
+    files = [LabeledFile(p, int(label))
+             for s in (dataset.train, dataset.val) for p, label in zip(s.paths, s.labels.tolist())]
     data = TrainingData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32,
                      folds=tuple(assign_folds(files, folds=folds, seed=0)))
     runs = []
@@ -175,7 +175,8 @@ def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(dem
     paths = trial_data.train.paths + trial_data.val.paths
     fold_of = dict(zip(paths, trial_data.folds))
     assert set(trial_data.folds) == {0, 1, 2} and len(paths) == len(trial_data.folds)
-    (pair,) = [group for group in load_dataset(data, image_size=32, manifest_path=tmp_path / "runs" / "wiring" / "splits.csv",
+    (pair,) = [group for group in load_dataset(data, image_size=32,
+                                               manifest_path=tmp_path / "runs" / "wiring" / "splits.csv",
                                                splits=("train",)).duplicates.exact]
     assert all(p in fold_of for p in pair)  # both copies in train+val with this seed
     assert len({fold_of[p] for p in pair}) == 1
@@ -185,8 +186,8 @@ def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(dem
 
 def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, tmp_path, monkeypatch):
     from spheroid_hpo.results.best_file import BestConfig, SeedScores
-    from spheroid_hpo.training.machine import machine_fingerprint
     from spheroid_hpo.results.reproduce import _retrain_folds
+    from spheroid_hpo.training.machine import machine_fingerprint
 
     trial, _, _ = _cv_trial(demo_dir, tmp_path, monkeypatch)
     scores = SeedScores(per_seed=(trial.value,), original=trial.value)

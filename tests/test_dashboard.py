@@ -20,8 +20,8 @@ from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
 from playwright.sync_api import expect, sync_playwright
 
-from spheroid_hpo.tuning.dashboard import serve_dashboard
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.tuning.dashboard import serve_dashboard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -54,7 +54,8 @@ class RunningDashboard:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._readers = [
             threading.Thread(target=self._collect, args=(stream, lines, echo), daemon=True)
-            for stream, lines, echo in ((self.process.stdout, self.stdout, True), (self.process.stderr, self.stderr, False))
+            for stream, lines, echo in ((self.process.stdout, self.stdout, True),
+                                        (self.process.stderr, self.stderr, False))
         ]
         for reader in self._readers:
             reader.start()
@@ -228,7 +229,8 @@ def test_dashboard_serves_each_trials_intermediate_values_and_the_parameter_impo
         ))
     tuned = optuna.load_study(study_name=f"{finished_study.name}.resnet18", storage=url)
 
-    with running_dashboard("--storage", url, "--artifacts", str(finished_study.artifact_dir), cwd=tmp_path) as dashboard:
+    with running_dashboard("--storage", url, "--artifacts", str(finished_study.artifact_dir),
+                           cwd=tmp_path) as dashboard:
         root = dashboard.wait_for_url().removesuffix("/dashboard")
 
         def get(path: str) -> dict:

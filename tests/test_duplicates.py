@@ -83,7 +83,9 @@ def test_jpeg_q90_copy_three_percent_brighter_is_caught_for_many_images(tmp_path
     paths = sorted(p.name for p in tmp_path.iterdir())
     found = find_duplicates(tmp_path, paths)
     assert found.exact == ()
-    assert sorted(found.near) == sorted((f"o{l}{i}.jpg", f"o{l}{i}.png") for l in range(4) for i in range(6))
+    assert sorted(found.near) == sorted(
+        (f"o{label}{i}.jpg", f"o{label}{i}.png") for label in range(4) for i in range(6)
+    )
 
 
 def test_generated_demo_data_has_no_duplicates(tmp_path):
@@ -122,7 +124,8 @@ def test_no_duplicate_group_ever_straddles_two_splits(grouped):
     paths = [f.path for f in files]
     rng = np.random.default_rng(0)
     # Duplicate sets within a class and one across classes (a copy filed under two labels).
-    together = [tuple(rng.choice(paths[c * 30 : c * 30 + 30], size=3, replace=False)) for c in range(3) for _ in range(3)]
+    together = [tuple(rng.choice(paths[c * 30 : c * 30 + 30], size=3, replace=False))
+                for c in range(3) for _ in range(3)]
     together.append((paths[1], paths[31]))
     groups = [p.split("_")[0] for p in paths] if grouped else None
     for seed in range(150):

@@ -13,12 +13,12 @@ import pytest
 import torch
 from torch import nn
 
-from spheroid_hpo.training.hyperparams import Hyperparams
-from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_precision, seed_everything
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.data.demo import CLASS_NAMES, write_demo_data
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_precision, seed_everything
+from spheroid_hpo.training.hyperparams import Hyperparams
 
 NUM_CLASSES = len(CLASS_NAMES)
 TIMING_FIELDS = ("seconds", "images_per_second")
@@ -57,7 +57,8 @@ def train_small(demo, *, seed: int = 0, epochs: int, precision: str = "fp32", mo
     history = loop.train(
         model, train_images=demo.train.images, train_labels=demo.train.labels,
         val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
-        hyperparams=Hyperparams(epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0), seed=seed, precision=precision, **options,
+        hyperparams=Hyperparams(epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0), seed=seed, precision=precision,
+        **options,
     )
     return model, history
 
@@ -127,7 +128,8 @@ def test_resuming_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(demo, t
 def test_a_nan_loss_stops_training_with_a_clear_error(demo):
     poisoned = torch.full_like(demo.train.images, float("nan"))
     seed_everything(0)
-    with pytest.raises(FloatingPointError, match=r"training loss became nan in epoch 1 \(lr=0.003\).*lower learning rate"):
+    with pytest.raises(FloatingPointError,
+                       match=r"training loss became nan in epoch 1 \(lr=0.003\).*lower learning rate"):
         loop.train(
             small_cnn(), train_images=poisoned, train_labels=demo.train.labels,
             val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,

@@ -15,19 +15,18 @@ import torch
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.results.export import TOLERANCE, ExportCheckError, ExportRequest, export_model
-from spheroid_hpo.results.export import _formats
-from spheroid_hpo.training.predict import predict_images
-from spheroid_hpo.training.saved_model import load_model
+from spheroid_hpo.results.export import TOLERANCE, ExportCheckError, ExportRequest, _formats, export_model
 from spheroid_hpo.training.hyperparams import Hyperparams
+from spheroid_hpo.training.predict import predict_images
 from spheroid_hpo.training.run import run_training
+from spheroid_hpo.training.saved_model import load_model
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed: pip install 'spheroid-hpo[export]'")
 
 # ResNet-18: after one epoch its logits already differ between images (SqueezeNet's final ReLU
 # leaves them all 0, which any export would reproduce), so the agreement checks are not vacuous.
-FAST = dict(arch="resnet18", hyperparams=Hyperparams(epochs=1, lr=1e-3, rotation=15.0, batch_size=8), image_size=32, seed=0,
-            device="cpu", progress=False)
+FAST = dict(arch="resnet18", hyperparams=Hyperparams(epochs=1, lr=1e-3, rotation=15.0, batch_size=8), image_size=32,
+            seed=0, device="cpu", progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +167,8 @@ def test_bioimageio_package_passes_bioimageio_core_offline(run_dir, tmp_path, mo
     # The test tensors are real test images of the run and PyTorch's calibrated probabilities for them.
     with zipfile.ZipFile(out) as archive:
         test_input = np.load(archive.open("test_input.npy"))
-    assert test_input.shape == (1, 3, info.image_size, info.image_size) and 0 <= test_input.min() < test_input.max() <= 1
+    assert (test_input.shape == (1, 3, info.image_size, info.image_size)
+            and 0 <= test_input.min() < test_input.max() <= 1)
     readme = zipfile.ZipFile(out).read("README.md").decode()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # The whole test split, as in metrics.json (which may have scored under bf16 autocast, hence the tolerance).

@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from study_files import write_tiny_study
 
 from spheroid_hpo.tuning.records import budget_used
-from study_files import write_tiny_study
 
 ARCHITECTURES = ("squeezenet1_1", "resnet18")
 

@@ -11,15 +11,15 @@ import io
 import re
 from pathlib import Path
 
-from typer.testing import CliRunner
-
-from spheroid_hpo.tuning import launch as launch_module
-from spheroid_hpo.tuning import worker as worker_module
-from spheroid_hpo.cli import app
-from spheroid_hpo.tuning.launch import threads_per_worker, worker_devices
-from spheroid_hpo.tuning.records import MANIFEST as MANIFEST_ATTR
 from split_manifests import GROUP_BY
 from study_files import one_architecture_study
+from typer.testing import CliRunner
+
+from spheroid_hpo.cli import app
+from spheroid_hpo.tuning import launch as launch_module
+from spheroid_hpo.tuning import worker as worker_module
+from spheroid_hpo.tuning.launch import threads_per_worker, worker_devices
+from spheroid_hpo.tuning.records import MANIFEST as MANIFEST_ATTR
 
 
 class RecordedWorker:

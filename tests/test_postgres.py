@@ -27,12 +27,12 @@ import optuna
 import psycopg
 import pytest
 import sqlalchemy
+from conftest import POSTGRES_URL, write_tiny_study
 from optuna.trial import TrialState
 from psycopg import sql
 
-from conftest import POSTGRES_URL, write_tiny_study
-from spheroid_hpo.tuning.storage import masked_url, open_storage
 from spheroid_hpo.tuning.records import budget_used
+from spheroid_hpo.tuning.storage import masked_url, open_storage
 
 SPHEROID_HPO = str(Path(sys.executable).with_name("spheroid-hpo"))
 LAUNCH_WORKERS = 4

@@ -12,10 +12,10 @@ import tifffile
 import torch
 from PIL import Image
 
-from spheroid_hpo.training import inference
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import decode_images, read_image
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training import inference
 from spheroid_hpo.training.models import create_model
 from spheroid_hpo.training.predict import predict_images
 from spheroid_hpo.training.saved_model import ModelInfo, load_model, save_model
@@ -148,8 +148,9 @@ def test_cli_writes_the_csv_and_exits_2_on_user_errors(model_dir, mixed_folder, 
 
 
 def test_predictions_are_an_independent_forward_pass_on_known_images(tmp_path):
-    """Pixels / 255 (kept as float16), the saved mean and std, the network in eval mode, softmax: computed here without the package's
-    decoder or inference code, so a change to either that alters predictions fails, whatever rows still sum to."""
+    """Pixels / 255 (kept as float16), the saved mean and std, the network in eval mode, softmax: computed here
+    without the package's decoder or inference code, so a change to either that alters predictions fails, whatever
+    rows still sum to."""
     torch.manual_seed(1)
     network = create_model("squeezenet1_1", num_classes=len(CLASSES))
     with torch.no_grad():

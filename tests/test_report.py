@@ -12,16 +12,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from finished_trials import trial_model_and_split
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import TrialState
 from scipy import stats
 from sklearn.metrics import f1_score
+from study_files import write_tiny_study
 
-from spheroid_hpo.training import inference
-from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.cli import main
-from spheroid_hpo.tuning.study_file import load_study_config
-from spheroid_hpo.data import load_dataset
+from spheroid_hpo.data import DataSource, load_dataset
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.report import (
     PUBLISHED_ROWS,
@@ -33,12 +32,12 @@ from spheroid_hpo.results.report import (
     write_report,
 )
 from spheroid_hpo.results.report._repeats import RepeatedRuns, compare_architectures, repeat_best
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.tuning.storage import open_storage
-from spheroid_hpo.data import DataSource
 from spheroid_hpo.tuning.studies import create_studies
-from finished_trials import trial_model_and_split
-from study_files import write_tiny_study
+from spheroid_hpo.tuning.study_file import load_study_config
 
 
 @pytest.fixture(scope="module")

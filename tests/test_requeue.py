@@ -5,8 +5,8 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
-from spheroid_hpo.tuning.studies import requeue_interrupted
 from spheroid_hpo.tuning.records import FAIL_REASON, INTERRUPTED, RESUMES_TRIAL, budget_used
+from spheroid_hpo.tuning.studies import requeue_interrupted
 
 
 def _interrupted(trial: optuna.Trial) -> float:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
-
 from conftest import POSTGRES_URL, write_tiny_study
 
 PASSWORD = "s3cret-Pw9"

@@ -14,12 +14,12 @@ import tifffile
 import torch
 from PIL import Image
 
-from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.run import run_training
+from spheroid_hpo.training.saved_model import load_model
 
-FAST = dict(arch="squeezenet1_1", hyperparams=Hyperparams(epochs=2, lr=1e-3, rotation=15.0, batch_size=8), image_size=32, seed=0,
-            device="cpu", progress=False)
+FAST = dict(arch="squeezenet1_1", hyperparams=Hyperparams(epochs=2, lr=1e-3, rotation=15.0, batch_size=8),
+            image_size=32, seed=0, device="cpu", progress=False)
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -71,7 +71,10 @@ def test_train_writes_the_run_folder(data, tmp_path):
 def test_the_same_seed_gives_the_same_metrics(data, tmp_path):
     first = run_training(data_dir=data, out_dir=tmp_path / "a", **FAST)
     second = run_training(data_dir=data, out_dir=tmp_path / "b", **FAST)
-    strip = lambda history: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history]
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in history]
+
     assert strip(first.history) == strip(second.history)
     assert first.validation == second.validation and first.test == second.test
 

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import confusion_matrix, f1_score
+from split_manifests import GROUP_BY, read_manifest, write_uneven_manifest
 from typer.testing import CliRunner
 
-from spheroid_hpo.training import inference
-from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.cli import app
 from spheroid_hpo.data import load_dataset
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.training.models import create_model
 from spheroid_hpo.training.saved_model import load_model
-from split_manifests import GROUP_BY, read_manifest, write_uneven_manifest
 
 REVERSED_CLASSES = ("3_live_inside", "2_live_outside", "1_dead_cells", "0_background")
 

@@ -15,23 +15,22 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import TrialState
 from sklearn.metrics import f1_score
+from split_manifests import write_uneven_manifest
+from study_files import one_architecture_study, write_one_architecture_study
 from torch import nn
 from typer.testing import CliRunner
 
-from spheroid_hpo.training import inference, loop
 from spheroid_hpo.cli import app
-from spheroid_hpo.tuning.study_file import parse_study_text
-from spheroid_hpo.tuning.create import create_study_family
-from spheroid_hpo.data import load_dataset
-from spheroid_hpo.data import TrainingData
-from spheroid_hpo.tuning.objective import build_objective
+from spheroid_hpo.data import TrainingData, load_dataset
+from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.saved_model import load_model
+from spheroid_hpo.tuning.create import create_study_family
+from spheroid_hpo.tuning.objective import build_objective
+from spheroid_hpo.tuning.records import budget_used
 from spheroid_hpo.tuning.search_space import suggest_params
 from spheroid_hpo.tuning.studies import load_studies
-from spheroid_hpo.tuning.records import budget_used
+from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.tuning.worker import run_worker
-from split_manifests import write_uneven_manifest
-from study_files import one_architecture_study, write_one_architecture_study
 
 # --- The objective: judged on the validation split, with the study's options ------------------------------
 
@@ -57,7 +56,8 @@ def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: di
     (trial,) = study.trials
     assert trial.state == TrialState.COMPLETE, trial.user_attrs
     model_file = folder / "model.pt"
-    download_artifact(artifact_store=store, file_path=str(model_file), artifact_id=trial.user_attrs["model_artifact_id"])
+    download_artifact(artifact_store=store, file_path=str(model_file),
+                      artifact_id=trial.user_attrs["model_artifact_id"])
     return trial, model_file, manifest, dataset
 
 

@@ -5,42 +5,10 @@ Commands live in one small module per concern and register themselves on ``app``
 
 from __future__ import annotations
 
-import sys
-import warnings
-
-import typer
-
 from spheroid_hpo.cli._app import app
-from spheroid_hpo.errors import InputError
+from spheroid_hpo.cli._main import main
 
 # Importing the command modules registers their commands on ``app``.
 from spheroid_hpo.cli import _create, _dashboard, _data, _export, _predict, _report, _train, _tune  # noqa: E402,F401  isort: skip
 
 __all__ = ["app", "main"]
-
-
-def main() -> None:
-    """Console-script entry point: user errors become one line on stderr and exit code 2."""
-    # Optuna marks heartbeats and retries experimental; the warnings mean nothing to our users.
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    warnings.showwarning = _show_warning
-    try:
-        app()
-    except InputError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except Exception as error:
-        from spheroid_hpo.tuning.storage import locked_message
-
-        message = locked_message(error)
-        if message is None:
-            raise
-        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    # One line a warning ("warning: skipping data/x.png: truncated PNG"), not Python's two.
-    print(f"warning: {message}", file=file or sys.stderr, flush=True)

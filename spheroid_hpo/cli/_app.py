@@ -6,7 +6,6 @@ import signal
 
 import typer
 
-
 from spheroid_hpo.errors import InputError
 
 app = typer.Typer(

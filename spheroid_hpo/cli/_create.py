@@ -20,9 +20,9 @@ def create_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder for the split manifest and demo data.")] = RUNS_DIR,
 ) -> None:
     """Create the study's per-architecture studies in storage (or reopen them); workers join later."""
-    from spheroid_hpo.tuning.study_file import load_study_config
     from spheroid_hpo.tuning.create import create_study_family
     from spheroid_hpo.tuning.storage import masked_url
+    from spheroid_hpo.tuning.study_file import load_study_config
 
     config = load_study_config(study, data=data, storage=storage, n_trials=n_trials)
     family = create_study_family(config=config, runs_dir=runs_dir)

@@ -11,6 +11,7 @@ import typer
 from spheroid_hpo.cli._app import app, split_names
 from spheroid_hpo.defaults import DEMO_SETTINGS
 
+
 @app.command("demo-data")
 def demo_data_command(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write ROOT/<class>/<image>.png into.")],

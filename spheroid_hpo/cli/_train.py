@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from spheroid_hpo.cli._app import app, split_names
-from spheroid_hpo.defaults import RUNS_DIR
-from spheroid_hpo.defaults import IMAGE_SIZE
-
+from spheroid_hpo.defaults import IMAGE_SIZE, RUNS_DIR
 
 
 def _data_or_demo(data: Path | None) -> Path:

@@ -28,8 +28,8 @@ def launch_command(
     heartbeat_interval: Annotated[Optional[int], typer.Option(min=1, help="Seconds between trial heartbeats.")] = None,
 ) -> None:
     """Create the studies once and run N workers until every architecture's budget is spent."""
-    from spheroid_hpo.tuning.study_file import load_study_config
     from spheroid_hpo.tuning.launch import launch, print_launch_summary
+    from spheroid_hpo.tuning.study_file import load_study_config
 
     config = load_study_config(study, data=data, storage=storage, n_trials=n_trials, timeout=timeout)
     summary = launch(

@@ -32,7 +32,6 @@ from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
 
 
-
 # eq=False: the generated __eq__ would compare tensors, whose truth value is ambiguous.
 @dataclass(frozen=True, eq=False)
 class SplitTensors:

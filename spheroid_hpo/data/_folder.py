@@ -89,7 +89,8 @@ def _read_root(root: Path) -> tuple[list[str], list[str]]:
             is_dir = entry.is_dir()
         except OSError as error:  # a symbolic link loop: ELOOP
             raise InputError(
-                f"{root / entry.name} cannot be followed ({error.strerror}); remove that link or point it at a real folder"
+                f"{root / entry.name} cannot be followed ({error.strerror}); "
+                "remove that link or point it at a real folder"
             ) from None
         if is_dir and _is_junk(entry.name):
             ignored.append(f"{entry.name}/")

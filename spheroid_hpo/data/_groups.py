@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Sequence
-
+from typing import TYPE_CHECKING
 
 from spheroid_hpo.errors import InputError
 

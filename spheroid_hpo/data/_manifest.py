@@ -11,10 +11,10 @@ import csv
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
-
+from typing import TYPE_CHECKING
 
 from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.errors import InputError

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spheroid_hpo.atomic_write import write_text_atomically
-from spheroid_hpo.defaults import DEMO_SETTINGS
 from spheroid_hpo.data.demo import demo_data_dir, ensure_demo_data
+from spheroid_hpo.defaults import DEMO_SETTINGS
 from spheroid_hpo.errors import InputError
 
 __all__ = ["DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"]

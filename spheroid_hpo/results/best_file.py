@@ -17,11 +17,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, TUNABLE_PARAMS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable
-from spheroid_hpo.training.machine import KERNEL_FLAGS, MachineFingerprint
 from spheroid_hpo.training.architectures import architecture_names
+from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, TUNABLE_PARAMS
+from spheroid_hpo.training.machine import KERNEL_FLAGS, MachineFingerprint
 
 DEFAULT_SEEDS = 5  # retrainings export-best records: enough for a spread, ~4 min on 2 cores for studies/ci.toml
 Z = 3.0  # band width in standard errors of the difference of two means
@@ -164,7 +164,8 @@ def read_best_config(path: Path) -> BestConfig:
     training = doc.table("training")
     training.check_keys(("precision", "weights"), required=())
     data = doc.table("data")
-    data.check_keys(("path", "group_by", "demo", "cv_folds"), required=("image_size", "split_seed", "fractions", "fingerprint"))
+    data.check_keys(("path", "group_by", "demo", "cv_folds"),
+                    required=("image_size", "split_seed", "fractions", "fingerprint"))
 
     architecture = best.get("architecture", str)
     if architecture not in architecture_names():
@@ -210,8 +211,8 @@ def read_best_config(path: Path) -> BestConfig:
 
 
 def _read_machine(section: TomlTable) -> MachineFingerprint:
-    section.check_keys((), required=("torch", "device", "cpu", "cpu_flags", "aten_capability", "gpu", "gpu_driver", "threads",
-                           "precision"))
+    section.check_keys((), required=("torch", "device", "cpu", "cpu_flags", "aten_capability", "gpu", "gpu_driver",
+                                     "threads", "precision"))
     flags = section.get("cpu_flags", list)
     if not all(flag in KERNEL_FLAGS for flag in flags):
         raise section.error("cpu_flags", f"must list flags among {', '.join(KERNEL_FLAGS)}, but got {flags!r}")

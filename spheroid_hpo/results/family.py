@@ -9,15 +9,15 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from spheroid_hpo.tuning.study_file import StudyConfig
 from spheroid_hpo.data import Dataset, DataSource, data_folder, load_recorded_dataset
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
-from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
-from spheroid_hpo.defaults import RUNS_DIR
-from spheroid_hpo.tuning.studies import find_study_family
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.records import baseline_trial, best_trial
+from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
+from spheroid_hpo.tuning.studies import find_study_family
+from spheroid_hpo.tuning.study_file import StudyConfig
 
 __all__ = ["StudyFamily", "baseline_trial", "best_trial", "open_family", "require_best_trials"]
 
@@ -76,7 +76,9 @@ def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = 
     """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""
     if storage_url is None:
         if study is None:
-            raise InputError(f"pass --study NAME (and --storage URL unless it is in {Path(runs_dir) / 'NAME' / 'study.db'})")
+            raise InputError(
+                f"pass --study NAME (and --storage URL unless it is in {Path(runs_dir) / 'NAME' / 'study.db'})"
+            )
         storage_url = default_storage_url(study, runs_dir=runs_dir)
     require_existing_sqlite(storage_url)
     storage = open_storage(storage_url, heartbeat_interval=None)

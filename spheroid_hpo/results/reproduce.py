@@ -23,27 +23,27 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.data import data_folder, load_dataset, prepare_split, training_data
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.best_file import (
     DEFAULT_SEEDS,
     MIN_BAND,
     RULE_TEXT,
-    Z,
     BestConfig,
     SeedScores,
+    Z,
     read_best_config,
 )
-from spheroid_hpo.data import data_folder, load_dataset, prepare_split, training_data
-from spheroid_hpo.errors import InputError
+from spheroid_hpo.results.report import download_model, evaluate_on_test, open_family
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.machine import MachineFingerprint, machine_fingerprint
 from spheroid_hpo.training.models import create_model
-from spheroid_hpo.results.report import download_model, evaluate_on_test, open_family
-from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
-from spheroid_hpo.defaults import RUNS_DIR
-from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.run import run_training
 from spheroid_hpo.tuning.records import RunRecord
+from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
 
 Log = Callable[[str], None]
 
@@ -90,7 +90,8 @@ def export_best(
         )
     architecture, trial = best
     config = family.config
-    artifact_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(family.name, runs_dir=runs_dir)
+    artifact_dir = (Path(artifact_dir) if artifact_dir is not None
+                    else default_artifact_dir(family.name, runs_dir=runs_dir))
     if not artifact_dir.is_dir():
         raise InputError(f"artifact folder {artifact_dir} does not exist; pass --artifacts with the study's folder")
     threads = RunRecord.of(trial).torch_threads or threads or torch.get_num_threads()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
+from spheroid_hpo.atomic_write import replacing
+from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
+from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import inference
 from spheroid_hpo.training.device import resolve_device
-from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
-from spheroid_hpo.atomic_write import replacing
-from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.training.tta import tta_probabilities
 

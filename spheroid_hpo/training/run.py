@@ -17,15 +17,15 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
-from spheroid_hpo.training.calibration import calibrate, plot_reliability
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.calibration import calibrate, plot_reliability
+from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
 from spheroid_hpo.training.figures import plot_confusion, plot_curves
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import check_image_size, count_parameters, create_model
 from spheroid_hpo.training.saved_model import ModelInfo, save_model
-from spheroid_hpo.training.hyperparams import Hyperparams
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,9 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
         if not 16 <= info.image_size <= 4096:
             raise ValueError(f"image_size={info.image_size} is outside 16 to 4096")
     except (KeyError, TypeError, ValueError) as error:  # a key missing, or "big" as image_size
-        raise InputError(f"{path} has a missing or malformed entry ({error.__class__.__name__}: {error}); {fix}") from None
+        raise InputError(
+            f"{path} has a missing or malformed entry ({error.__class__.__name__}: {error}); {fix}"
+        ) from None
     model = create_model(info.architecture, num_classes=len(info.class_names), bn_momentum=info.bn_momentum)
     try:
         model.load_state_dict(payload["state_dict"])

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import optuna
 
-from spheroid_hpo.tuning.study_file import StudyConfig, parse_study_text
 from spheroid_hpo.data import DataSource, data_folder, prepare_split
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.tuning.storage import default_storage_url, open_storage, split_password
-from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.tuning.studies import create_studies
+from spheroid_hpo.tuning.study_file import StudyConfig, parse_study_text
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ def serve_dashboard(
     console = console or Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     if storage_url is None and study is None:
-        raise InputError(f"pass --storage URL or --study NAME (which reads {default_storage_url('NAME', runs_dir=runs_dir)})")
+        raise InputError(
+            f"pass --storage URL or --study NAME (which reads {default_storage_url('NAME', runs_dir=runs_dir)})"
+        )
     url = storage_url or default_storage_url(study, runs_dir=runs_dir)
     require_existing_sqlite(url)
     storage = open_storage(url, heartbeat_interval=None)

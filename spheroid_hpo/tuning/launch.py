@@ -26,12 +26,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from spheroid_hpo.tuning.study_file import StudyConfig
-from spheroid_hpo.tuning.create import create_study_family
-from spheroid_hpo.errors import InputError
-from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
 from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.tuning.create import create_study_family
 from spheroid_hpo.tuning.progress import ArchitectureProgress, progress_table, summarize_studies
+from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
+from spheroid_hpo.tuning.study_file import StudyConfig
 
 POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 60.0

@@ -25,17 +25,17 @@ import torch
 from optuna.artifacts import upload_artifact
 from optuna.trial import FrozenTrial, TrialState
 
-from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_precision, seed_everything
-from spheroid_hpo.training.calibration import calibrate
-from spheroid_hpo.tuning.study_file import ParamSpec
 from spheroid_hpo.data import TrainingData
+from spheroid_hpo.training import inference, loop
+from spheroid_hpo.training.calibration import calibrate
+from spheroid_hpo.training.device import resolve_precision, seed_everything
 from spheroid_hpo.training.figures import plot_confusion, plot_curves
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import count_parameters, create_model
 from spheroid_hpo.training.saved_model import ModelInfo, save_model
-from spheroid_hpo.tuning.search_space import suggest_params
-from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning import records
+from spheroid_hpo.tuning.search_space import suggest_params
+from spheroid_hpo.tuning.study_file import ParamSpec
 
 MODEL_ARTIFACT = "model.pt"
 
@@ -189,7 +189,8 @@ def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibr
         upload_artifact(artifact_store=artifact_store, file_path=str(confusion), study_or_trial=trial)
         info = ModelInfo(
             architecture=architecture, class_names=data.class_names, image_size=data.image_size,
-            mean=inference.IMAGENET_MEAN, std=inference.IMAGENET_STD, bn_momentum=Hyperparams.from_params(params).bn_momentum,
+            mean=inference.IMAGENET_MEAN, std=inference.IMAGENET_STD,
+            bn_momentum=Hyperparams.from_params(params).bn_momentum,
             temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
         )
         weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import optuna
 
-from spheroid_hpo.tuning.study_file import ParamSpec
 from spheroid_hpo.training.architectures import applicable_params
+from spheroid_hpo.tuning.study_file import ParamSpec
 
 
 def suggest_params(

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import optuna
 
-from spheroid_hpo.tuning.study_file import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 from spheroid_hpo.data import DataSource
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.tuning import records
+from spheroid_hpo.tuning.study_file import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 
 
 def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:

@@ -19,8 +19,8 @@ from spheroid_hpo.data.demo import MAX_PER_CLASS, MAX_SIZE, MIN_PER_CLASS, MIN_S
 from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable
-from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, PRECISIONS, TUNABLE_PARAMS
 from spheroid_hpo.training.architectures import architecture_names, check_image_size
+from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, PRECISIONS, TUNABLE_PARAMS
 
 MAX_TRIALS = 100_000
 MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
@@ -199,7 +199,9 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
     valid = architecture_names()
     for architecture in architectures:
         if architecture not in valid:
-            raise study.error("architectures", f"names unknown architecture {architecture!r}; valid: {', '.join(valid)}")
+            raise study.error(
+                "architectures", f"names unknown architecture {architecture!r}; valid: {', '.join(valid)}"
+            )
     if len(set(architectures)) != len(architectures):
         raise study.error("architectures", f"lists an architecture twice: {list(architectures)}")
 
@@ -239,7 +241,8 @@ def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
     for name, raw in table.raw.items():
         kind = TUNABLE_PARAMS[name]
         if not isinstance(raw, dict):
-            value = table.bounded(name, kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS else table.get(name, kind, None)
+            value = (table.bounded(name, kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS
+                     else table.get(name, kind, None))
             _check_categorical(table, name, [value])
             specs.append(ParamSpec(name=name, kind="fixed", value=value))
             continue
@@ -248,7 +251,9 @@ def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
             specs.append(_parse_choices(param, name, kind))
             continue
         if kind is str:
-            raise param.error("", f"takes choices, not a range: {name} = {{ choices = {_toml_list(CATEGORICAL_VALUES[name])} }}")
+            raise param.error(
+                "", f"takes choices, not a range: {name} = {{ choices = {_toml_list(CATEGORICAL_VALUES[name])} }}"
+            )
         param.check_keys(("low", "high", "log", "step"))
         if "low" not in param.raw or "high" not in param.raw:
             raise param.error("", f"needs both low and high, e.g. {name} = {{ low = 1, high = 10 }}")
@@ -280,7 +285,8 @@ def _parse_choices(param: TomlTable, name: str, kind: type) -> ParamSpec:
 
     def checked_choice(value):  # each choice gets the checks a fixed value gets
         one = TomlTable({"choices": value}, param.where, param.source)
-        return one.bounded("choices", kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS else one.get("choices", kind, None)
+        return (one.bounded("choices", kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS
+                else one.get("choices", kind, None))
 
     checked = [checked_choice(value) for value in choices]
     if len(set(checked)) != len(checked):
@@ -337,7 +343,9 @@ def _parse_data(table: TomlTable) -> DataConfig:
     fractions = tuple(table.get("fractions", list, list(SPLIT_FRACTIONS)))
     if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
             or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise table.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, but got {list(fractions)}")
+        raise table.error(
+            "fractions", f"must be three positive numbers (train, val, test) summing to 1, but got {list(fractions)}"
+        )
     demo = table.table("demo")
     demo.check_keys(("per_class", "size", "seed"))
     path = table.get("path", str, None)
@@ -349,7 +357,8 @@ def _parse_data(table: TomlTable) -> DataConfig:
         group_by=table.get("group_by", str, None),
         cv_folds=table.positive("cv_folds", int, None, minimum=2),
         demo=DemoConfig(
-            per_class=demo.positive("per_class", int, DEMO_SETTINGS["per_class"], minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
+            per_class=demo.positive("per_class", int, DEMO_SETTINGS["per_class"],
+                                    minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
             size=demo.positive("size", int, DEMO_SETTINGS["size"], minimum=MIN_SIZE, maximum=MAX_SIZE),
             seed=demo.positive("seed", int, DEMO_SETTINGS["seed"], minimum=0, maximum=2**32 - 1),
         ),

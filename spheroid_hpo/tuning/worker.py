@@ -20,17 +20,21 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from spheroid_hpo.training.device import resolve_device
-from spheroid_hpo.tuning.study_file import StudyConfig
 from spheroid_hpo.data import TrainingData, load_recorded_dataset, training_data
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.device import resolve_device
+from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.objective import TrialTakenOver, build_objective
 from spheroid_hpo.tuning.storage import (
-    default_artifact_dir, default_storage_url, open_artifact_store, open_storage, require_existing_sqlite,
+    default_artifact_dir,
+    default_storage_url,
+    open_artifact_store,
+    open_storage,
+    require_existing_sqlite,
 )
 from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies
-from spheroid_hpo.tuning import records
+from spheroid_hpo.tuning.study_file import StudyConfig
 
 log = logging.getLogger("spheroid_hpo.tuning.worker")
 POLL_SECONDS = 2.0

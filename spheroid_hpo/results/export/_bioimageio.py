@@ -22,18 +22,18 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import types
 import time
+import types
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from spheroid_hpo.training import inference
 from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.results.export._formats import ONNX_OPSET, ExportCheckError
 from spheroid_hpo.results.export._source import ModelSource
+from spheroid_hpo.training import inference
 from spheroid_hpo.training.metrics import classification_metrics
 
 # The paper this project follows has no DOI; its first author's ORCID record stands in as its link.

@@ -75,8 +75,8 @@ def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: 
     # The report's readers: the export is a result of a finished study, like the report.
     from spheroid_hpo.results.artifacts import download_model
     from spheroid_hpo.results.family import open_family, require_best_trials
-    from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
     from spheroid_hpo.tuning.records import RunRecord
+    from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
 
     family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
     require_best_trials(family)

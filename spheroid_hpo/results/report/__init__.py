@@ -5,8 +5,6 @@
 for ``export-best`` and for notebooks.
 """
 
-from spheroid_hpo.results.report._build import ReportResult, write_report
-from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
 from spheroid_hpo.results.artifacts import download_history, download_model
 from spheroid_hpo.results.family import (
     StudyFamily,
@@ -15,6 +13,8 @@ from spheroid_hpo.results.family import (
     open_family,
     require_best_trials,
 )
+from spheroid_hpo.results.report._build import ReportResult, write_report
+from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
 from spheroid_hpo.results.report._paired import PairedComparison, paired_comparison, sign_flip_p_value
 from spheroid_hpo.results.report._summary import StudySummary, summarize_study
 from spheroid_hpo.results.report._table import PUBLISHED_ROWS, Table3Row, table3_columns

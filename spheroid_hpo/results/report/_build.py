@@ -23,14 +23,13 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from spheroid_hpo.training.device import resolve_device
-from spheroid_hpo.training.calibration import plot_reliability
 from spheroid_hpo.atomic_write import partial_path
+from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_history, download_model
+from spheroid_hpo.results.family import StudyFamily, baseline_trial, open_family, require_best_trials
 from spheroid_hpo.results.report._content import ReportContent, report_blocks
 from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
-from spheroid_hpo.results.family import StudyFamily, baseline_trial, open_family, require_best_trials
 from spheroid_hpo.results.report._figures import (
     curves_figure,
     importances_figure,
@@ -42,9 +41,10 @@ from spheroid_hpo.results.report._render import render_html, render_markdown
 from spheroid_hpo.results.report._repeats import RepeatedRuns, compare_architectures, repeat_best
 from spheroid_hpo.results.report._summary import StudySummary, summarize_study
 from spheroid_hpo.results.report._table import Table3Row, write_table3_csv, write_table3_tex
+from spheroid_hpo.training.calibration import plot_reliability
+from spheroid_hpo.training.device import resolve_device
 from spheroid_hpo.tuning.records import RunRecord
 from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
-from spheroid_hpo.defaults import RUNS_DIR
 
 _MARKER = ".spheroid-hpo-report"  # marks a folder this command may replace
 
@@ -91,7 +91,8 @@ def write_report(
     best = require_best_trials(family)
     out_dir = Path(out_dir) if out_dir is not None else runs_dir / family.name / "report"
     _check_out_dir(out_dir)
-    artifact_dir = Path(artifact_dir) if artifact_dir is not None else default_artifact_dir(family.name, runs_dir=runs_dir)
+    artifact_dir = (Path(artifact_dir) if artifact_dir is not None
+                    else default_artifact_dir(family.name, runs_dir=runs_dir))
     if not artifact_dir.is_dir():
         raise InputError(
             f"artifact folder {artifact_dir} does not exist; pass --artifacts with the folder the study's workers "
@@ -148,7 +149,8 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
     figure_files, notes = _draw_figures(family, best, evaluations, repeated, store=store, staging=staging,
                                         scratch=scratch, class_names=dataset.class_names)
 
-    summaries = tuple(summarize_study(a, family.trials(a), params=lambda t, a=a: family.params(t, a)) for a in family.config.architectures)
+    summaries = tuple(summarize_study(a, family.trials(a), params=lambda t, a=a: family.params(t, a))
+                      for a in family.config.architectures)
     caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
     write_table3_csv(tuned, dataset.class_names, staging / "table3.csv")
     write_table3_tex(tuned, dataset.class_names, staging / "table3.tex", caption=caption)

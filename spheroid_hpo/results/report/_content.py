@@ -9,8 +9,8 @@ from pathlib import Path
 
 from optuna.trial import FrozenTrial
 
-from spheroid_hpo.results.report._document import Block, Bullets, Figures, Heading, Paragraph, Table
 from spheroid_hpo.results.family import StudyFamily
+from spheroid_hpo.results.report._document import Block, Bullets, Figures, Heading, Paragraph, Table
 from spheroid_hpo.results.report._paired import PairedComparison
 from spheroid_hpo.results.report._repeats import RepeatedRuns
 from spheroid_hpo.results.report._summary import StudySummary
@@ -26,7 +26,6 @@ from spheroid_hpo.results.report._table import (
 from spheroid_hpo.training.hyperparams import format_param, param_label
 from spheroid_hpo.tuning.records import RunRecord
 from spheroid_hpo.tuning.storage import masked_url
-
 
 
 @dataclass(frozen=True)

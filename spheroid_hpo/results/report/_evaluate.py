@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spheroid_hpo.training import inference
-from spheroid_hpo.training.device import resolve_precision
-from spheroid_hpo.training.calibration import Calibration, score_calibration
 from spheroid_hpo.data import SplitTensors
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training import inference
+from spheroid_hpo.training.calibration import Calibration, score_calibration
+from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.training.metrics import ClassificationMetrics, classification_metrics
 from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.training.tta import tta_probabilities

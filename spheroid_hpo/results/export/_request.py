@@ -1,0 +1,87 @@
+"""What an export request names, and the export itself: resolve the model, check it, write it."""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.errors import InputError
+from spheroid_hpo.results.export._formats import export_onnx, export_torchscript
+from spheroid_hpo.results.export._source import ModelSource, resolve_source
+from spheroid_hpo.training.onnx_model import EXTRA_HINT
+from spheroid_hpo.training.saved_model import load_model
+
+FORMATS = ("bioimageio", "onnx", "torchscript")
+CHECK_IMAGES = 16  # test images every export is compared with PyTorch on
+_NEEDS = {
+    "onnx": ("onnx", "onnxruntime", "onnxscript"),
+    "bioimageio": ("onnx", "onnxruntime", "onnxscript", "bioimageio.core", "bioimageio.spec"),
+    "torchscript": (),
+}
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What the user asked to export, and where to."""
+
+    format: str
+    out: Path
+    source: Path | None = None  # a run folder or model.pt; or None with ``study``
+    study: str | None = None
+    storage_url: str | None = None
+    artifact_dir: Path | None = None
+    data_dir: Path | None = None
+    runs_dir: Path = RUNS_DIR
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    format: str
+    description: str  # where the model came from
+    checks: dict = field(default_factory=dict)  # what was checked, with the measured numbers
+
+
+def export_model(request: ExportRequest) -> ExportResult:
+    """Export the model ``request`` names; nothing is written unless its check passes."""
+    if request.format not in FORMATS:
+        raise InputError(f"unknown export format {request.format!r}; choose one of {', '.join(FORMATS)}")
+    missing = [name for name in _NEEDS[request.format] if not _installed(name)]
+    if missing:
+        raise InputError(f"export --format {request.format} needs {', '.join(missing)}; run {EXTRA_HINT}")
+    with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
+        source = resolve_source(
+            request.source, study=request.study, storage_url=request.storage_url, artifact_dir=request.artifact_dir,
+            data_dir=request.data_dir, runs_dir=Path(request.runs_dir), scratch=Path(scratch),
+        )
+        network, info = _cpu_model(source)
+        check_images = source.test.images[:CHECK_IMAGES].float().cpu().contiguous()
+        if request.format == "onnx":
+            checks = export_onnx(network, info, request.out, check_images=check_images)
+        elif request.format == "torchscript":
+            checks = export_torchscript(network, info, request.out, check_images=check_images)
+        else:
+            from spheroid_hpo.results.export._bioimageio import export_bioimageio
+
+            checks = export_bioimageio(network, source, request.out, scratch=Path(scratch))
+    return ExportResult(out=Path(request.out), format=request.format, description=source.description, checks=checks)
+
+
+def _cpu_model(source: ModelSource):
+    network, info = load_model(source.model_path, device="cpu")
+    network.to(memory_format=torch.contiguous_format).eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return network, info
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is absent
+        return False
