@@ -17,9 +17,10 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.data import DataSource
+from spheroid_hpo.tuning.study_file import METRICS
 
 # What a trial's value is; Optuna shows it on the dashboard's axes.
-METRIC_NAME = "val_macro_f1"
+METRIC_NAME = METRICS[0]
 
 # --- study attributes, set when the launcher creates the study -------------------------------
 STUDY_FILE = "study_file"  # the study file's text (its storage password removed)

@@ -65,7 +65,7 @@ def create_studies(
         # The dashboard's axes say "val_macro_f1" instead of "Objective 0" (the trials' value, see objective.py).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([records.METRIC_NAME])
+            study.set_metric_names([config.metric])
         recorded = records.data_source(study.user_attrs)
         if recorded is not None and recorded.fingerprint != data.fingerprint:
             raise InputError(

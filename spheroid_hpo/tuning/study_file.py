@@ -29,7 +29,7 @@ PRUNERS = ("median", "successive_halving", "hyperband", "none")
 # With cv_folds a trial reports at fold granularity (K steps); only pruners that compare
 # trials at the same step make sense there, not epoch-budget ones.
 CV_PRUNERS = ("median", "none")
-METRICS = ("val_macro_f1",)
+METRICS = ("val_macro_f1",)  # what a trial's value is; the dashboard labels its axes with it
 STUDY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
@@ -108,7 +108,7 @@ class StudyConfig:
     baseline: Mapping[str, float]
     n_trials: int = 20
     timeout: float | None = None
-    metric: str = "val_macro_f1"
+    metric: str = METRICS[0]
     storage: str | None = None
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
@@ -225,7 +225,7 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
         baseline=baseline,
         n_trials=study.positive("n_trials", int, 20, maximum=MAX_TRIALS),
         timeout=study.positive("timeout", float, None, minimum=1, maximum=365 * 24 * 3600),
-        metric=study.choice("metric", METRICS, "val_macro_f1"),
+        metric=study.choice("metric", METRICS, METRICS[0]),
         storage=study.get("storage", str, None),
         sampler=_parse_sampler(top.table("sampler")),
         pruner=pruner,
