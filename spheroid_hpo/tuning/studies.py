@@ -25,6 +25,10 @@ def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.sam
     seed = config.seed + worker_index
     if config.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if config.name == "gp":
+        # GPSampler has no constant liar; parallel workers differ by their seeds, and the running
+        # trials' points are not yet in its fit, so workers may propose near points.
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
     # constant_liar keeps parallel workers from piling onto the same region of the space.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.n_startup_trials, constant_liar=True)
 

@@ -24,7 +24,9 @@ from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, 
 
 MAX_TRIALS = 100_000
 MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
-SAMPLERS = ("tpe", "random")
+# gp: Optuna's GPSampler (Gaussian-process Bayesian optimisation); it fits completed trials only
+# and suits small budgets of smooth numeric spaces.
+SAMPLERS = ("tpe", "random", "gp")
 PRUNERS = ("median", "successive_halving", "hyperband", "none")
 # With cv_folds a trial reports at fold granularity (K steps); only pruners that compare
 # trials at the same step make sense there, not epoch-budget ones.
