@@ -22,14 +22,17 @@ from pathlib import Path
 
 import optuna
 import torch
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
+from rich.table import Table
 from rich.text import Text
 
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.hyperparams import format_params
 from spheroid_hpo.tuning.create import create_study_family
-from spheroid_hpo.tuning.progress import ArchitectureProgress, progress_table, summarize_studies
+from spheroid_hpo.tuning.progress import ArchitectureProgress, summarize_studies
 from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
 from spheroid_hpo.tuning.study_file import StudyConfig
 
@@ -252,3 +255,29 @@ def print_launch_summary(summary: LaunchSummary, console: Console | None = None)
                           f"{row.fail_reason or 'unknown'}; see the logs in {summary.log_dir}/[/]", highlight=False)
         return 1
     return 130 if summary.interrupted else 0
+
+
+def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Group:
+    """One row per architecture with its trial counts, then each best trial's parameters."""
+    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("architecture", no_wrap=True)
+    for column in ("done", "ok", "pruned", "failed", "running", "img/s", "best F1"):
+        table.add_column(column, justify="right", no_wrap=True)
+    best_lines = []
+    for row in progress:
+        table.add_row(
+            row.architecture,
+            f"{row.finished}/{row.budget if row.budget is not None else '?'}",
+            str(row.complete),
+            str(row.pruned),
+            str(row.failed),
+            str(row.running),
+            f"{row.images_per_second:.0f}" if row.images_per_second else "-",
+            f"{row.best_value:.3f}" if row.best_value is not None else "-",
+        )
+        if row.best_trial is not None:
+            best_lines.append(
+                f"best {row.architecture}: trial #{row.best_trial}, val macro-F1 {row.best_value:.3f}, "
+                f"{format_params(row.best_params)}"
+            )
+    return Group(table, *(Text(line) for line in best_lines))

@@ -1,4 +1,4 @@
-"""What a study family looks like right now: counts, best trial, throughput; as a rich table."""
+"""What a study family looks like right now: counts by state, the best trial, throughput, cost."""
 
 from __future__ import annotations
 
@@ -7,12 +7,7 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich import box
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
 
-from spheroid_hpo.training.hyperparams import format_params
 from spheroid_hpo.tuning import records
 
 
@@ -69,29 +64,3 @@ def summarize_studies(studies: dict[str, optuna.Study]) -> list[ArchitectureProg
         summarize(architecture, study.get_trials(deepcopy=False), budget=records.budget(study))
         for architecture, study in studies.items()
     ]
-
-
-def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Group:
-    """One row per architecture with its trial counts, then each best trial's parameters."""
-    table = Table(title=title or None, title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("architecture", no_wrap=True)
-    for column in ("done", "ok", "pruned", "failed", "running", "img/s", "best F1"):
-        table.add_column(column, justify="right", no_wrap=True)
-    best_lines = []
-    for row in progress:
-        table.add_row(
-            row.architecture,
-            f"{row.finished}/{row.budget if row.budget is not None else '?'}",
-            str(row.complete),
-            str(row.pruned),
-            str(row.failed),
-            str(row.running),
-            f"{row.images_per_second:.0f}" if row.images_per_second else "-",
-            f"{row.best_value:.3f}" if row.best_value is not None else "-",
-        )
-        if row.best_trial is not None:
-            best_lines.append(
-                f"best {row.architecture}: trial #{row.best_trial}, val macro-F1 {row.best_value:.3f}, "
-                f"{format_params(row.best_params)}"
-            )
-    return Group(table, *(Text(line) for line in best_lines))
