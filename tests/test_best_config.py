@@ -276,7 +276,7 @@ def test_export_best_retrains_the_overall_best_trial_and_reads_back(finished_stu
     assert best.demo == {"per_class": 12, "size": 32, "seed": 0} and best.data_path is None
     # The thread count the trial recorded wins over --threads, which only fills in for trials without one.
     assert best.machine.threads == trial.user_attrs["torch_threads"] != 9999
-    assert best.fingerprint == family.data["fingerprint"]
+    assert best.fingerprint == family.data.fingerprint
     assert best.seeds == (0, 1) and len(best.val.per_seed) == len(best.test.per_seed) == 2
     assert best.machine.torch == torch.__version__ and best.machine.device == "cpu"
 
