@@ -13,6 +13,7 @@ at fold granularity; the stored model and figures are the last fold's.
 from __future__ import annotations
 
 import csv
+import socket
 import statistics
 import tempfile
 import time
@@ -169,6 +170,8 @@ def build_objective(
                 checkpoint.unlink(missing_ok=True)
 
         trial.set_user_attr("device", str(device))
+        # Which machine (or container) ran it: a retried trial names the worker that took it over.
+        trial.set_user_attr("host", socket.gethostname())
         # CPU results depend on the thread count (reduction order); reproduce needs it.
         trial.set_user_attr("torch_threads", torch.get_num_threads())
         for fold, (train, val) in enumerate(data.runs(), start=1):
