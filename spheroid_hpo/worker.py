@@ -99,6 +99,8 @@ def run_worker(
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     trials_run = 0
     claim = _ClaimLock(storage, config.name)
+    # A trial releases the claim as its objective starts: by then the trial is in storage.
+    objectives = {architecture: _releasing(claim, objective) for architecture, objective in objectives.items()}
     try:
         while timeout is None or time.monotonic() - started < timeout:
             # Choosing the architecture and creating its trial is one step for all workers:
@@ -115,8 +117,8 @@ def run_worker(
                 continue
             try:
                 studies[architecture].optimize(
-                    _releasing(claim, _marking_interrupts(objectives[architecture])), n_trials=1,
-                    catch=(Exception,), gc_after_trial=False,
+                    _marking_interrupts(objectives[architecture]), n_trials=1, catch=(Exception,),
+                    gc_after_trial=False,
                 )
             except TrialTakenOver as taken:
                 # Paused past the heartbeat grace period, this worker's trial was failed and
