@@ -80,7 +80,9 @@ cert=${cert:-/etc/ssl/certs/ca-certificates.crt}
 cp "$cert" "$context/host-ca-bundle.crt"
 for tag in "${to_build[@]}"; do
     echo "$tag: building the stand-in (deploy/base-images/${DOCKERFILE[$tag]}) ..."
-    docker build -q -t "$tag" -f "$context/${DOCKERFILE[$tag]}" "$context" >/dev/null
+    # Its output only when it fails (the legacy builder's deprecation notice is noise here).
+    docker build -t "$tag" -f "$context/${DOCKERFILE[$tag]}" "$context" > "$context/build.log" 2>&1 || {
+        tail -n 30 "$context/build.log" >&2; echo "$0: building the $tag stand-in failed (log above)" >&2; exit 1; }
     echo "$tag: built, $(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
 done
 echo "stand-ins ready in $((SECONDS - started)) s"
