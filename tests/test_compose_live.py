@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ARCHITECTURES = ("squeezenet1_1", "squeezenet1_0")
 N_TRIALS = 2
-KILL_EPOCHS = 60  # long enough to be killed mid-trial, after a few checkpoints
+PREBUILD_ENV = "SPHEROID_HPO_DOCKER_PREBUILD"
+KILL_EPOCHS = 20  # long enough to be killed mid-trial, after a few checkpoints (about 2.5 s each on 2 cores)
 
 LIVE_STUDY = f"""
 [study]
@@ -81,6 +82,9 @@ def docker_problem() -> str | None:
     if shutil.which("docker") is None:
         return "docker is not installed: `apt-get install -y docker.io docker-compose` (.ci/run does)"
     if compose_command() is None:
+        chosen = os.environ.get("SPHEROID_HPO_COMPOSE")
+        if chosen:
+            return f"SPHEROID_HPO_COMPOSE={chosen!r} does not run (`{chosen} version` failed)"
         return "neither docker-compose nor `docker compose` is installed: `apt-get install -y docker-compose`"
     try:
         answered = subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode == 0
@@ -92,7 +96,11 @@ def docker_problem() -> str | None:
 
 
 def compose_command() -> list[str] | None:
-    """docker-compose (1.29, Debian's) when installed, else the `docker compose` plugin (v2)."""
+    """docker-compose (1.29, Debian's) when installed, else the `docker compose` plugin (v2);
+    SPHEROID_HPO_COMPOSE="docker compose" (or "docker-compose") picks one."""
+    chosen = os.environ.get("SPHEROID_HPO_COMPOSE", "").split()
+    if chosen:
+        return chosen if subprocess.run([*chosen, "version"], capture_output=True).returncode == 0 else None
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
@@ -114,6 +122,18 @@ def docker_time(text: str) -> datetime.datetime:
     """A time from `docker inspect` (RFC 3339, nanoseconds with trailing zeros cut)."""
     seconds, _, fraction = text.removesuffix("Z").partition(".")
     return datetime.datetime.fromisoformat(f"{seconds}.{(fraction or '0')[:6]:0<6}")
+
+
+class Timings:
+    """Seconds per phase, printed as they pass (shown by `pytest -s`, and in CI's log on failure)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    def lap(self, what: str) -> None:
+        now = time.monotonic()
+        print(f"compose live test: {what}: {now - self.last:.0f} s", flush=True)
+        self.last = now
 
 
 def free_port() -> int:
@@ -251,18 +271,33 @@ def test_compose_deployment_runs_resumes_and_retries_a_killed_worker(deployment:
         raise AssertionError(f"{deployment.mask(what)}\n\n--- compose logs ---\n{deployment.logs()}") from None
 
 
+def wait_for_prebuild() -> None:
+    """.ci/run builds the base images and this image in the background, beside the install and the
+    first tests, and names a folder in SPHEROID_HPO_DOCKER_PREBUILD: wait for its exit status there.
+    A failure ends the test with its log; the build below then finds every layer cached."""
+    folder = os.environ.get(PREBUILD_ENV)
+    if not folder:
+        return
+    status = Path(folder) / "rc"
+    wait_for(status.exists, timeout=2400, what=f"the image build .ci/run started ({folder}/log)", interval=2)
+    if status.read_text().strip() != "0":
+        log = (Path(folder) / "log").read_text(errors="replace")
+        raise AssertionError(f"the image build .ci/run started failed ({status.read_text().strip()}):\n{log[-4000:]}")
+
+
 def check_deployment(d: Deployment) -> None:
+    timings = Timings()
     # 1. The image, from the repository's Dockerfile, as compose builds it.
-    started = time.monotonic()
+    wait_for_prebuild()
+    timings.lap("waiting for .ci/run's image build")
     d.run("build", timeout=1800)
-    print(f"build: {time.monotonic() - started:.0f} s")
+    timings.lap("compose build")
 
     # 2.-3. up: create runs once and exits 0, then the workers spend the budget and exit 0.
-    started = time.monotonic()
     d.up()
     d.wait_exited("create", count=1, timeout=300)
     workers = d.wait_exited("worker", count=2, timeout=900)
-    print(f"first up: {time.monotonic() - started:.0f} s")
+    timings.lap("first up until the workers exited")
     (create,) = d.containers("create")
     for worker in workers:
         assert docker_time(worker["State"]["StartedAt"]) >= docker_time(create["State"]["FinishedAt"]), (
@@ -286,6 +321,7 @@ def check_deployment(d: Deployment) -> None:
 
     # 6. The password is on no container's command line and nowhere in the database.
     check_password_is_hidden(d)
+    timings.lap("trials, dashboard and password checks")
 
     # 7. down (volumes kept) and up again: create reopens, workers find the budget spent.
     d.run("down", timeout=300)
@@ -300,10 +336,12 @@ def check_deployment(d: Deployment) -> None:
         )
     worker_output = d.run("logs", "--no-color", "worker", timeout=120).stdout
     assert worker_output.count("ran 0 trials") == 2, worker_output[-3000:]
+    timings.lap("down and up again")
 
     # Fault: `docker kill` of the replica running a trial; the other one retries it, resuming
     # from the checkpoint the killed one left on the shared volume.
-    check_killed_worker(d)
+    check_killed_worker(d, timings)
+    timings.lap("the killed worker's trial retried")
 
 
 def check_dashboard(d: Deployment) -> None:
@@ -345,6 +383,13 @@ def check_password_is_hidden(d: Deployment) -> None:
             assert "postgres" in processes or "spheroid-hpo" in processes, processes
             if d.password in processes:
                 raise AssertionError(f"the password is on a process command line in {container['Name']}")
+    # PostgreSQL asks network clients for the password (the stand-in image as the official one).
+    wrong = sqlalchemy.create_engine(d.storage_url.replace(d.password, "not-" + d.password[::-1]))
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="password authentication failed"):
+            wrong.connect().close()
+    finally:
+        wrong.dispose()
     engine = sqlalchemy.create_engine(d.storage_url)
     try:
         with engine.connect() as connection:
@@ -361,7 +406,7 @@ def check_password_is_hidden(d: Deployment) -> None:
         engine.dispose()
 
 
-def check_killed_worker(d: Deployment) -> None:
+def check_killed_worker(d: Deployment, timings: Timings) -> None:
     d.use_study("kill")
     d.up()
     d.wait_exited("create", count=1, timeout=300)
@@ -379,6 +424,7 @@ def check_killed_worker(d: Deployment) -> None:
     host = victim.user_attrs["host"]
     (container,) = [c for c in d.containers("worker") if c["Config"]["Hostname"] == host]
     subprocess.run(["docker", "kill", container["Id"]], check=True, capture_output=True)
+    timings.lap(f"kill study: up until a trial ran {len(victim.intermediate_values)} epochs, then docker kill")
     killed = d.study(name).trials[0]
     assert killed.state == TrialState.RUNNING  # until its heartbeat goes stale (a minute)
     epochs_before_kill = len(killed.intermediate_values)
