@@ -100,7 +100,10 @@ def compose_command() -> list[str] | None:
     SPHEROID_HPO_COMPOSE="docker compose" (or "docker-compose") picks one."""
     chosen = os.environ.get("SPHEROID_HPO_COMPOSE", "").split()
     if chosen:
-        return chosen if subprocess.run([*chosen, "version"], capture_output=True).returncode == 0 else None
+        try:
+            return chosen if subprocess.run([*chosen, "version"], capture_output=True).returncode == 0 else None
+        except OSError:
+            return None
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
