@@ -1,6 +1,6 @@
 """docker-compose.yml and its Dockerfile, checked without Docker.
 
-Docker does not run where the tests run, so the compose file is read as YAML,
+Without Docker (tests/test_compose_live.py runs it for real): the compose file is read as YAML,
 its variables are filled in from .env.example the way ``docker compose`` fills
 them from .env, and every service command is parsed by the real ``spheroid-hpo``
 command line (no command is run).
@@ -24,6 +24,8 @@ from spheroid_hpo.tuning.study_file import load_study_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+GPU_OVERRIDE = yaml.safe_load((ROOT / "docker-compose.override.yml").read_text())
+CPU_OVERRIDE = yaml.safe_load((ROOT / "docker-compose.cpu.yml").read_text())
 APP_SERVICES = ("create", "worker", "dashboard")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME; $$ is a literal $.
 VARIABLE = re.compile(
@@ -153,9 +155,12 @@ def test_data_is_mounted_read_only_and_artifacts_on_a_shared_volume(raw, compose
 
 
 def test_worker_reserves_a_gpu_and_scales(compose):
-    worker = compose["services"]["worker"]
-    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    # docker-compose.override.yml, read with docker-compose.yml when no -f is given.
+    assert set(GPU_OVERRIDE["services"]) == {"worker"}
+    devices = interpolate(GPU_OVERRIDE, ENV)["services"]["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    worker = compose["services"]["worker"]
+    assert "deploy" not in worker  # an override could not take it away again (docker-compose 1.x merges)
     assert "container_name" not in worker  # a fixed name would forbid --scale worker=N
     assert not worker.get("ports")  # published ports would collide between replicas
 
@@ -187,3 +192,20 @@ def test_interpolation_follows_compose_rules():
     assert interpolate("${SET}-${SET:-d}-${EMPTY:-d}-${EMPTY-d}-${UNSET-d}-$$SET-$SET", env) == "x-x-d--d-$SET-x"
     with pytest.raises(AssertionError, match="UNSET"):
         interpolate("${UNSET:?set it}", env)
+
+
+def test_cpu_variant_runs_the_same_workers_on_the_cpu_without_a_gpu(compose):
+    """docker-compose.cpu.yml, named with -f in place of the GPU override."""
+    assert set(CPU_OVERRIDE["services"]) == {"worker"}
+    cpu_worker = interpolate(CPU_OVERRIDE, ENV)["services"]["worker"]
+    assert set(cpu_worker) == {"command"}  # no device reservation, nothing else changed
+    gpu_command = compose["services"]["worker"]["command"]
+    assert parse_cli(cpu_worker["command"][1:])[1]["device"] == "cpu"
+    assert cpu_worker["command"] == [("cpu" if arg == "cuda" else arg) for arg in gpu_command]
+
+
+def test_compose_files_fit_docker_compose_1():
+    """Debian's docker-compose 1.29 rejects a top-level `name:`; the project name comes from .env."""
+    for path in ("docker-compose.yml", "docker-compose.override.yml", "docker-compose.cpu.yml"):
+        assert set(yaml.safe_load((ROOT / path).read_text())) <= {"services", "volumes", "x-app"}, path
+    assert ENV["COMPOSE_PROJECT_NAME"] == "spheroid-hpo"

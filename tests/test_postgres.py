@@ -298,3 +298,30 @@ def test_pooled_connection_killed_by_the_server_is_replaced(database):
     assert killed >= 1
     assert optuna.load_study(study_name="pre_ping", storage=storage).trials == []
     storage.engine.dispose()
+
+
+def test_workers_claim_the_next_trial_one_at_a_time(database):
+    """Counting the trials and creating the next one is one step across workers: two that both
+    counted the last free trial would both run it (seen with compose replicas finishing together)."""
+    import threading
+
+    from spheroid_hpo.worker import _ClaimLock
+
+    storage = open_storage(database, heartbeat_interval=None)
+    first, second, other_family = (_ClaimLock(storage, "a"), _ClaimLock(storage, "a"), _ClaimLock(storage, "b"))
+    first.acquire()
+    claimed = threading.Event()
+    waiter = threading.Thread(target=lambda: (second.acquire(), claimed.set()))
+    waiter.start()
+    try:
+        assert not claimed.wait(1.5), "a second worker claimed while the first held the lock"
+        other_family.acquire()  # another study on the same server does not wait
+        other_family.release()
+        first.release()
+        assert claimed.wait(10), "the lock was not handed on when released"
+    finally:
+        first.release()
+        waiter.join(timeout=10)
+        second.release()
+    first.acquire()  # released for good: taken again at once
+    first.release()

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.tuning.studies import build_sampler
+from spheroid_hpo.tuning.study_file import parse_study_text
 
 STUDY = """
 [study]

@@ -103,6 +103,7 @@ def build_objective(
         trial.set_user_attr(records.DEVICE, str(device))
         # CPU results depend on the thread count (reduction order); reproduce needs it.
         trial.set_user_attr(records.TORCH_THREADS, torch.get_num_threads())
+        # Which machine (or container) ran it: a retried trial names the worker that took it over.
         trial.set_user_attr(records.HOST, socket.gethostname())
         for fold, (train, val) in enumerate(data.runs(), start=1):
             history.clear()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import torch
 from optuna.trial import TrialState
 
@@ -94,14 +95,21 @@ def run_worker(
     # so the next launch resumes it from its checkpoint instead of losing it.
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     trials_run = 0
+    claim = _ClaimLock(storage, config.name)
+    # A trial releases the claim as its objective starts: by then the trial is in storage.
+    objectives = {architecture: _releasing(claim, objective) for architecture, objective in objectives.items()}
     try:
         while timeout is None or time.monotonic() - started < timeout:
+            # Choosing the architecture and creating its trial is one step for all workers:
+            # two that counted the same last free trial would both run it, over the budget.
+            claim.acquire()
             architecture = _next_architecture(studies, worker_index=worker_index)
             if architecture is _DONE:
                 break
             if architecture is _WAIT:
                 # Budgets are spent but a trial still runs elsewhere; if its worker died, its
                 # heartbeat goes stale and it is queued again, so stay to run the retry.
+                claim.release()
                 time.sleep(POLL_SECONDS)
                 continue
             try:
@@ -114,10 +122,13 @@ def run_worker(
                 # queued again; its retry owns it now, so leave it alone and go on.
                 log.warning("worker %d: %s; going on to the next trial", worker_index, taken)
                 continue
+            finally:
+                claim.release()  # in case the trial ended before its objective ran
             trials_run += 1
     except _Interrupted:
         log.info("worker %d interrupted after %d trials", worker_index, trials_run)
     finally:
+        claim.release()
         signal.signal(signal.SIGTERM, previous)
     return WorkerSummary(trials_run=trials_run, seconds=time.monotonic() - started)
 
@@ -130,6 +141,49 @@ def default_worker_index() -> int:
     seeds propose the same trials.
     """
     return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000
+
+
+class _ClaimLock:
+    """A PostgreSQL advisory lock per study family, held from counting the trials until the new
+    trial exists (RUNNING, so counted by the next worker). Session-level: the server drops it
+    when the worker's connection dies. SQLite storage is one machine's, where `launch` gives
+    workers distinct indexes; there it is not taken."""
+
+    def __init__(self, storage: optuna.storages.RDBStorage, family: str):
+        self._engine = storage.engine if storage.engine.dialect.name == "postgresql" else None
+        # One key per family, so that different studies on one server do not wait on each other.
+        self._key = zlib.crc32(f"spheroid-hpo claim {family}".encode())
+        self._connection = None
+
+    def acquire(self) -> None:
+        if self._engine is None or self._connection is not None:
+            return
+        connection = self._engine.connect()
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self._key})
+            connection.commit()
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self._key})
+            connection.commit()
+        finally:
+            connection.close()
+
+
+def _releasing(claim: _ClaimLock, objective):
+    """``objective``, releasing ``claim`` first: when it runs, its trial is in storage."""
+    def wrapped(trial: optuna.Trial) -> float:
+        claim.release()
+        return objective(trial)
+    return wrapped
 
 
 def _raise_interrupted(signum, frame):
