@@ -305,7 +305,7 @@ def test_workers_claim_the_next_trial_one_at_a_time(database):
     counted the last free trial would both run it (seen with compose replicas finishing together)."""
     import threading
 
-    from spheroid_hpo.worker import _ClaimLock
+    from spheroid_hpo.tuning.worker import _ClaimLock
 
     storage = open_storage(database, heartbeat_interval=None)
     first, second, other_family = (_ClaimLock(storage, "a"), _ClaimLock(storage, "a"), _ClaimLock(storage, "b"))
