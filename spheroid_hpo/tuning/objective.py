@@ -159,7 +159,7 @@ def build_objective(
             # trained on; most of the manifest's validation split was its training data.
             calibration = calibrate(model, val_images=val.images, val_labels=val.labels)
             trial.set_user_attr(records.CALIBRATION, calibration.as_dict())
-            _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, params=params,
+            _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, hyperparams=hyperparams,
                               architecture=architecture, data=data)
         except Exception as error:
             record_failure(error, checkpoint)
@@ -177,8 +177,8 @@ def build_objective(
     return objective_or_taken_over
 
 
-def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, *, params, architecture: str,
-                      data: TrainingData) -> None:
+def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibration, *, hyperparams: Hyperparams,
+                      architecture: str, data: TrainingData) -> None:
     """Upload the trial's history, curves, validation confusion matrix and ``model.pt``."""
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-trial-") as scratch:
         scratch = Path(scratch)
@@ -191,7 +191,7 @@ def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibr
         info = ModelInfo(
             architecture=architecture, class_names=data.class_names, image_size=data.image_size,
             mean=inference.IMAGENET_MEAN, std=inference.IMAGENET_STD,
-            bn_momentum=Hyperparams.from_params(params).bn_momentum,
+            bn_momentum=hyperparams.bn_momentum,
             temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
         )
         weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)

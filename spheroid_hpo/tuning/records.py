@@ -205,5 +205,6 @@ class RunRecord:
 
     @property
     def epochs_trained_here(self) -> int:
-        """Epochs this trial trained itself (not restored from a checkpoint), at least 1."""
-        return max(1, self.epochs_trained - self.epochs_restored)
+        """Epochs this trial trained itself; epochs restored from an interrupted run's checkpoint
+        were trained (and timed) by that run."""
+        return self.epochs_trained - self.epochs_restored

@@ -244,14 +244,15 @@ def _draw_figures(family: StudyFamily, best, evaluations, repeated, *, store, st
 
 def _row(family: StudyFamily, architecture: str, trial: FrozenTrial, evaluation: TestEvaluation | None, *,
          note: str = "") -> Table3Row:
+    record = RunRecord.of(trial)
     return Table3Row(
         architecture=architecture,
         class_f1=evaluation.metrics.f1 if evaluation else None,
         mean_f1=evaluation.metrics.macro_f1 if evaluation else None,
         params=family.params(trial, architecture),
         val_macro_f1=trial.value if trial.state == TrialState.COMPLETE else None,
-        seconds=RunRecord.of(trial).wall_time_seconds,
-        parameter_count=RunRecord.of(trial).parameter_count,
+        seconds=record.wall_time_seconds,
+        parameter_count=record.parameter_count,
         trial_number=trial.number,
         note=note,
     )

@@ -53,7 +53,7 @@ def summarize_study(
     """
     trials = list(trials)
     progress = summarize(architecture, trials, budget=None)
-    epochs_trained = sum(_trained_here(t) for t in trials)
+    epochs_trained = sum(RunRecord.of(t).epochs_trained_here for t in trials)
     epochs_saved, seconds_saved = 0, 0.0
     for trial in trials:
         suggested = params(trial).get("epochs")
@@ -62,8 +62,8 @@ def summarize_study(
         record = RunRecord.of(trial)
         untrained = max(0, int(suggested) - record.epochs_trained)
         epochs_saved += untrained
-        if _trained_here(trial) > 0:
-            seconds_saved += untrained * record.wall_time_seconds / _trained_here(trial)
+        if record.epochs_trained_here > 0:
+            seconds_saved += untrained * record.wall_time_seconds / record.epochs_trained_here
     return StudySummary(
         architecture=architecture,
         complete=progress.complete,
@@ -75,10 +75,3 @@ def summarize_study(
         seconds_saved=seconds_saved,
         images_per_second=progress.images_per_second,
     )
-
-
-def _trained_here(trial: FrozenTrial) -> int:
-    """Epochs this trial trained itself; epochs restored from an interrupted run's checkpoint were
-    trained (and timed) by that run."""
-    record = RunRecord.of(trial)
-    return record.epochs_trained - record.epochs_restored
