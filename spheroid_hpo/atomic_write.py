@@ -1,8 +1,9 @@
-"""Write then rename: the one way this package puts a file in place.
+"""Write then rename: the one way this package puts a file or a folder in place.
 
 A reader (another worker, a resumed run, a user's tool) never sees a half-written
 file: the content goes to a partial file beside the target, which is renamed over
-it only when complete. The partial file's name is unique across machines, since
+it only when complete. Folders (a report, the demo data set) are filled the same
+way, beside their place. The partial name is unique across machines, since
 compose replicas on one shared volume are all PID 1.
 """
 
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["partial_path", "replacing", "write_text_atomically"]
+__all__ = ["partial_path", "replacing", "replacing_folder", "write_text_atomically"]
 
 
 def partial_path(path: Path, *, suffix: str = "") -> Path:
@@ -45,3 +47,30 @@ def write_text_atomically(path: Path, text: str, *, encoding: str = "utf-8") -> 
     with replacing(path) as partial:
         partial.write_text(text, encoding=encoding)
     return Path(path)
+
+
+@contextlib.contextmanager
+def replacing_folder(path: Path, *, replace: bool) -> Iterator[Path]:
+    """Yield a new hidden sibling folder to fill; on success it takes ``path``'s place, on any error it is removed.
+
+    With ``replace``, an existing ``path`` is renamed aside, the new folder renamed in and the
+    old one deleted: readers see the old folder or the new one, never a mix. Without it, ``path``
+    must be missing or empty, and a folder another writer filled meanwhile is left as it is
+    (``OSError``; the caller says what to do).
+    """
+    path = Path(path)
+    staging = partial_path(path)
+    staging.mkdir(parents=True)  # unlike tempfile.mkdtemp, honours the umask
+    try:
+        yield staging
+        if replace and path.exists():
+            previous = partial_path(path, suffix=".old")
+            os.replace(path, previous)
+            os.replace(staging, path)
+            shutil.rmtree(previous, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()  # only ever empty here; renaming onto a folder is not portable
+            os.rename(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -43,10 +43,10 @@ def write_study(folder: Path, *, name: str, n_trials: int, epochs: int) -> Path:
 
 
 def spheroid_hpo(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    """The CLI in a new process, its output in ``cwd/launcher.log`` for the failure messages."""
+    with (cwd / "launcher.log").open("w") as log:
+        return subprocess.Popen([sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd, stdout=log,
+                                stderr=subprocess.STDOUT)
 
 
 def worker_pids(runs_dir: Path) -> list[int]:
@@ -64,43 +64,84 @@ def worker_pids(runs_dir: Path) -> list[int]:
     return pids
 
 
-def wait_for(condition, *, timeout: float, what: str):
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"({error})"
+
+
+def what_happened(url: str, study_name: str) -> str:
+    """The trials, the launcher's output and each worker's log: what a timed-out wait shows."""
+    database = Path(url.removeprefix("sqlite:///"))
+    parts = []
+    try:
+        trials = optuna.load_study(study_name=study_name, storage=url).get_trials(deepcopy=False)
+        parts.append("trials: " + "; ".join(
+            f"#{t.number} {t.state.name} {len(t.intermediate_values)} epochs" for t in trials) or "none")
+    except Exception as error:  # the diagnosis must not hide the failure it explains
+        parts.append(f"trials: ({type(error).__name__}: {error})")
+    for log in [database.parent.parent.parent / "launcher.log", *sorted((database.parent / "logs").glob("*.log"))]:
+        parts.append(f"--- {log.name}:\n{tail(log)}")
+    return "\n".join(parts)
+
+
+def wait_for(condition, *, timeout: float, what: str, explain=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{explain()}")
 
 
-def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, timeout: float) -> None:
-    """Wait until a RUNNING trial of ``study_name`` has reported ``epochs`` epochs."""
+def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, launcher: subprocess.Popen,
+                            timeout: float) -> None:
+    """Wait until a RUNNING trial of ``study_name`` has reported ``epochs`` epochs.
+
+    Fails at once, saying what happened, when the launcher exits first: its trials failed,
+    or finished before a poll saw one running.
+    """
     database = Path(url.removeprefix("sqlite:///"))
+    explain = lambda: what_happened(url, study_name)  # noqa: E731
     # The launcher makes the logs folder once it has created the storage and the studies;
     # opening the storage before then would race it to create the tables.
     logs = database.parent / "logs"
-    wait_for(logs.exists, timeout=timeout, what=f"{logs} to be created")
+    wait_for(lambda: logs.exists() or launcher.poll() is not None, timeout=timeout, what=f"{logs} to be created",
+             explain=explain)
     storage = optuna.storages.RDBStorage(url)
 
     def reported() -> bool:
         try:
             trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
         except KeyError:  # the launcher has not created the study yet
-            return False
-        return any(len(t.intermediate_values) >= epochs for t in trials if t.state == TrialState.RUNNING)
+            trials = []
+        if any(len(t.intermediate_values) >= epochs for t in trials if t.state == TrialState.RUNNING):
+            return True
+        if launcher.poll() is not None:
+            raise AssertionError(f"the launcher exited ({launcher.returncode}) before a running trial reported "
+                                 f"{epochs} epochs\n{explain()}")
+        return False
 
-    wait_for(reported, timeout=timeout, what=f"{epochs} epochs of a running trial")
+    wait_for(reported, timeout=timeout, what=f"{epochs} epochs of a running trial", explain=explain)
+
+
+# Trials long enough that a poll cannot miss the moment to kill or stop one: about 0.2 s an
+# epoch on 2 idle cores, so 37 epochs (7 s) to catch the trial in. With 20 epochs (3.5 s)
+# a poll on a loaded CI machine missed them once and waited out its timeout.
+KILL_EPOCHS = 40
+STOP_EPOCHS = 30
 
 
 def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path):
-    study_file = write_study(tmp_path, name="kill", n_trials=1, epochs=20)
+    study_file = write_study(tmp_path, name="kill", n_trials=1, epochs=KILL_EPOCHS)
     runs = tmp_path / "runs"
     url = f"sqlite:///{runs / 'kill' / 'study.db'}"
     launcher = spheroid_hpo("launch", "--workers", "1", "--study", str(study_file), "--runs-dir", str(runs),
                             "--heartbeat-interval", "1", cwd=tmp_path)
     try:
-        wait_for_running_epochs(url, "kill.squeezenet1_1", 3, timeout=300)
+        wait_for_running_epochs(url, "kill.squeezenet1_1", 3, launcher=launcher, timeout=300)
         (pid,) = worker_pids(runs)
         os.kill(pid, signal.SIGKILL)
         launcher.wait(timeout=60)
@@ -125,22 +166,23 @@ def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path
     assert retry.params == killed.params
     # It went on from the killed trial's last checkpoint, not from epoch 0.
     assert retry.user_attrs["epochs_restored"] >= epochs_before_kill - 1 >= 2
-    assert sorted(retry.intermediate_values) == list(range(1, 21))
+    assert sorted(retry.intermediate_values) == list(range(1, KILL_EPOCHS + 1))
     assert not any(t.state == TrialState.RUNNING for t in trials)
 
 
 def test_ctrl_c_stops_workers_cleanly_and_the_next_launch_resumes(tmp_path):
-    study_file = write_study(tmp_path, name="stop", n_trials=2, epochs=15)
+    study_file = write_study(tmp_path, name="stop", n_trials=2, epochs=STOP_EPOCHS)
     runs = tmp_path / "runs"
     url = f"sqlite:///{runs / 'stop' / 'study.db'}"
     command = ("launch", "--workers", "2", "--study", str(study_file), "--runs-dir", str(runs))
     launcher = spheroid_hpo(*command, cwd=tmp_path)
     try:
-        wait_for_running_epochs(url, "stop.squeezenet1_1", 2, timeout=300)
+        wait_for_running_epochs(url, "stop.squeezenet1_1", 2, launcher=launcher, timeout=300)
         launcher.send_signal(signal.SIGINT)
-        output, _ = launcher.communicate(timeout=90)
+        launcher.wait(timeout=90)
     finally:
         launcher.kill()
+    output = (tmp_path / "launcher.log").read_text()
     assert launcher.returncode == 130
     assert "resume with the same command" in output
     assert worker_pids(runs) == []  # no orphans

@@ -114,3 +114,29 @@ def test_the_worker_command_passes_its_options_on(monkeypatch, tmp_path):
     assert (received["device"], received["threads"], received["timeout"]) == ("cuda:1", 3, 90.0)
     assert (received["worker_index"], received["heartbeat_interval"]) == (7, 5)
     assert received["storage_url"] == "sqlite:///x.db" and received["study"] == "s"
+
+
+def _render(progress) -> str:
+    from rich.console import Console
+
+    from spheroid_hpo.tuning.launch import progress_table
+
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(progress_table(progress, title="study s"))
+    return console.export_text()
+
+
+def test_the_progress_table_counts_trials_and_names_each_best_trial_with_its_params():
+    from spheroid_hpo.tuning.progress import ArchitectureProgress
+
+    row = dict(budget=8, complete=3, pruned=2, failed=1, running=1, waiting=0, best_trial=4,
+               compute_seconds=60.0, images_per_second=350.0)
+    text = _render([
+        ArchitectureProgress(architecture="mobilenet_v3_large", best_value=0.8766,
+                             best_params={"lr": 1e-3, "batch_size": 10}, **row),
+        ArchitectureProgress(architecture="squeezenet1_1", best_value=0.5, best_params={}, **row),
+    ])
+    assert re.search(r"mobilenet_v3_large\s+6/8\s+3\s+2\s+1\s+1\s+350\s+0\.877", text)
+    assert re.search(r"best mobilenet_v3_large: trial #4, val macro-F1 0\.877, .*lr=1\.0e-03.*batch_size=10", text)
+    # Every value fixed by the study file: no params, and no dangling comma.
+    assert re.search(r"best squeezenet1_1: trial #4, val macro-F1 0\.500$", text, re.MULTILINE)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from spheroid_hpo.atomic_write import replacing_folder
 from spheroid_hpo.defaults import DEMO_SETTINGS
 from spheroid_hpo.errors import InputError
 
@@ -54,15 +52,13 @@ def write_demo_data(
     out_dir = Path(out_dir)
     settings = _validated_settings(per_class=per_class, size=size, seed=seed)
     _check_free(out_dir)
-    staging = out_dir.parent / f".{out_dir.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial"
-    staging.mkdir(parents=True)  # unlike tempfile.mkdtemp, honours the umask
     try:
-        counts = _write_images(staging, **settings)
-        marker = {**settings, "generator_version": _GENERATOR_VERSION, "counts": counts}
-        (staging / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with replacing_folder(out_dir, replace=False) as staging:
+            counts = _write_images(staging, **settings)
+            marker = {**settings, "generator_version": _GENERATOR_VERSION, "counts": counts}
+            (staging / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        _check_free(out_dir)  # another writer filled it meanwhile: say so
         raise
     return counts
 
@@ -309,22 +305,6 @@ def _check_free(out_dir: Path) -> None:
             f"demo data folder {out_dir} already exists and is not empty; pass a new or empty folder "
             f"(or delete this one to write it afresh)"
         )
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename atomically; fails, rather than merging, if another writer finished first."""
-    try:
-        out_dir.rmdir()  # only ever empty here; renaming onto a folder is not portable
-    except FileNotFoundError:
-        pass
-    except OSError:
-        _check_free(out_dir)  # filled meanwhile: say so
-        raise
-    try:
-        os.rename(staging, out_dir)
-    except OSError:
-        _check_free(out_dir)
-        raise
 
 
 def _read_marker(marker: Path) -> dict:

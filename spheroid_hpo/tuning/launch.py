@@ -276,8 +276,9 @@ def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> 
             f"{row.best_value:.3f}" if row.best_value is not None else "-",
         )
         if row.best_trial is not None:
+            # A study whose search space fixes every value has no params to show.
+            params = f", {format_params(row.best_params)}" if row.best_params else ""
             best_lines.append(
-                f"best {row.architecture}: trial #{row.best_trial}, val macro-F1 {row.best_value:.3f}, "
-                f"{format_params(row.best_params)}"
+                f"best {row.architecture}: trial #{row.best_trial}, val macro-F1 {row.best_value:.3f}{params}"
             )
     return Group(table, *(Text(line) for line in best_lines))

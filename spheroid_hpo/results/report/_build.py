@@ -9,21 +9,18 @@ renamed into place only when everything is written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
-import os
-import shutil
-import socket
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from optuna.trial import FrozenTrial, TrialState
 
-from spheroid_hpo.atomic_write import partial_path
+from spheroid_hpo.atomic_write import replacing_folder
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_history, download_model
@@ -101,23 +98,17 @@ def write_report(
     torch_device = resolve_device(device)
     say = _printer(progress)
 
-    # A hidden sibling, so the final rename stays on one file system; mkdir (unlike mkdtemp) honours the umask.
-    staging = out_dir.parent / f".{out_dir.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial"
-    try:
-        staging.mkdir(parents=True)
-    except OSError as error:
-        raise InputError(f"cannot write the report next to {out_dir}: {error.strerror}; pass --out DIR") from None
-    try:
-        with tempfile.TemporaryDirectory(prefix="spheroid-hpo-report-") as scratch:
-            result = _build(
-                family, best, staging=staging, scratch=Path(scratch), artifact_dir=artifact_dir,
-                runs_dir=runs_dir, data_dir=data_dir, repeats=repeats, device=torch_device, say=say,
-            )
+    with contextlib.ExitStack() as stack:
+        try:
+            staging = stack.enter_context(replacing_folder(out_dir, replace=True))
+        except OSError as error:
+            raise InputError(f"cannot write the report next to {out_dir}: {error.strerror}; pass --out DIR") from None
+        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="spheroid-hpo-report-"))
+        result = _build(
+            family, best, staging=staging, scratch=Path(scratch), artifact_dir=artifact_dir,
+            runs_dir=runs_dir, data_dir=data_dir, repeats=repeats, device=torch_device, say=say,
+        )
         (staging / _MARKER).write_text("spheroid-hpo report folder; `spheroid-hpo report` replaces it\n")
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return ReportResult(out_dir=out_dir, seconds=time.perf_counter() - started, **result)
 
 
@@ -275,17 +266,6 @@ def _check_out_dir(out_dir: Path) -> None:
             f"--out folder {out_dir} holds other files and is not a report folder; pass a new or empty folder "
             f"(a previous report there is replaced)"
         )
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Swap the finished report in with two renames, so readers never see a half-written one."""
-    previous = None
-    if out_dir.exists():
-        previous = partial_path(out_dir, suffix=".old")
-        os.replace(out_dir, previous)
-    os.replace(staging, out_dir)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
 
 
 def _printer(enabled: bool):
