@@ -1,5 +1,6 @@
 """The package's architecture, enforced: layers import only downwards, light modules stay light,
-every trial attribute key is spelled in one module, and no module grows past 400 lines.
+every trial attribute key and every file name a study leaves is spelled in one place, and no
+package module grows past 400 lines.
 
 Layers, lowest first: the foundation modules (errors, defaults, atomic_write, toml_table), then
 data < training < tuning < results < cli (``../shared/DESIGN.md``).
@@ -114,11 +115,15 @@ def test_reading_a_data_record_loads_no_torch():
 
 
 ATTRIBUTE_CALLS = {"set_user_attr", "set_system_attr"}
+# The storage-level setters take an id first, then the key.
+STORAGE_ATTRIBUTE_CALLS = {"set_trial_user_attr", "set_trial_system_attr", "set_study_user_attr",
+                           "set_study_system_attr"}
 
 
 def spelled_attribute_keys(path: Path) -> list[str]:
     """String literals used as attribute keys: ``x.set_user_attr("k", ...)``, ``user_attrs.get("k")``,
-    ``user_attrs["k"]``, ``enqueue_trial(..., user_attrs={"k": ...})``."""
+    ``user_attrs["k"]``, ``"k" in user_attrs``, ``enqueue_trial(..., user_attrs={"k": ...})`` and
+    ``storage.set_trial_user_attr(trial_id, "k", ...)``."""
     spelled = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
@@ -127,6 +132,9 @@ def spelled_attribute_keys(path: Path) -> list[str]:
             if (node.func.attr in ATTRIBUTE_CALLS or (on_attrs and node.func.attr == "get")) and node.args \
                     and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
                 spelled.append(f"{node.lineno}: {node.args[0].value!r}")
+            if node.func.attr in STORAGE_ATTRIBUTE_CALLS and len(node.args) > 1 \
+                    and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+                spelled.append(f"{node.lineno}: {node.args[1].value!r}")
             for keyword in node.keywords:
                 if keyword.arg == "user_attrs" and isinstance(keyword.value, ast.Dict):
                     spelled += [f"{node.lineno}: {key.value!r}" for key in keyword.value.keys
@@ -135,6 +143,11 @@ def spelled_attribute_keys(path: Path) -> list[str]:
                 and node.value.attr in ("user_attrs", "system_attrs") \
                 and isinstance(node.slice, ast.Constant):
             spelled.append(f"{node.lineno}: {node.slice.value!r}")
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) \
+                and isinstance(node.left.value, str) and len(node.ops) == 1 \
+                and isinstance(node.ops[0], (ast.In, ast.NotIn)) and isinstance(node.comparators[0], ast.Attribute) \
+                and node.comparators[0].attr in ("user_attrs", "system_attrs"):
+            spelled.append(f"{node.lineno}: {node.left.value!r}")
     return spelled
 
 
@@ -153,8 +166,30 @@ def test_the_attribute_key_scan_finds_each_form(tmp_path):
     sample.write_text(
         'trial.set_user_attr("a", 1)\nt.user_attrs.get("b")\nt.user_attrs["c"]\n'
         'study.enqueue_trial({}, user_attrs={"d": True})\n'
+        'storage.set_trial_system_attr(trial_id, "e", 1)\nif "f" not in t.user_attrs: pass\n'
     )
-    assert [key.split(": ")[1] for key in spelled_attribute_keys(sample)] == ["'a'", "'b'", "'c'", "'d'"]
+    keys = sorted(key.split(": ")[1] for key in spelled_attribute_keys(sample))
+    assert keys == ["'a'", "'b'", "'c'", "'d'", "'e'", "'f'"]
+
+
+def test_no_module_imports_relatively():
+    """Relative imports would slip past the layer check, which reads ``spheroid_hpo.`` names."""
+    relative = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in package_modules()
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level > 0]
+    assert relative == [], f"relative imports: {relative}"
+
+
+# Names of the files a study, a trial or a run leaves; readers and writers share one constant.
+STUDY_FILE_NAMES = ("splits.csv", "model.pt", "metrics.json", "history.csv")
+
+
+@pytest.mark.parametrize("name", STUDY_FILE_NAMES)
+def test_each_file_name_a_study_leaves_is_spelled_once(name):
+    spelled = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in package_modules()
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value == name]
+    assert len(spelled) == 1, f"{name!r} is spelled {len(spelled)} times: {spelled}; name it once and import it"
 
 
 @pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(ROOT)))

@@ -107,7 +107,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         raise InputError(f"split manifest {path} does not exist; {fix}") from None
     except IsADirectoryError:
         raise InputError(f"split manifest {path} is a folder, not a CSV file; pass a file path such as "
-                         f"{path / 'splits.csv'} to --split-manifest") from None
+                         f"{path / DEFAULT_MANIFEST_NAME} to --split-manifest") from None
     except UnicodeDecodeError:
         raise InputError(f"split manifest {path} is not a UTF-8 CSV file; {fix}") from None
 

@@ -11,9 +11,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.tuning.records import RunRecord
-
-HISTORY_FILE = "history.csv"
+from spheroid_hpo.tuning.records import HISTORY_ARTIFACT, RunRecord
 
 
 def download_model(trial: FrozenTrial, *, artifact_store, artifact_dir: Path, study_name: str, folder: Path) -> Path:
@@ -41,10 +39,10 @@ def download_history(
     trial: FrozenTrial, *, storage: BaseStorage, artifact_store, folder: Path, study_name: str
 ) -> list[dict[str, float]] | None:
     """The trial's per-epoch history rows, or None when it stored none (or the file is gone)."""
-    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == HISTORY_FILE]
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == HISTORY_ARTIFACT]
     if not metas:
         return None
-    target = Path(folder) / f"{study_name}-trial-{trial.number}-{HISTORY_FILE}"
+    target = Path(folder) / f"{study_name}-trial-{trial.number}-{HISTORY_ARTIFACT}"
     if not target.exists():
         try:
             download_artifact(artifact_store=artifact_store, file_path=str(target), artifact_id=metas[-1].artifact_id)

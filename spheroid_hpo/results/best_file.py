@@ -47,6 +47,7 @@ class SeedScores:
 
     @property
     def mean(self) -> float:
+        """The mean over the recorded seeds."""
         return statistics.fmean(self.per_seed)
 
     @property
@@ -90,6 +91,7 @@ class BestConfig:
         return self.seeds[0]
 
     def scores(self) -> dict[str, SeedScores]:
+        """Each recorded metric's per-seed scores, by metric name."""
         return {"val_macro_f1": self.val, "test_macro_f1": self.test}
 
     def to_toml(self) -> str:

@@ -35,6 +35,7 @@ class StudyFamily:
     manifest_csv: str  # the split every trial trained and validated on
 
     def trials(self, architecture: str) -> list[FrozenTrial]:
+        """Every trial of ``architecture``'s study, in creation order."""
         return self.studies[architecture].get_trials(deepcopy=False)
 
     def best_overall(self) -> tuple[str, FrozenTrial] | None:

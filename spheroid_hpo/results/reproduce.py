@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.data import data_folder, load_dataset, prepare_split, training_data
+from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, data_folder, load_dataset, prepare_split, training_data
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.best_file import (
@@ -100,7 +100,7 @@ def export_best(
     folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
         scratch = Path(scratch)
-        dataset = family.load_data(folder, manifest_path=scratch / "splits.csv")
+        dataset = family.load_data(folder, manifest_path=scratch / DEFAULT_MANIFEST_NAME)
         model = download_model(trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
                                study_name=config.study_name(architecture), folder=scratch)
         original_test = evaluate_on_test(
@@ -140,6 +140,7 @@ class ScoreCheck:
 
     @property
     def passed(self) -> bool:
+        """Whether the obtained score meets the rule."""
         # The tiny slack only absorbs the decimal rounding of a hand-edited file.
         return abs(self.obtained - self.expected) <= self.half_width + 1e-12
 
@@ -159,6 +160,7 @@ class ReproduceResult:
 
     @property
     def reproduced(self) -> bool:
+        """Whether every score met the rule."""
         return all(check.passed for check in self.checks)
 
     def format_table(self) -> str:
@@ -226,7 +228,7 @@ def reproduce(
                          owner="the configuration")
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-reproduce-") as scratch:
         scratch = Path(scratch)
-        manifest = _drawn_split(config, folder, scratch / "splits.csv", source=str(path))
+        manifest = _drawn_split(config, folder, scratch / DEFAULT_MANIFEST_NAME, source=str(path))
 
         def retrain(seed: int, keep: bool) -> SeedRun:
             run_dir = Path(out_dir) if keep and out_dir is not None else scratch / f"seed-{seed}"

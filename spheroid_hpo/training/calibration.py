@@ -101,6 +101,7 @@ class Calibration:
     reliability: dict[str, tuple] = field(default_factory=dict, repr=False)  # split -> (raw, calibrated) bins
 
     def as_dict(self) -> dict:
+        """The calibration as recorded on a trial and in metrics.json."""
         return {
             "temperature": self.temperature, "ece_bins": ECE_BINS,
             "uncertain_entropy": self.uncertain_entropy, **self.scores,

@@ -57,6 +57,7 @@ class EpochStats:
     restored: bool = False
 
     def as_dict(self) -> dict[str, float]:
+        """One row of the per-epoch history."""
         return asdict(self)
 
 

@@ -31,10 +31,12 @@ EXTRA_HINT = "pip install 'spheroid-hpo[export]'"
 
 
 def info_to_json(info: ModelInfo) -> str:
+    """``info`` as the JSON text an exported file carries in its metadata."""
     return json.dumps(asdict(info))
 
 
 def info_from_json(text: str) -> ModelInfo:
+    """The ``ModelInfo`` that ``info_to_json`` wrote."""
     data = json.loads(text)
     for key in ("class_names", "mean", "std"):
         data[key] = tuple(data[key])
@@ -42,6 +44,7 @@ def info_from_json(text: str) -> ModelInfo:
 
 
 def require_onnxruntime():
+    """The ``onnxruntime`` module, or an ``InputError`` naming the extra that installs it."""
     try:
         import onnxruntime
     except ImportError:

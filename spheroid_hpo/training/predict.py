@@ -33,6 +33,8 @@ CHUNK = 256  # images decoded at a time: memory stays flat on folders of any siz
 
 @dataclass(frozen=True)
 class PredictSummary:
+    """What ``predict`` wrote: the CSV and how many images it scored."""
+
     out: Path
     images: int  # rows written
     errors: int  # rows that carry an error instead of a prediction

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from spheroid_hpo.atomic_write import write_text_atomically
 from spheroid_hpo.data import load_dataset
 from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.training import inference, loop
@@ -25,7 +26,9 @@ from spheroid_hpo.training.device import resolve_device, resolve_precision, seed
 from spheroid_hpo.training.figures import plot_confusion, plot_curves
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import check_image_size, count_parameters, create_model
-from spheroid_hpo.training.saved_model import ModelInfo, save_model
+from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, save_model
+
+METRICS_FILE = "metrics.json"  # beside model.pt in a run folder: TrainResult.as_dict()
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ def run_training(
         mean=inference.IMAGENET_MEAN, std=inference.IMAGENET_STD, bn_momentum=hyperparams.bn_momentum,
         temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
     )
-    save_model(out_dir / "model.pt", model, info)
+    save_model(out_dir / MODEL_FILE, model, info)
     plot_reliability(calibration, out_dir / "reliability.png", title=f"{arch}: reliability before and after "
                      f"temperature scaling")
     history_dicts = [record.as_dict() for record in history]
@@ -172,5 +175,5 @@ def run_training(
             "python": platform.python_version(),
         },
     )
-    (out_dir / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    write_text_atomically(out_dir / METRICS_FILE, json.dumps(result.as_dict(), indent=2))
     return result

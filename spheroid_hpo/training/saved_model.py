@@ -18,6 +18,7 @@ from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.models import create_model
 
 FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"  # in a run folder, and the name a trial uploads its model under
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
     """Rebuild the model saved at ``path`` (a ``model.pt`` or a run folder holding one)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
+        path = path / MODEL_FILE
     if not path.is_file():
         raise InputError(f"no model file at {path}; pass a run folder that holds model.pt, or the model.pt itself")
     try:

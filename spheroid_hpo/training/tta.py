@@ -45,6 +45,7 @@ class TTAResult:
 
     @property
     def max_entropy(self) -> float:
+        """The entropy of a uniform prediction: the most uncertain one possible."""
         return math.log(self.probabilities.shape[1])
 
 

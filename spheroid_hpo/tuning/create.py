@@ -17,7 +17,7 @@ import optuna
 from spheroid_hpo.data import DataSource, data_folder, prepare_split
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.tuning.storage import default_storage_url, open_storage, split_password
+from spheroid_hpo.tuning.storage import default_storage_url, open_storage, split_password, study_manifest_path
 from spheroid_hpo.tuning.studies import create_studies
 from spheroid_hpo.tuning.study_file import StudyConfig, parse_study_text
 
@@ -76,7 +76,7 @@ def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[Dat
         demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
     folder = data_folder(config.data.path, demo=demo, runs_dir=runs_dir)
     split = prepare_split(
-        folder, manifest_path=Path(runs_dir) / config.name / "splits.csv", seed=config.data.split_seed,
+        folder, manifest_path=study_manifest_path(config.name, runs_dir=runs_dir), seed=config.data.split_seed,
         fractions=config.data.fractions, group_by=config.data.group_by,
     )
     source = DataSource(path=None if demo else str(folder.resolve()), demo=demo, image_size=config.data.image_size,

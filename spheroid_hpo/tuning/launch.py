@@ -42,6 +42,8 @@ STOP_GRACE_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class LaunchSummary:
+    """How a launch ended: the study, where its results are, each worker's exit and the progress."""
+
     study_name: str
     storage_url: str
     artifact_dir: Path

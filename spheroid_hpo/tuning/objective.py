@@ -32,12 +32,10 @@ from spheroid_hpo.training.device import resolve_precision, seed_everything
 from spheroid_hpo.training.figures import plot_confusion, plot_curves
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import count_parameters, create_model
-from spheroid_hpo.training.saved_model import ModelInfo, save_model
+from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, save_model
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.search_space import suggest_params
 from spheroid_hpo.tuning.study_file import ParamSpec
-
-MODEL_ARTIFACT = "model.pt"
 
 
 class TrialTakenOver(BaseException):
@@ -194,7 +192,7 @@ def _upload_artifacts(trial, artifact_store, history, model, val_metrics, calibr
             bn_momentum=hyperparams.bn_momentum,
             temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
         )
-        weights_file = save_model(scratch / MODEL_ARTIFACT, model, info)
+        weights_file = save_model(scratch / MODEL_FILE, model, info)
         artifact_id = upload_artifact(
             artifact_store=artifact_store, file_path=str(weights_file), study_or_trial=trial,
             mimetype="application/octet-stream",
@@ -220,7 +218,7 @@ def _upload_history(trial, artifact_store, history, *, architecture: str) -> Non
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-trial-") as folder:
         folder = Path(folder)
         rows = [record.as_dict() for record in history]
-        table = folder / "history.csv"
+        table = folder / records.HISTORY_ARTIFACT
         with open(table, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()

@@ -13,6 +13,8 @@ from spheroid_hpo.tuning import records
 
 @dataclass(frozen=True)
 class ArchitectureProgress:
+    """One architecture's trial counts, budget and best trial so far."""
+
     architecture: str
     budget: int | None
     complete: int
@@ -29,6 +31,7 @@ class ArchitectureProgress:
 
     @property
     def finished(self) -> int:
+        """Trials that ended, whatever their state."""
         return self.complete + self.pruned + self.failed
 
 

@@ -54,6 +54,9 @@ EPOCHS_RESTORED = "epochs_restored"
 VAL_MACRO_F1_LAST = "val_macro_f1_last"
 TRAIN_IMAGES_PER_SECOND = "train_images_per_second"
 
+# The artifact a trial uploads its per-epoch history as; the report finds it by this name.
+HISTORY_ARTIFACT = "history.csv"
+
 
 # --- study records ---------------------------------------------------------------------------
 

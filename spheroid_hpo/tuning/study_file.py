@@ -49,6 +49,7 @@ class ParamSpec:
     choices: tuple = ()
 
     def contains(self, value: float | str) -> bool:
+        """Whether ``value`` is one this parameter could take."""
         if self.kind == "fixed":
             return value == self.value
         if self.kind == "categorical":
@@ -58,6 +59,8 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """The ``[sampler]`` table: which Optuna sampler proposes the trials."""
+
     name: str = "tpe"
     seed: int = 0
     n_startup_trials: int = 10
@@ -65,6 +68,8 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class PrunerConfig:
+    """The ``[pruner]`` table: which Optuna pruner stops lagging trials, and when it may."""
+
     name: str = "median"
     n_startup_trials: int = 5
     n_warmup_steps: int = 2
@@ -83,6 +88,8 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The ``[data]`` table: the image folder (or demo data), image size, split and folds."""
+
     path: Path | None = None
     image_size: int = IMAGE_SIZE
     split_seed: int = 0
@@ -95,6 +102,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
+    """The ``[training]`` table: precision, starting weights and the training seed."""
+
     precision: str = "auto"
     weights: str = "none"
     seed: int = 0

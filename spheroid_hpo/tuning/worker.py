@@ -28,11 +28,13 @@ from spheroid_hpo.training.device import resolve_device
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.objective import TrialTakenOver, build_objective
 from spheroid_hpo.tuning.storage import (
+    checkpoint_root,
     default_artifact_dir,
     default_storage_url,
     open_artifact_store,
     open_storage,
     require_existing_sqlite,
+    study_manifest_path,
 )
 from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies
 from spheroid_hpo.tuning.study_file import StudyConfig
@@ -43,6 +45,8 @@ POLL_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class WorkerSummary:
+    """How many trials a worker ran, and in how long."""
+
     trials_run: int
     seconds: float
 
@@ -84,7 +88,7 @@ def run_worker(
         architecture: build_objective(
             architecture=architecture, data=data, search_space=config.search_space, device=torch_device,
             artifact_store=artifacts,
-            checkpoint_dir=checkpoint_dir(studies[architecture], artifact_dir.parent / "checkpoints"),
+            checkpoint_dir=checkpoint_dir(studies[architecture], checkpoint_root(artifact_dir)),
             precision=config.training.precision, weights=config.training.weights, seed=config.training.seed,
         )
         for architecture in config.architectures
@@ -240,7 +244,7 @@ def _load_trial_data(
     source, manifest_csv = records.data_source(first.user_attrs), records.manifest_csv(first.user_attrs)
     if source is None or manifest_csv is None:
         raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
-    manifest = runs_dir / config.name / "splits.csv"
+    manifest = study_manifest_path(config.name, runs_dir=runs_dir)
     dataset = load_recorded_dataset(
         source, owner=f"study {config.name}", manifest_csv=manifest_csv,
         manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,

@@ -11,10 +11,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from spheroid_hpo.data import SplitTensors, load_dataset
+from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, SplitTensors, load_dataset
 from spheroid_hpo.defaults import SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.training.saved_model import ModelInfo, load_model
+from spheroid_hpo.training.run import METRICS_FILE
+from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, load_model
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,9 +44,9 @@ def resolve_source(
 
 
 def _run_source(source: Path, *, data_dir: Path | None) -> ModelSource:
-    model_path = source / "model.pt" if source.is_dir() else source
+    model_path = source / MODEL_FILE if source.is_dir() else source
     _, info = load_model(model_path)  # InputError naming the fix when it is not a model file
-    metrics_file = model_path.parent / "metrics.json"
+    metrics_file = model_path.parent / METRICS_FILE
     if not metrics_file.is_file():
         raise InputError(
             f"{model_path} has no metrics.json next to it, so its data and test split are unknown; export the "
@@ -88,7 +89,7 @@ def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: 
     )
     _, info = load_model(model_path)
     folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
-    dataset = family.load_data(folder, manifest_path=scratch / "splits.csv")
+    dataset = family.load_data(folder, manifest_path=scratch / DEFAULT_MANIFEST_NAME)
     _require_test_images(dataset.test, folder)
     config = {
         "study": family.name, "architecture": architecture, "trial": trial.number,

@@ -21,6 +21,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.atomic_write import replacing_folder
+from spheroid_hpo.data import DEFAULT_MANIFEST_NAME
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_history, download_model
@@ -116,7 +117,7 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
            runs_dir: Path, data_dir: Path | None, repeats: int, device, say) -> dict:
     store = open_artifact_store(artifact_dir)
     folder = family.data_folder(data_dir=data_dir, runs_dir=runs_dir)
-    manifest = staging / "splits.csv"
+    manifest = staging / DEFAULT_MANIFEST_NAME
     say(f"loading the test split of {folder}")
     dataset = family.load_data(folder, manifest_path=manifest)
     tester = _Tester(family, store=store, artifact_dir=artifact_dir, test=dataset.test,
