@@ -8,8 +8,11 @@ other file.
 
 from __future__ import annotations
 
+import difflib
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 
@@ -19,35 +22,86 @@ from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.study_file import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 
+Builder = TypeVar("Builder")
 
-def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study file's sampler; each worker offsets the seed so workers do not propose the same points."""
-    seed = config.seed + worker_index
-    if config.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if config.name == "gp":
-        # GPSampler has no constant liar; parallel workers differ by their seeds, and the running
-        # trials' points are not yet in its fit, so workers may propose near points.
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
+
+# Registries of the sampler and pruner a study file may name, as timm registers its models: a
+# name maps to its builder, and an unknown name is an error listing the valid ones. The names
+# themselves live once, in study_file.py (SAMPLERS, PRUNERS), because the parser validates them and
+# must not import Optuna; these mappings are keyed by exactly those names, and
+# tests/test_samplers.py fails when a name is added to one side only.
+
+
+def _tpe(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
     # constant_liar keeps parallel workers from piling onto the same region of the space.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.n_startup_trials, constant_liar=True)
 
 
+def _random(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _gp(config: SamplerConfig, seed: int) -> optuna.samplers.BaseSampler:
+    # GPSampler has no constant liar; parallel workers differ by their seeds, and the running
+    # trials' points are not yet in its fit, so workers may propose near points.
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=config.n_startup_trials)
+
+
+def _median(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps)
+
+
+def _successive_halving(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=config.min_resource, reduction_factor=config.reduction_factor
+    )
+
+
+def _hyperband(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    # Hyperband's max resource is the study's largest epoch count.
+    return optuna.pruners.HyperbandPruner(
+        min_resource=config.min_resource, max_resource=max_epochs, reduction_factor=config.reduction_factor
+    )
+
+
+def _no_pruner(config: PrunerConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+# name -> builder(sampler section, seed); keys exactly study_file.SAMPLERS, in its order.
+SAMPLER_BUILDERS: dict[str, Callable[[SamplerConfig, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": _random,
+    "gp": _gp,
+}
+# name -> builder(pruner section, the study's largest epoch count); keys exactly study_file.PRUNERS.
+PRUNER_BUILDERS: dict[str, Callable[[PrunerConfig, int], optuna.pruners.BasePruner]] = {
+    "median": _median,
+    "successive_halving": _successive_halving,
+    "hyperband": _hyperband,
+    "none": _no_pruner,
+}
+
+
+def _registered(kind: str, name: str, registry: Mapping[str, Builder]) -> Builder:
+    """The builder registered as ``name``; an InputError listing the valid names (and the closest) otherwise."""
+    try:
+        return registry[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), registry, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(registry)}") from None
+
+
+def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The study file's sampler; each worker offsets the seed so workers do not propose the same points."""
+    seed = config.seed + worker_index
+    return _registered("sampler", config.name, SAMPLER_BUILDERS)(config, seed)
+
+
 def build_pruner(config: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
     """The study file's pruner; Hyperband's max resource is the largest epoch count."""
-    if config.name == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
-        )
-    if config.name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=config.min_resource, reduction_factor=config.reduction_factor
-        )
-    if config.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(
-            min_resource=config.min_resource, max_resource=max_epochs, reduction_factor=config.reduction_factor
-        )
-    return optuna.pruners.NopPruner()
+    return _registered("pruner", config.name, PRUNER_BUILDERS)(config, max_epochs)
 
 
 def create_studies(

@@ -24,6 +24,9 @@ from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, 
 
 MAX_TRIALS = 100_000
 MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
+# The one list of sampler and pruner names: the parser checks names against these tuples without
+# importing Optuna, and tuning.studies keys its builder registries (SAMPLER_BUILDERS,
+# PRUNER_BUILDERS) by exactly these names; tests/test_samplers.py checks the two agree.
 # gp: Optuna's GPSampler (Gaussian-process Bayesian optimisation); it fits completed trials only
 # and suits small budgets of smooth numeric spaces.
 SAMPLERS = ("tpe", "random", "gp")
