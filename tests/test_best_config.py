@@ -26,7 +26,7 @@ from spheroid_hpo.cli import main
 from spheroid_hpo.data import DataSource
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.best_file import MIN_BAND, RULE_TEXT, SeedScores, Z, read_best_config
-from spheroid_hpo.results.report import open_family
+from spheroid_hpo.results.family import open_family
 from spheroid_hpo.results.reproduce import SeedRun, export_best, reproduce
 from spheroid_hpo.training import inference
 from spheroid_hpo.training.device import resolve_device, resolve_precision

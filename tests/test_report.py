@@ -22,11 +22,9 @@ from study_files import write_tiny_study
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import DataSource, load_dataset
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.results.family import open_family
 from spheroid_hpo.results.report import (
     PUBLISHED_ROWS,
-    baseline_trial,
-    best_trial,
-    open_family,
     paired_comparison,
     sign_flip_p_value,
     write_report,
@@ -35,6 +33,7 @@ from spheroid_hpo.results.report._repeats import RepeatedRuns, compare_architect
 from spheroid_hpo.training import inference
 from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.training.saved_model import load_model
+from spheroid_hpo.tuning.records import baseline_trial, best_trial
 from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.tuning.studies import create_studies
 from spheroid_hpo.tuning.study_file import load_study_config

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.studies import requeue_interrupted
-from spheroid_hpo.tuning.worker import _DONE, _WAIT, _next_architecture
+from spheroid_hpo.tuning.worker import DONE, WAIT, next_architecture
 
 PARAMS = {"lr": 1e-3}
 DISTRIBUTIONS = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)}
@@ -58,32 +58,32 @@ C, P, F = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
 
 def test_the_least_tried_architecture_goes_next():
     studies = {"a": make_study(states=(C, C, P)), "b": make_study(states=(C,)), "c": make_study(states=(C, P))}
-    assert _next_architecture(studies) == "b"
+    assert next_architecture(studies) == "b"
 
 
 def test_ties_go_round_robin_by_worker_index():
     studies = {"a": make_study(), "b": make_study(), "c": make_study()}
-    assert [_next_architecture(studies, worker_index=i) for i in range(4)] == ["a", "b", "c", "a"]
+    assert [next_architecture(studies, worker_index=i) for i in range(4)] == ["a", "b", "c", "a"]
 
 
 def test_a_queued_trial_goes_first_even_on_the_most_tried_architecture():
     studies = {"a": make_study(states=(C, C, C)), "b": make_study()}
     studies["a"].enqueue_trial(PARAMS)
-    assert _next_architecture(studies, worker_index=1) == "a"
+    assert next_architecture(studies, worker_index=1) == "a"
 
 
 def test_a_spent_budget_is_skipped_then_waits_for_running_trials_then_ends():
     studies = {"a": make_study(budget=2, states=(C, P)), "b": make_study(budget=2, states=(C,))}
-    assert _next_architecture(studies) == "b"
+    assert next_architecture(studies) == "b"
     trial = running_trial(studies["b"])
-    assert _next_architecture(studies) == _WAIT  # b's last trial runs elsewhere: stay for a retry
+    assert next_architecture(studies) == WAIT  # b's last trial runs elsewhere: stay for a retry
     studies["b"].tell(trial, 0.4)
-    assert _next_architecture(studies) == _DONE
+    assert next_architecture(studies) == DONE
 
 
 def test_a_study_without_a_recorded_budget_never_runs_out():
     studies = {"a": make_study(budget=None, states=(C,) * 50)}
-    assert _next_architecture(studies) == "a"
+    assert next_architecture(studies) == "a"
 
 
 def test_failed_trials_count_against_the_budget_unless_run_again():

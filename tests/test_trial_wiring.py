@@ -223,7 +223,7 @@ def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path
     import time
 
     from spheroid_hpo.tuning.storage import open_storage
-    from spheroid_hpo.tuning.worker import _next_architecture
+    from spheroid_hpo.tuning.worker import next_architecture
 
     study_file = write_one_architecture_study(tmp_path, name="silent", n_trials=5)
     config = parse_study_text(study_file.read_text(), source=study_file)
@@ -235,7 +235,7 @@ def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path
         claimed = study.ask()  # the queued retry when there is one, else a new trial
         storage.record_heartbeat(claimed._trial_id)
         time.sleep(2.5)  # then silence, well past the grace period: the worker died
-        assert _next_architecture(studies) == "squeezenet1_1"
+        assert next_architecture(studies) == "squeezenet1_1"
 
     trials = study.get_trials()
     # One trial run four times: the first attempt and three retries, after which none is queued.

@@ -30,11 +30,6 @@ def export_command(
     """Export a trained model and check it against PyTorch (bioimage.io: bioimageio.core's test)."""
     from spheroid_hpo.results.export import ExportRequest, export_model
 
-    if out is None:
-        suffix = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}.get(format, "model.bioimageio.zip")
-        folder = (source if source is not None and source.is_dir() else
-                  source.parent if source is not None else runs_dir / (study or "."))
-        out = folder / suffix
     result = export_model(ExportRequest(
         format=format, out=out, source=source, study=study, storage_url=storage, artifact_dir=artifacts,
         data_dir=data, runs_dir=runs_dir,

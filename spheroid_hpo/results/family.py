@@ -14,12 +14,12 @@ from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.tuning import records
-from spheroid_hpo.tuning.records import baseline_trial, best_trial
+from spheroid_hpo.tuning.records import best_trial
 from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
 from spheroid_hpo.tuning.studies import find_study_family
 from spheroid_hpo.tuning.study_file import StudyConfig
 
-__all__ = ["StudyFamily", "baseline_trial", "best_trial", "open_family", "require_best_trials"]
+__all__ = ["StudyFamily", "open_family", "require_best_trials"]
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import torch
 from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, data_folder, load_dataset, prepare_split, training_data
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.results.artifacts import download_model
 from spheroid_hpo.results.best_file import (
     DEFAULT_SEEDS,
     MIN_BAND,
@@ -35,7 +36,8 @@ from spheroid_hpo.results.best_file import (
     Z,
     read_best_config,
 )
-from spheroid_hpo.results.report import download_model, evaluate_on_test, open_family
+from spheroid_hpo.results.family import open_family
+from spheroid_hpo.results.report import evaluate_on_test
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
 from spheroid_hpo.training.hyperparams import Hyperparams

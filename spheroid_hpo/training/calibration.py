@@ -158,6 +158,8 @@ def plot_reliability(calibration: Calibration, path: Path, *, title: str = "") -
     """Reliability diagram per split: accuracy against confidence, raw softmax and calibrated."""
     from matplotlib.figure import Figure
 
+    from spheroid_hpo.training.figures import save_figure
+
     splits = list(calibration.reliability)
     fig = Figure(figsize=(4.5 * len(splits), 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(splits)))
@@ -180,7 +182,4 @@ def plot_reliability(calibration: Calibration, path: Path, *, title: str = "") -
         ax.legend(loc="upper left", fontsize="small")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    return path
+    return save_figure(fig, path, dpi=150)

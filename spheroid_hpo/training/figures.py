@@ -15,9 +15,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from spheroid_hpo.atomic_write import replacing
 from spheroid_hpo.errors import InputError
 
-__all__ = ["plot_confusion", "plot_curves"]
+__all__ = ["plot_confusion", "plot_curves", "save_figure"]
 
 _CURVE_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 _DPI = 150
@@ -31,7 +32,7 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: str | Path, *, tit
     a gap in its curve.
     """
     path = _check_path(path)
-    _save(_curves_figure(history, title=title), path)
+    save_figure(_curves_figure(history, title=title), path)
     return path
 
 
@@ -49,7 +50,7 @@ def plot_confusion(
     fraction of each true class (a row with no samples stays 0).
     """
     path = _check_path(path)
-    _save(_confusion_figure(confusion, class_names, title=title, normalize=normalize), path)
+    save_figure(_confusion_figure(confusion, class_names, title=title, normalize=normalize), path)
     return path
 
 
@@ -157,6 +158,9 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
-def _save(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
+def save_figure(fig: Figure, path: Path, *, dpi: int = _DPI) -> Path:
+    """Write ``fig`` to ``path`` by write-then-rename (the format from its suffix); return ``path``."""
+    path = Path(path)
+    with replacing(path, suffix=path.suffix) as partial:
+        fig.savefig(partial, dpi=dpi)
+    return path

@@ -107,10 +107,10 @@ def run_worker(
             # Choosing the architecture and creating its trial is one step for all workers:
             # two that counted the same last free trial would both run it, over the budget.
             claim.acquire()
-            architecture = _next_architecture(studies, worker_index=worker_index)
-            if architecture is _DONE:
+            architecture = next_architecture(studies, worker_index=worker_index)
+            if architecture is DONE:
                 break
-            if architecture is _WAIT:
+            if architecture is WAIT:
                 # Budgets are spent but a trial still runs elsewhere; if its worker died, its
                 # heartbeat goes stale and it is queued again, so stay to run the retry.
                 claim.release()
@@ -204,12 +204,14 @@ def _marking_interrupts(objective):
     return wrapped
 
 
-_DONE = "done"
-_WAIT = "wait"
+# What next_architecture says when no trial should start now: every budget is spent and no
+# trial runs (DONE), or budgets are spent but a trial still runs and may be retried (WAIT).
+DONE = "done"
+WAIT = "wait"
 
 
-def _next_architecture(studies: dict[str, optuna.Study], *, worker_index: int = 0) -> str:
-    """The architecture to run a trial of next, or ``_WAIT``, or ``_DONE``.
+def next_architecture(studies: dict[str, optuna.Study], *, worker_index: int = 0) -> str:
+    """The architecture to run a trial of next, or ``WAIT``, or ``DONE``.
 
     Queued trials (the baseline, retries of killed trials, resumed interrupted ones)
     come first; then the study with the fewest trials among those with budget left.
@@ -232,7 +234,7 @@ def _next_architecture(studies: dict[str, optuna.Study], *, worker_index: int = 
     if counts:
         order = {architecture: position for position, architecture in enumerate(studies)}
         return min(counts, key=lambda a: (counts[a], (order[a] - worker_index) % len(order)))
-    return _WAIT if running else _DONE
+    return WAIT if running else DONE
 
 
 def _load_trial_data(

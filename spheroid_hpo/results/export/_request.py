@@ -16,7 +16,13 @@ from spheroid_hpo.results.export._source import ModelSource, resolve_source
 from spheroid_hpo.training.onnx_model import EXTRA_HINT
 from spheroid_hpo.training.saved_model import load_model
 
-FORMATS = ("bioimageio", "onnx", "torchscript")
+# Each format, and the file it is written to when no --out is given (beside the model).
+DEFAULT_FILE_NAMES = {
+    "bioimageio": "model.bioimageio.zip",
+    "onnx": "model.onnx",
+    "torchscript": "model.torchscript.pt",
+}
+FORMATS = tuple(DEFAULT_FILE_NAMES)
 CHECK_IMAGES = 16  # test images every export is compared with PyTorch on
 _NEEDS = {
     "onnx": ("onnx", "onnxruntime", "onnxscript"),
@@ -30,7 +36,7 @@ class ExportRequest:
     """What the user asked to export, and where to."""
 
     format: str
-    out: Path
+    out: Path | None = None  # None: DEFAULT_FILE_NAMES[format] beside the model (see default_out)
     source: Path | None = None  # a run folder or model.pt; or None with ``study``
     study: str | None = None
     storage_url: str | None = None
@@ -41,6 +47,8 @@ class ExportRequest:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """What was written, from which model, and the numbers its check measured."""
+
     out: Path
     format: str
     description: str  # where the model came from
@@ -54,6 +62,7 @@ def export_model(request: ExportRequest) -> ExportResult:
     missing = [name for name in _NEEDS[request.format] if not _installed(name)]
     if missing:
         raise InputError(f"export --format {request.format} needs {', '.join(missing)}; run {EXTRA_HINT}")
+    out = Path(request.out) if request.out is not None else default_out(request)
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
         source = resolve_source(
             request.source, study=request.study, storage_url=request.storage_url, artifact_dir=request.artifact_dir,
@@ -62,14 +71,22 @@ def export_model(request: ExportRequest) -> ExportResult:
         network, info = _cpu_model(source)
         check_images = source.test.images[:CHECK_IMAGES].float().cpu().contiguous()
         if request.format == "onnx":
-            checks = export_onnx(network, info, request.out, check_images=check_images)
+            checks = export_onnx(network, info, out, check_images=check_images)
         elif request.format == "torchscript":
-            checks = export_torchscript(network, info, request.out, check_images=check_images)
+            checks = export_torchscript(network, info, out, check_images=check_images)
         else:
             from spheroid_hpo.results.export._bioimageio import export_bioimageio
 
-            checks = export_bioimageio(network, source, request.out, scratch=Path(scratch))
-    return ExportResult(out=Path(request.out), format=request.format, description=source.description, checks=checks)
+            checks = export_bioimageio(network, source, out, scratch=Path(scratch))
+    return ExportResult(out=out, format=request.format, description=source.description, checks=checks)
+
+
+def default_out(request: ExportRequest) -> Path:
+    """Where an export without ``out`` goes: in the run folder, beside the model.pt, or in runs/<study>/."""
+    source = Path(request.source) if request.source is not None else None
+    folder = (source if source is not None and source.is_dir() else
+              source.parent if source is not None else Path(request.runs_dir) / (request.study or "."))
+    return folder / DEFAULT_FILE_NAMES[request.format]
 
 
 def _cpu_model(source: ModelSource):

@@ -25,7 +25,7 @@ from spheroid_hpo.data import DEFAULT_MANIFEST_NAME
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_history, download_model
-from spheroid_hpo.results.family import StudyFamily, baseline_trial, open_family, require_best_trials
+from spheroid_hpo.results.family import StudyFamily, open_family, require_best_trials
 from spheroid_hpo.results.report._content import ReportContent, report_blocks
 from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
 from spheroid_hpo.results.report._figures import (
@@ -41,7 +41,7 @@ from spheroid_hpo.results.report._summary import StudySummary, summarize_study
 from spheroid_hpo.results.report._table import Table3Row, write_table3_csv, write_table3_tex
 from spheroid_hpo.training.calibration import plot_reliability
 from spheroid_hpo.training.device import resolve_device
-from spheroid_hpo.tuning.records import RunRecord
+from spheroid_hpo.tuning.records import RunRecord, baseline_trial
 from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
 
 _MARKER = ".spheroid-hpo-report"  # marks a folder this command may replace
