@@ -6,12 +6,14 @@ was wrong with the value it got, and (with ``fix``) what to do about it.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from spheroid_hpo.errors import InputError
 
-__all__ = ["REQUIRED", "TomlTable"]
+__all__ = ["REQUIRED", "TomlTable", "toml_value"]
 
 REQUIRED = object()  # default for a key that must be present
 
@@ -81,6 +83,17 @@ class TomlTable:
             raise self.error(name, f"must lie in {interval} ({why}), but got {param} = {value!r}")
         return value
 
+    def checked(self, name: str, kind: type, check: Callable[[Any], Any], rule: str,
+                default: Any = REQUIRED) -> Any:
+        """What ``check`` returns for the value of ``name``; when it raises InputError, an error
+        saying the value must be ``rule`` (``check`` is the one validator of that value, shared with
+        callers that do not read TOML)."""
+        value = self.get(name, kind, default)
+        try:
+            return check(value)
+        except InputError:
+            raise self.error(name, f"must be {rule}, but got {toml_value(value)}") from None
+
     def choice(self, name: str, choices: tuple[str, ...], default: Any = REQUIRED) -> str:
         """A string among ``choices``."""
         value = self.get(name, str, default)
@@ -91,3 +104,19 @@ class TomlTable:
     def table(self, name: str) -> TomlTable:
         """The sub-table ``name`` (empty when absent)."""
         return TomlTable(self.raw.get(name, {}), self.key(name), self.source, fix=self.fix)
+
+
+def toml_value(value: Any) -> str:
+    """``value`` (a bool, number, string or list of them) spelled as TOML spells it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        # repr round-trips exactly: a best.toml's retraining uses the very learning rate its trial used.
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
+                                                          ("inf" if value > 0 else "-inf"))
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(toml_value(item) for item in value)}]"
+    # TOML basic strings take JSON's escapes.
+    return json.dumps(str(value), ensure_ascii=False)

@@ -106,6 +106,8 @@ CASES = {
                                     "--out", "{tmp}/t"), "at least 64 px"),
     "train image size huge": Case(("train", "--data", "{data}", "--image-size", "100000", "--out", "{tmp}/t"),
                                   "100000"),
+    "train image size tiny": Case(("train", "--data", "{data}", "--image-size", "8", "--out", "{tmp}/t"),
+                                  "needs images of at least 32 px"),
     # 7. each of these printed a traceback
     "split manifest is a folder": Case(("train", "--data", "{data}", "--split-manifest", "{tmp}",
                                         "--out", "{tmp}/t"), "is a folder"),
@@ -117,6 +119,8 @@ CASES = {
                                     "--out", "{tmp}/p.csv"), "do not fit squeezenet1_1"),
     "model.pt image_size big": Case(("predict", "{data}", "--model", "{model:big}", "--out", "{tmp}/p.csv"),
                                     "'big'"),
+    "model.pt image_size huge": Case(("predict", "{data}", "--model", "{model:huge}", "--out", "{tmp}/p.csv"),
+                                     "image size 4000 is not a whole number of pixels from 16 to 2048"),
     "report port not a number": Case(("report", "--storage", "postgresql+psycopg://u@h:abc/db", "--study", "x"),
                                      "is not a database URL"),
     "export-best port not a number": Case(("export-best", "--storage", "postgresql+psycopg://u@h:abc/db"),
@@ -152,6 +156,8 @@ def _model_file(folder: Path, kind: str) -> Path:
         payload["state_dict"] = create_model("resnet18", num_classes=2).state_dict()
     elif kind == "big":
         payload["image_size"] = "big"
+    elif kind == "huge":
+        payload["image_size"] = 4000
     torch.save(payload, path)
     return path
 

@@ -311,7 +311,7 @@ def test_reproduce_refuses_data_that_differs_from_the_files(runs_dir, tmp_path):
         (r"^\[params\]$", "[params]\nmomentum = 0.1", "params.momentum is not a known key"),
         (r"^\[expected\]$", "[expect]", "expect is not a known key"),
         (r"^epochs = .*$", 'epochs = "six"', "params.epochs must be int"),
-        (r"^architecture = .*$", 'architecture = "lenet"', "use one of"),
+        (r"^architecture = .*$", 'architecture = "lenet"', "best.architecture is 'lenet'; choose one of"),
         (r"^original = .*# the study's trial, as it ran\n\n\[expected.test", "original = 1.5\n\n[expected.test",
          "original must be from 0 to 1"),
         (r"^\[best\]$", "[best", "not a readable TOML file"),

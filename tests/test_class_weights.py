@@ -48,12 +48,12 @@ def test_choices_work_for_numeric_keys_too():
 
 
 @pytest.mark.parametrize("line, problem", [
-    ('class_weights = { choices = ["none", "inverse"] }', "must be among"),
+    ('class_weights = { choices = ["none", "inverse"] }', "choose one of"),
     ('class_weights = { choices = [] }', "at least one value"),
     ('class_weights = { choices = ["none", "none"] }', "twice"),
     ('class_weights = { choices = ["none"], low = 1 }', "is not a known key"),
     ('class_weights = { low = "a", high = "b" }', "takes choices, not a range"),
-    ('class_weights = "sometimes"', "must be among"),
+    ('class_weights = "sometimes"', "choose one of"),
     ('class_weights = { choices = [1, 2] }', "must be str"),
 ])
 def test_bad_choices_are_one_line_input_errors_naming_the_value(line, problem):

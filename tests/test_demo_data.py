@@ -111,8 +111,9 @@ def test_refuses_to_write_into_a_folder_that_holds_files(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"per_class": 0}, "per_class=0 is invalid; use an integer from 1 to 5000"),
-        ({"per_class": 10**8}, "per_class=100000000 is invalid; use an integer from 1 to 5000"),
+        ({"per_class": 0}, "per_class=0 is invalid; use an integer from 3 to 5000"),
+        ({"per_class": 2}, "per_class=2 is invalid; use an integer from 3 to 5000"),  # a study file's minimum too
+        ({"per_class": 10**8}, "per_class=100000000 is invalid; use an integer from 3 to 5000"),
         ({"size": 8}, "size=8 is invalid; use an integer from 16 to 1024"),
         ({"size": 100_000}, "size=100000 is invalid; use an integer from 16 to 1024"),
         ({"seed": -1}, "seed=-1 is invalid; use an integer from 0 to 4294967295"),

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from spheroid_hpo.data import decode_images, rotate_batch
+from spheroid_hpo.data import decode_images, rotate_batch, validate_image_size
 from spheroid_hpo.data._tensors import _random_degrees, _rotate
+from spheroid_hpo.defaults import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spheroid_hpo.errors import InputError
 
 
@@ -49,22 +50,29 @@ def test_unreadable_files_are_reported_and_left_out(tmp_path):
     (tmp_path / "noise.png").write_bytes(b"\x89PNG not really")
 
     images, problems = decode_images(
-        tmp_path, ["empty.png", good, "noise.png", "missing.png"], image_size=8, progress=True
+        tmp_path, ["empty.png", good, "noise.png", "missing.png"], image_size=16, progress=True
     )
 
-    assert images.shape == (1, 3, 8, 8) and torch.all(images == 1)
+    assert images.shape == (1, 3, 16, 16) and torch.all(images == 1)
     assert [path for path, _ in problems] == ["empty.png", "noise.png", "missing.png"]
     assert all(reason for _, reason in problems)
 
 
 def test_decode_of_no_paths_is_an_empty_batch(tmp_path):
-    images, problems = decode_images(tmp_path, [], image_size=8)
-    assert images.shape == (0, 3, 8, 8) and problems == []
+    images, problems = decode_images(tmp_path, [], image_size=16)
+    assert images.shape == (0, 3, 16, 16) and problems == []
 
 
-def test_bad_image_size_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="image size 0"):
-        decode_images(tmp_path, [], image_size=0)
+@pytest.mark.parametrize("image_size", [0, MIN_IMAGE_SIZE - 1, MAX_IMAGE_SIZE + 1, 4000])
+def test_an_image_size_outside_the_shared_limits_is_an_input_error(tmp_path, image_size):
+    with pytest.raises(InputError, match=f"image size {image_size} is not a whole number of pixels from "
+                                         f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}"):
+        decode_images(tmp_path, [], image_size=image_size)
+
+
+def test_the_image_size_limits_themselves_are_accepted():
+    assert validate_image_size(MIN_IMAGE_SIZE) == MIN_IMAGE_SIZE
+    assert validate_image_size(MAX_IMAGE_SIZE) == MAX_IMAGE_SIZE
 
 
 # --------------------------------------------------------------------------- rotation

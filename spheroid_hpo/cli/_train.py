@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from spheroid_hpo.cli._app import app, split_names
-from spheroid_hpo.defaults import IMAGE_SIZE, RUNS_DIR
+from spheroid_hpo.defaults import IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RUNS_DIR
 
 
 def _data_or_demo(data: Path | None) -> Path:
@@ -29,7 +29,7 @@ def train_command(
     lr: Annotated[float, typer.Option(help="Adam learning rate (paper: 1e-6 to 1e-3).")] = 1e-4,
     rotation: Annotated[float, typer.Option(min=0, max=180, help="Random rotation range in degrees, +/-.")] = 20.0,
     batch_size: Annotated[int, typer.Option(help="Batch size, at least 2 (paper: 5-15).")] = 10,
-    image_size: Annotated[int, typer.Option(min=16, help="Images are resized once to this square size.")] = IMAGE_SIZE,
+    image_size: Annotated[int, typer.Option(help=f"Images are resized once to this square size, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px.")] = IMAGE_SIZE,
     seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and rotations.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
     weights: Annotated[str, typer.Option(help="none, imagenet (from the local torch hub cache) or a state-dict path.")] = "none",

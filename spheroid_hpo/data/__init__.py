@@ -20,11 +20,11 @@ _EXPORTS = {
     "_duplicates": ("Duplicates", "find_duplicates", "straddling"),
     "_folder": ("DataFolder", "LabeledFile", "find_images", "is_image_name", "scan_folder"),
     "_folds": ("TrainingData", "training_data"),
-    "_formats": ("IMAGE_SUFFIXES", "MAX_IMAGE_SIZE", "ImageInfo", "UnreadableImage", "inspect_image", "read_image"),
+    "_formats": ("IMAGE_SUFFIXES", "ImageInfo", "UnreadableImage", "inspect_image", "read_image"),
     "_groups": ("groups_from_csv", "groups_from_regex"),
     "_manifest": ("DEFAULT_MANIFEST_NAME", "ManifestRow", "manifest_fingerprint", "read_manifest", "write_manifest"),
     "_source": ("DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"),
-    "_split": ("SPLIT_NAMES", "assign_folds", "assign_splits", "validate_fractions"),
+    "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "validate_fractions"),
     "_tensors": ("decode_images", "rotate_batch", "validate_image_size"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -22,9 +22,6 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and Bi
 _PIL_BIT_DEPTHS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 _PIL_NATIVE_MODES = frozenset({"1", "L", "RGB", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
-MAX_IMAGE_SIZE = 2048  # largest side an image is resized to
-
-
 
 # Decoded samples (width x height x samples per pixel) a file may hold: 2**28 float32 samples
 # are 1 GiB. A 400 kB deflate TIFF can claim 20000 x 20000 pixels; refuse it before decoding.

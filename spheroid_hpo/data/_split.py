@@ -7,6 +7,7 @@ later run, trial and evaluation sees exactly the same images in each split.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import PurePosixPath
@@ -27,11 +28,17 @@ _GROUP_EXAMPLE = r"'(sph\d+)_'"
 # --------------------------------------------------------------------------- splitting
 
 
+FRACTIONS_RULE = "three positive numbers (train, val, test) summing to 1"
+
+
 def validate_fractions(fractions: Sequence[float]) -> tuple[float, ...]:
-    """Return ``fractions`` as floats, or raise InputError unless they are three positive
-    numbers (train, val, test) that sum to 1."""
+    """Return ``fractions`` as floats, or raise InputError unless they are FRACTIONS_RULE
+    (a bool or a string is not a number here, though Python converts both)."""
     example = "e.g. 0.7,0.15,0.15"
     try:
+        if isinstance(fractions, (str, bytes)) or not all(
+                isinstance(value, numbers.Real) and not isinstance(value, bool) for value in fractions):
+            raise TypeError
         values = tuple(float(value) for value in fractions)
     except (TypeError, ValueError):
         raise InputError(

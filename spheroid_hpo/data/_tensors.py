@@ -13,20 +13,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spheroid_hpo.data._formats import MAX_IMAGE_SIZE, UnreadableImage, read_image
+from spheroid_hpo.data._formats import UnreadableImage, read_image
+from spheroid_hpo.defaults import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spheroid_hpo.errors import InputError
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
 
-# Beyond this a decoded split would not fit in memory: 100 images at 2048 px are 2.5 GB in float16.
-
-
-def validate_image_size(image_size: int) -> int:
-    """Return ``image_size``, or raise InputError unless it is a whole number of pixels up to MAX_IMAGE_SIZE."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= MAX_IMAGE_SIZE:
+def validate_image_size(image_size: int, *, fix: str = "pass e.g. 224") -> int:
+    """Return ``image_size``, or raise InputError (ending in ``fix``) unless it is a whole number of
+    pixels from MIN_IMAGE_SIZE to MAX_IMAGE_SIZE."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) \
+            or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
         raise InputError(
-            f"image size {image_size!r} is not a whole number of pixels from 1 to {MAX_IMAGE_SIZE}; pass e.g. 224"
+            f"image size {image_size!r} is not a whole number of pixels from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; "
+            f"{fix}"
         )
     return image_size
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from PIL import Image
 from spheroid_hpo.atomic_write import replacing_folder
 from spheroid_hpo.defaults import DEMO_SETTINGS
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.toml_table import REQUIRED, TomlTable
 
 CLASS_NAMES = ("0_background", "1_dead_cells", "2_live_outside", "3_live_inside")
 
@@ -33,6 +35,10 @@ MIN_SIZE = 16
 # Settings can come from a file someone sent (a study file, a best.toml): bound what they may write.
 MAX_PER_CLASS = 5000
 MAX_SIZE = 1024
+# The one table of the settings' bounds (lowest, highest), for the generator and every file that names them.
+DEMO_LIMITS: dict[str, tuple[int, int]] = {
+    "per_class": (MIN_PER_CLASS, MAX_PER_CLASS), "size": (MIN_SIZE, MAX_SIZE), "seed": (0, 2**32 - 1),
+}
 _MARKER = ".demo-data.json"  # hidden, so data scanners skip it
 _GENERATOR_VERSION = 1  # bump when the images change, so stale folders are not reused
 
@@ -315,13 +321,12 @@ def _read_marker(marker: Path) -> dict:
 
 
 def _validated_settings(*, per_class: int, size: int, seed: int) -> dict[str, int]:
-    # per_class may be below MIN_PER_CLASS: class_counts raises every class to it anyway.
-    bounds = (("per_class", per_class, 1, MAX_PER_CLASS), ("size", size, MIN_SIZE, MAX_SIZE),
-              ("seed", seed, 0, 2**32 - 1))
-    for name, value, minimum, maximum in bounds:
+    settings = {"per_class": per_class, "size": size, "seed": seed}
+    for name, (minimum, maximum) in DEMO_LIMITS.items():
+        value = settings[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
             raise InputError(f"demo data {name}={value!r} is invalid; use an integer from {minimum} to {maximum}")
-    return {"per_class": int(per_class), "size": int(size), "seed": int(seed)}
+    return {name: int(value) for name, value in settings.items()}
 
 
 def _settings_text(settings: dict) -> str:
@@ -331,3 +336,15 @@ def _settings_text(settings: dict) -> str:
 def validated_demo_settings(*, per_class: int, size: int, seed: int) -> dict[str, int]:
     """The generator's settings, checked before anything is written; InputError naming the bad one."""
     return _validated_settings(per_class=per_class, size=size, seed=seed)
+
+
+def read_demo_settings(table: TomlTable, *, defaults: Mapping[str, int] | None = None) -> dict[str, int]:
+    """The generator's settings from a ``[data.demo]`` table (a study file's or a best.toml's), each an
+    integer within DEMO_LIMITS; every setting is required unless ``defaults`` are given."""
+    if defaults is None:
+        table.check_keys((), required=tuple(DEMO_LIMITS))
+    else:
+        table.check_keys(tuple(DEMO_LIMITS))
+    return {name: table.positive(name, int, REQUIRED if defaults is None else defaults[name],
+                                 minimum=minimum, maximum=maximum)
+            for name, (minimum, maximum) in DEMO_LIMITS.items()}

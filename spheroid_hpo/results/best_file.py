@@ -10,17 +10,17 @@ described in ``[machine]``, and the original trial's own scores.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from spheroid_hpo.defaults import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.toml_table import TomlTable
+from spheroid_hpo.toml_table import TomlTable, toml_value
 from spheroid_hpo.training.architectures import architecture_names
-from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, TUNABLE_PARAMS
+from spheroid_hpo.training.hyperparams import PRECISIONS, REQUIRED_PARAMS, TUNABLE_PARAMS, read_param
 from spheroid_hpo.training.machine import KERNEL_FLAGS, MachineFingerprint
 
 DEFAULT_SEEDS = 5  # retrainings export-best records: enough for a spread, ~4 min on 2 cores for studies/ci.toml
@@ -102,53 +102,54 @@ class BestConfig:
             *(f"# {line}" for line in _wrap(RULE_TEXT)),
             "",
             "[best]",
-            f"study = {_toml(self.study)}",
-            f"architecture = {_toml(self.architecture)}",
+            f"study = {toml_value(self.study)}",
+            f"architecture = {toml_value(self.architecture)}",
             f"trial = {self.trial}",
             "",
             "[params]",
-            *(f"{name} = {_toml(value)}" for name, value in self.params.items()),
+            *(f"{name} = {toml_value(value)}" for name, value in self.params.items()),
             "",
             "[training]",
-            f"precision = {_toml(self.precision)}",
-            f"weights = {_toml(self.weights)}",
+            f"precision = {toml_value(self.precision)}",
+            f"weights = {toml_value(self.weights)}",
             "",
             "[data]",
         ]
         if self.data_path is not None:
-            lines.append(f"path = {_toml(self.data_path)}")
+            lines.append(f"path = {toml_value(self.data_path)}")
         lines += [
             f"image_size = {self.image_size}",
             f"split_seed = {self.split_seed}",
-            f"fractions = [{', '.join(_toml(f) for f in self.fractions)}]",
+            f"fractions = [{', '.join(toml_value(f) for f in self.fractions)}]",
         ]
         if self.group_by is not None:
-            lines.append(f"group_by = {_toml(self.group_by)}")
+            lines.append(f"group_by = {toml_value(self.group_by)}")
         if self.cv_folds is not None:
             lines.append(f"cv_folds = {self.cv_folds}  # the trial's value is its mean over these folds")
-        lines.append(f"fingerprint = {_toml(self.fingerprint)}  # of the split and the files: refuses other data")
+        lines.append(f"fingerprint = {toml_value(self.fingerprint)}  # of the split and the files: refuses other data")
         if self.demo is not None:
             lines += ["", "[data.demo]  # the generated demo data set, rebuilt byte for byte from these settings",
                       *(f"{key} = {value}" for key, value in self.demo.items())]
         lines += ["", "[machine]  # where the seeds below were retrained; exact results need an identical one",
-                  *(f"{key} = {_toml(value)}" for key, value in self.machine.as_dict().items())]
-        lines += ["", "[expected]", f"seeds = {_toml(list(self.seeds))}"]
+                  *(f"{key} = {toml_value(value)}" for key, value in self.machine.as_dict().items())]
+        lines += ["", "[expected]", f"seeds = {toml_value(list(self.seeds))}"]
         for name, scores in self.scores().items():
             lines += [
                 "", f"[expected.{name}]",
-                f"per_seed = {_toml(list(scores.per_seed))}",
-                f"mean = {_toml(scores.mean)}",
-                f"sd = {_toml(scores.sd)}",
-                f"min = {_toml(min(scores.per_seed))}",
-                f"max = {_toml(max(scores.per_seed))}",
-                f"original = {_toml(scores.original)}  # the study's trial, as it ran",
+                f"per_seed = {toml_value(list(scores.per_seed))}",
+                f"mean = {toml_value(scores.mean)}",
+                f"sd = {toml_value(scores.sd)}",
+                f"min = {toml_value(min(scores.per_seed))}",
+                f"max = {toml_value(max(scores.per_seed))}",
+                f"original = {toml_value(scores.original)}  # the study's trial, as it ran",
             ]
         return "\n".join(lines) + "\n"
 
 
 def read_best_config(path: Path) -> BestConfig:
     """Parse and validate a best.toml; InputError naming the file, the key and the fix."""
-    from spheroid_hpo.data.demo import validated_demo_settings
+    from spheroid_hpo.data import FRACTIONS_RULE, validate_fractions
+    from spheroid_hpo.data.demo import read_demo_settings
 
     path = Path(path)
     if not path.is_file():
@@ -162,46 +163,32 @@ def read_best_config(path: Path) -> BestConfig:
     best = doc.table("best")
     best.check_keys((), required=("study", "architecture", "trial"))
     params = doc.table("params")
-    params.check_keys(("bn_momentum", "class_weights"), required=("epochs", "lr", "rotation", "batch_size"))
+    params.check_keys(tuple(TUNABLE_PARAMS), required=REQUIRED_PARAMS)
     training = doc.table("training")
     training.check_keys(("precision", "weights"), required=())
     data = doc.table("data")
     data.check_keys(("path", "group_by", "demo", "cv_folds"),
                     required=("image_size", "split_seed", "fractions", "fingerprint"))
 
-    architecture = best.get("architecture", str)
-    if architecture not in architecture_names():
-        raise best.error("architecture", f"is {architecture!r}; use one of {', '.join(architecture_names())}")
     demo = None
     if data.get("path", str, None) is None:
         if "demo" not in data.raw:
             raise data.error("", "needs either path = \"DATA FOLDER\" or a [data.demo] table")
-        section = data.table("demo")
-        section.check_keys((), required=("per_class", "size", "seed"))
-        try:  # bounded before anything is generated: a file from elsewhere must not fill the disk
-            demo = validated_demo_settings(**{key: section.get(key, int) for key in ("per_class", "size", "seed")})
-        except InputError as error:
-            raise section.error("", f"is refused: {error}") from error
-    fractions = data.get("fractions", list)
-    if len(fractions) != 3 or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
-                                      for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise data.error("fractions", f"must be three positive numbers (train, val, test) summing to 1, "
-                                      f"but got {fractions!r}")
+        # Bounded before anything is generated: a file from elsewhere must not fill the disk.
+        demo = read_demo_settings(data.table("demo"))
     seeds, val, test = _read_expected(doc.table("expected"))
     return BestConfig(
         study=best.get("study", str),
-        architecture=architecture,
+        architecture=best.choice("architecture", architecture_names()),
         trial=best.get("trial", int),
-        params={name: params.choice(name, CATEGORICAL_VALUES[name]) if name in CATEGORICAL_VALUES
-                else params.bounded(name, TUNABLE_PARAMS[name], PARAM_BOUNDS[name], param=name)
-                for name in params.raw},
-        image_size=data.positive("image_size", int),
-        precision=training.get("precision", str, "auto"),
+        params={name: read_param(params, name, name) for name in params.raw},
+        image_size=data.positive("image_size", int, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
+        precision=training.choice("precision", PRECISIONS, "auto"),
         weights=training.get("weights", str, "none"),
         data_path=data.get("path", str, None),
         demo=demo,
         split_seed=data.get("split_seed", int),
-        fractions=tuple(float(f) for f in fractions),
+        fractions=data.checked("fractions", list, validate_fractions, FRACTIONS_RULE),
         group_by=data.get("group_by", str, None),
         cv_folds=data.get("cv_folds", int, None),
         fingerprint=data.get("fingerprint", str),
@@ -254,18 +241,3 @@ def _wrap(text: str, width: int = 100) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return [*lines, line]
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        # repr round-trips exactly, so the retraining uses the very learning rate the trial used.
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
-                                                          ("inf" if value > 0 else "-inf"))
-    if isinstance(value, (list, tuple)):
-        return f"[{', '.join(_toml(item) for item in value)}]"
-    # TOML basic strings take JSON's escapes.
-    return json.dumps(str(value), ensure_ascii=False)

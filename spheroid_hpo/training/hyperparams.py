@@ -8,11 +8,14 @@ gets the same checks and is written the same way everywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+from spheroid_hpo.toml_table import TomlTable
 
 __all__ = [
-    "CATEGORICAL_VALUES", "CLASS_WEIGHTS", "MIN_BATCH_SIZE", "PARAM_BOUNDS", "PRECISIONS", "TUNABLE_PARAMS",
-    "Hyperparams", "format_param", "format_params", "param_label",
+    "CATEGORICAL_VALUES", "CLASS_WEIGHTS", "MIN_BATCH_SIZE", "PARAM_BOUNDS", "PRECISIONS", "REQUIRED_PARAMS",
+    "TUNABLE_PARAMS", "Hyperparams", "format_param", "format_params", "param_label", "read_param",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -78,6 +81,20 @@ class Hyperparams:
     def as_dict(self) -> dict:
         """Every field, for metrics.json."""
         return asdict(self)
+
+
+# The hyperparameters every search space and best.toml sets (the others have defaults).
+REQUIRED_PARAMS: tuple[str, ...] = tuple(f.name for f in fields(Hyperparams) if f.default is MISSING)
+
+
+def read_param(table: TomlTable, key: str, name: str) -> Any:
+    """The value of ``key`` in a TOML ``table`` as hyperparameter ``name`` takes it: of its type, and
+    among its CATEGORICAL_VALUES or within its PARAM_BOUNDS (a fixed value, a choice, a best.toml's)."""
+    if name in CATEGORICAL_VALUES:
+        return table.choice(key, CATEGORICAL_VALUES[name])
+    if name in PARAM_BOUNDS:
+        return table.bounded(key, TUNABLE_PARAMS[name], PARAM_BOUNDS[name], param=name)
+    return table.get(key, TUNABLE_PARAMS[name])
 
 
 def param_label(name: str, style: str) -> str:

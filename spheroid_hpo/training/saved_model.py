@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from spheroid_hpo.atomic_write import replacing
+from spheroid_hpo.data import validate_image_size
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.models import create_model
 
@@ -84,12 +85,14 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
             temperature=float(payload.get("temperature") or 1.0),
             uncertain_entropy=payload.get("uncertain_entropy"),
         )
-        if not 16 <= info.image_size <= 4096:
-            raise ValueError(f"image_size={info.image_size} is outside 16 to 4096")
     except (KeyError, TypeError, ValueError) as error:  # a key missing, or "big" as image_size
         raise InputError(
             f"{path} has a missing or malformed entry ({error.__class__.__name__}: {error}); {fix}"
         ) from None
+    try:  # the bounds every image size gets: training could not have written another, predict cannot use it
+        validate_image_size(info.image_size, fix=fix)
+    except InputError as error:
+        raise InputError(f"{path}: {error}") from None
     model = create_model(info.architecture, num_classes=len(info.class_names), bn_momentum=info.bn_momentum)
     try:
         model.load_state_dict(payload["state_dict"])

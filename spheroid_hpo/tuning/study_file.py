@@ -7,20 +7,25 @@ raised before any work starts.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from spheroid_hpo.data import MAX_IMAGE_SIZE
-from spheroid_hpo.data.demo import MAX_PER_CLASS, MAX_SIZE, MIN_PER_CLASS, MIN_SIZE
-from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.data import FRACTIONS_RULE, validate_fractions
+from spheroid_hpo.data.demo import read_demo_settings
+from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SPLIT_FRACTIONS
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.toml_table import TomlTable
+from spheroid_hpo.toml_table import TomlTable, toml_value
 from spheroid_hpo.training.architectures import architecture_names, check_image_size
-from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, PARAM_BOUNDS, PRECISIONS, TUNABLE_PARAMS
+from spheroid_hpo.training.hyperparams import (
+    CATEGORICAL_VALUES,
+    PRECISIONS,
+    REQUIRED_PARAMS,
+    TUNABLE_PARAMS,
+    read_param,
+)
 
 MAX_TRIALS = 100_000
 MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
@@ -255,18 +260,15 @@ def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
     for name, raw in table.raw.items():
         kind = TUNABLE_PARAMS[name]
         if not isinstance(raw, dict):
-            value = (table.bounded(name, kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS
-                     else table.get(name, kind, None))
-            _check_categorical(table, name, [value])
-            specs.append(ParamSpec(name=name, kind="fixed", value=value))
+            specs.append(ParamSpec(name=name, kind="fixed", value=read_param(table, name, name)))
             continue
         param = table.table(name)
         if "choices" in param.raw:
-            specs.append(_parse_choices(param, name, kind))
+            specs.append(_parse_choices(param, name))
             continue
         if kind is str:
             raise param.error(
-                "", f"takes choices, not a range: {name} = {{ choices = {_toml_list(CATEGORICAL_VALUES[name])} }}"
+                "", f"takes choices, not a range: {name} = {{ choices = {toml_value(CATEGORICAL_VALUES[name])} }}"
             )
         param.check_keys(("low", "high", "log", "step"))
         if "low" not in param.raw or "high" not in param.raw:
@@ -281,43 +283,28 @@ def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
         if step is not None and (step <= 0 or log):
             raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
         for end in ("low", "high"):  # the checks a fixed value gets, on both ends
-            param.bounded(end, kind, PARAM_BOUNDS[name], param=name)
+            read_param(param, end, name)
         specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
-    missing = [name for name in ("epochs", "lr", "rotation", "batch_size") if name not in table.raw]
+    missing = [name for name in REQUIRED_PARAMS if name not in table.raw]
     if missing:
         raise table.error("", f"must define {', '.join(missing)} (a range table or a fixed value)")
     return tuple(specs)
 
 
-def _parse_choices(param: TomlTable, name: str, kind: type) -> ParamSpec:
+def _parse_choices(param: TomlTable, name: str) -> ParamSpec:
     """``name = { choices = [...] }``: a categorical parameter, each choice of the key's type."""
     param.check_keys(("choices",))
     choices = param.get("choices", list, [])
-    example = f"{name} = {{ choices = {_toml_list(CATEGORICAL_VALUES.get(name, (8, 16)))} }}"
+    example = f"{name} = {{ choices = {toml_value(CATEGORICAL_VALUES.get(name, (8, 16)))} }}"
     if not choices:
         raise param.error("choices", f"must list at least one value, e.g. {example}, but got {choices=}")
 
-    def checked_choice(value):  # each choice gets the checks a fixed value gets
-        one = TomlTable({"choices": value}, param.where, param.source)
-        return (one.bounded("choices", kind, PARAM_BOUNDS[name], param=name) if name in PARAM_BOUNDS
-                else one.get("choices", kind, None))
-
-    checked = [checked_choice(value) for value in choices]
+    # Each choice gets the checks a fixed value gets.
+    checked = [read_param(TomlTable({"choices": value}, param.where, param.source), "choices", name)
+               for value in choices]
     if len(set(checked)) != len(checked):
         raise param.error("choices", f"lists a value twice; list each once, but got {choices=}")
-    _check_categorical(param, "choices", checked, name=name)
     return ParamSpec(name=name, kind="categorical", choices=tuple(checked))
-
-
-def _check_categorical(table: TomlTable, key: str, values: list, *, name: str | None = None) -> None:
-    valid = CATEGORICAL_VALUES.get(name or key)
-    for value in values:
-        if valid is not None and value not in valid:
-            raise table.error(key, f"must be among {_toml_list(valid)}, but got {value=}")
-
-
-def _toml_list(values) -> str:
-    return "[" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
 
 
 def _parse_baseline(table: TomlTable, search_space: tuple[ParamSpec, ...]) -> dict[str, float]:
@@ -354,28 +341,17 @@ def _parse_pruner(table: TomlTable) -> PrunerConfig:
 
 def _parse_data(table: TomlTable) -> DataConfig:
     table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo", "cv_folds"))
-    fractions = tuple(table.get("fractions", list, list(SPLIT_FRACTIONS)))
-    if len(fractions) != 3 or not all(isinstance(f, (int, float)) and f > 0 for f in fractions) \
-            or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise table.error(
-            "fractions", f"must be three positive numbers (train, val, test) summing to 1, but got {list(fractions)}"
-        )
-    demo = table.table("demo")
-    demo.check_keys(("per_class", "size", "seed"))
+    fractions = table.checked("fractions", list, validate_fractions, FRACTIONS_RULE, list(SPLIT_FRACTIONS))
+    demo = read_demo_settings(table.table("demo"), defaults=DEMO_SETTINGS)
     path = table.get("path", str, None)
     return DataConfig(
         path=Path(path) if path else None,
-        image_size=table.positive("image_size", int, IMAGE_SIZE, minimum=16, maximum=MAX_IMAGE_SIZE),
+        image_size=table.positive("image_size", int, IMAGE_SIZE, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
         split_seed=table.get("split_seed", int, 0),
-        fractions=tuple(float(f) for f in fractions),
+        fractions=fractions,
         group_by=table.get("group_by", str, None),
         cv_folds=table.positive("cv_folds", int, None, minimum=2),
-        demo=DemoConfig(
-            per_class=demo.positive("per_class", int, DEMO_SETTINGS["per_class"],
-                                    minimum=MIN_PER_CLASS, maximum=MAX_PER_CLASS),
-            size=demo.positive("size", int, DEMO_SETTINGS["size"], minimum=MIN_SIZE, maximum=MAX_SIZE),
-            seed=demo.positive("seed", int, DEMO_SETTINGS["seed"], minimum=0, maximum=2**32 - 1),
-        ),
+        demo=DemoConfig(**demo),
     )
 
 
