@@ -42,11 +42,18 @@ def write_study(folder: Path, *, name: str, n_trials: int, epochs: int) -> Path:
     return path
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    # A shell without job control starts `cmd &` with SIGINT ignored, and children inherit that:
+    # pytest run that way (CI scripts, nohup) would start a launcher deaf to Ctrl-C. At a terminal,
+    # Ctrl-C reaches the launcher, so give it SIGINT's default action back, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spheroid_hpo(*args: str, cwd: Path) -> subprocess.Popen:
     """The CLI in a new process, its output in ``cwd/launcher.log`` for the failure messages."""
     with (cwd / "launcher.log").open("w") as log:
         return subprocess.Popen([sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=_ctrl_c_as_at_a_terminal)
 
 
 def worker_pids(runs_dir: Path) -> list[int]:
@@ -183,7 +190,7 @@ def test_ctrl_c_stops_workers_cleanly_and_the_next_launch_resumes(tmp_path):
     finally:
         launcher.kill()
     output = (tmp_path / "launcher.log").read_text()
-    assert launcher.returncode == 130
+    assert launcher.returncode == 130, output
     assert "resume with the same command" in output
     assert worker_pids(runs) == []  # no orphans
     trials = optuna.load_study(study_name="stop.squeezenet1_1", storage=url).trials
