@@ -112,11 +112,13 @@ def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, launcher:
     """
     database = Path(url.removeprefix("sqlite:///"))
     explain = lambda: what_happened(url, study_name)  # noqa: E731
-    # The launcher makes the logs folder once it has created the storage and the studies;
-    # opening the storage before then would race it to create the tables.
-    logs = database.parent / "logs"
-    wait_for(lambda: logs.exists() or launcher.poll() is not None, timeout=timeout, what=f"{logs} to be created",
-             explain=explain)
+    # The launcher starts its workers (each with a log file) only after it has created the
+    # storage, switched it to WAL and created the studies. A poll that opened the file before
+    # then created the tables itself, in rollback-journal mode, and its reads every 50 ms
+    # starved the launcher's switch to WAL until SQLite's 120 s busy timeout (CI, 2026-12-01).
+    first_worker_log = database.parent / "logs" / "worker-0.log"
+    wait_for(lambda: first_worker_log.exists() or launcher.poll() is not None, timeout=timeout,
+             what=f"{first_worker_log} to be created", explain=explain)
     storage = optuna.storages.RDBStorage(url)
 
     def reported() -> bool:
