@@ -270,21 +270,92 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 
 
 def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
-    """Also the small one: fail_reason is recorded when model creation fails."""
+    """Also the small one: fail_reason is recorded when a trial fails.
+
+    The failure: a stale checkpoint of another run where the study's first trial keeps its
+    own, which the trial refuses to resume (and leaves in place) rather than train from.
+    """
+    from spheroid_hpo.training.loop import train
+    from spheroid_hpo.tuning.storage import checkpoint_root, default_artifact_dir
+    from spheroid_hpo.tuning.studies import checkpoint_dir
+
     path = tmp_path / "hopeless.toml"
-    path.write_text(BOTH.format(name="hopeless", epochs=1, lr=1e-3)
-                    + '\n[training]\nweights = "/nonexistent/weights.pt"\n')
-    result = subprocess.run(
-        [sys.executable, "-m", "spheroid_hpo", "launch", "--study", str(path), "--runs-dir", str(tmp_path / "runs")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    path.write_text(BOTH.format(name="hopeless", epochs=1, lr=1e-3))
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path), "--runs-dir", str(runs)]
+    created = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    url = f"sqlite:///{runs / 'hopeless' / 'study.db'}"
+    study = optuna.load_study(study_name="hopeless.squeezenet1_1", storage=url)
+    stale = checkpoint_dir(study, checkpoint_root(default_artifact_dir("hopeless", runs_dir=runs))) / "trial-0.pt"
+    images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
+    train(create_model("squeezenet1_1", num_classes=4), train_images=images, train_labels=labels,
+          val_images=images, val_labels=labels, num_classes=4,
+          hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0), seed=0,
+          checkpoint_path=stale, checkpoint_tag={"study": "another", "trial": 0, "params": {}})
+
+    command[3] = "launch"
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "every trial of squeezenet1_1 failed" in output
-    assert "/nonexistent/weights.pt" in output  # the reason, from the trial's fail_reason
-    (trial,) = optuna.load_study(study_name="hopeless.squeezenet1_1",
-                                 storage=f"sqlite:///{tmp_path / 'runs' / 'hopeless' / 'study.db'}").trials
-    assert "nonexistent" in trial.user_attrs["fail_reason"]
+    assert "belongs to another run" in output  # the reason, from the trial's fail_reason
+    (trial,) = optuna.load_study(study_name="hopeless.squeezenet1_1", storage=url).trials
+    assert trial.state == TrialState.FAIL
+    assert "CheckpointMismatch" in trial.user_attrs["fail_reason"]
+    assert stale.exists()  # not this trial's to delete
+
+
+def _weights_file(folder: Path, kind: str) -> str:
+    """A ``[training] weights`` value that cannot start squeezenet1_1."""
+    if kind == "junk":
+        (folder / "junk.pt").write_bytes(b"not a file torch.save wrote")
+    elif kind == "resnet18":
+        torch.save(create_model("resnet18", num_classes=4).state_dict(), folder / "resnet18.pt")
+    return f"{kind}.pt"
+
+
+WEIGHTS_CASES = {
+    "missing": "weights file 'missing.pt' does not exist",
+    "junk": "cannot read weights file junk.pt",
+    "resnet18": "weights file resnet18.pt does not fit squeezenet1_1",
+}
+
+
+@pytest.mark.parametrize("kind", list(WEIGHTS_CASES))
+def test_weights_that_cannot_start_training_stop_create_before_anything_is_written(
+    kind, tmp_path, monkeypatch, capsys
+):
+    """Once, every trial failed on such a file, one after another, each only in a worker's log."""
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path)
+    path.write_text(path.read_text() + f'\n[training]\nweights = "{_weights_file(tmp_path, kind)}"\n')
+    code, err = run_cli(monkeypatch, capsys, "launch", "--study", str(path), "--runs-dir", str(tmp_path / "runs"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert WEIGHTS_CASES[kind] in lines[0], err
+    assert not (tmp_path / "runs" / "bad" / "study.db").exists()  # refused before the storage was created
+
+
+def test_a_worker_without_the_weights_file_stops_before_taking_a_trial(tmp_path):
+    """The study's weights file was there when it was created, not on this worker's machine."""
+    weights = tmp_path / "start.pt"
+    torch.save(create_model("squeezenet1_1", num_classes=4).state_dict(), weights)
+    path = tmp_path / "far.toml"
+    path.write_text(BOTH.format(name="far", epochs=1, lr=1e-3) + f'\n[training]\nweights = "{weights}"\n')
+    runs = tmp_path / "runs"
+    created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
+                              "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    weights.unlink()
+    url = f"sqlite:///{runs / 'far' / 'study.db'}"
+    result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url,
+                             "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip().startswith("error:")]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and f"weights file '{weights}' does not exist" in lines[0], result.stderr
+    assert optuna.load_study(study_name="far.squeezenet1_1", storage=url).trials == []  # no trial spent
 
 
 # --- 3. an epoch that sees no training image raises ---------------------------------------------------------

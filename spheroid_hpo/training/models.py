@@ -98,6 +98,17 @@ def create_model(
     return model
 
 
+def check_weights(name: str, weights: str) -> None:
+    """Raise InputError now when ``weights`` cannot start architecture ``name``.
+
+    A missing, junk or mismatched file would otherwise fail every trial of a study, one
+    after another, each only in a worker's log. Random init ("none") needs no check; any
+    other choice is loaded into the net once, as a trial would load it.
+    """
+    if _weights_path(name, architecture(name), weights) is not None:
+        create_model(name, num_classes=2, weights=weights)
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters in ``model`` (trainable or not)."""
     return sum(p.numel() for p in model.parameters())

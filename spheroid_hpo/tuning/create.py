@@ -17,6 +17,7 @@ import optuna
 from spheroid_hpo.data import DataSource, data_folder, prepare_split
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.models import check_weights
 from spheroid_hpo.tuning.storage import default_storage_url, open_storage, split_password, study_manifest_path
 from spheroid_hpo.tuning.studies import create_studies
 from spheroid_hpo.tuning.study_file import StudyConfig, parse_study_text
@@ -42,7 +43,11 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> Cr
     same images.
     """
     storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
-    # Storage first: a wrong URL fails at once instead of after the data is scanned.
+    # A missing, junk or mismatched weights file fails here, before anything is written,
+    # instead of failing every trial of the study one after another.
+    for architecture in config.architectures:
+        check_weights(architecture, config.training.weights)
+    # Storage next: a wrong URL fails at once instead of after the data is scanned.
     storage = open_storage(storage_url, heartbeat_interval=None)
     data, manifest_csv = prepare_data(config, runs_dir=runs_dir)
     studies = create_studies(config, storage, study_file_text=_without_password(config), data=data,

@@ -25,6 +25,7 @@ from spheroid_hpo.data import TrainingData, load_recorded_dataset, training_data
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.device import resolve_device
+from spheroid_hpo.training.models import check_weights
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.objective import TrialTakenOver, build_objective
 from spheroid_hpo.tuning.storage import (
@@ -80,6 +81,10 @@ def run_worker(
     storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
     config, _ = find_study_family(storage, study)
     studies = load_studies(config, storage, worker_index=worker_index)
+    # The weights file is read on this machine: a worker without it stops here, in one line,
+    # instead of failing the study's trials one after another.
+    for architecture in config.architectures:
+        check_weights(architecture, config.training.weights)
     torch_device = resolve_device(device)
     data = _load_trial_data(config, studies, data_dir=data_dir, runs_dir=runs_dir, device=torch_device)
     artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
