@@ -3,6 +3,7 @@
     python tests/check_mutations.py                 # every entry; exit 1 if one survives
     python tests/check_mutations.py --list          # the entries' names
     python tests/check_mutations.py NAME [NAME ...] # only these entries
+    python tests/check_mutations.py --jobs 2        # two entries at once, each in its own scratch tree
     python tests/check_mutations.py --unmutated     # the named tests on the unbroken tree (they must pass)
 
 An entry whose original snippet is not found exactly once in its file fails the
@@ -14,7 +15,9 @@ ignored); its tests import the scratch package through PYTHONPATH.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -111,8 +114,11 @@ def copy_tree(target: Path) -> None:
 def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[bool, str]:
     """Run ``tests`` in ``tree``; True when they pass."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    # Temporary folders beside the tree, not in the pytest folder that parallel jobs share.
+    basetemp = tree.with_name(f"{tree.name}-tmp")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header", *tests],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--no-header",
+         f"--basetemp={basetemp}", *tests],
         cwd=tree, env=env, capture_output=True, text=True,
     )
     return result.returncode == 0, result.stdout + result.stderr
@@ -124,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the entries and exit")
     parser.add_argument("--unmutated", action="store_true", help="run the named tests on the unbroken tree")
     parser.add_argument("-v", "--verbose", action="store_true", help="print test output of every run")
+    parser.add_argument("-j", "--jobs", type=int, default=1,
+                        help="entries checked at once, each in a scratch tree of its own (default: 1)")
     args = parser.parse_args(argv)
 
     entries = parse_mutations(MUTATIONS.read_text())
@@ -138,42 +146,59 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         entries = [entry for entry in entries if entry.name in args.names]
 
-    failures = 0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-mutations-") as scratch:
-        tree = Path(scratch) / "tree"
-        copy_tree(tree)
         if args.unmutated:
+            tree = Path(scratch) / "tree"
+            copy_tree(tree)
             tests = tuple(dict.fromkeys(test for entry in entries for test in entry.tests))
             passed, output = run_tests(tree, tests)
             print(output if args.verbose or not passed else output.strip().splitlines()[-1])
             print(f"unmutated: {'PASSED' if passed else 'FAILED'} ({time.monotonic() - started:.0f} s)")
             return 0 if passed else 1
-        for entry in entries:
-            path = tree / entry.file
-            text = path.read_text() if path.is_file() else ""
-            found = text.count(entry.original)
-            if found != 1:
-                where = "not found" if found == 0 else f"found {found} times"
-                print(f"ERROR     {entry.name}: original snippet {where} in {entry.file}; update mutations.txt")
-                failures += 1
-                continue
-            entry_started = time.monotonic()
-            path.write_text(text.replace(entry.original, entry.broken))
+        # One scratch tree per job: each entry breaks one file of its own tree, runs, and restores it.
+        trees: queue.Queue[Path] = queue.Queue()
+        for job in range(max(1, min(args.jobs, len(entries)))):
+            tree = Path(scratch) / f"tree-{job}"
+            copy_tree(tree)
+            trees.put(tree)
+
+        def check(entry: Mutation) -> bool:
+            tree = trees.get()
             try:
-                passed, output = run_tests(tree, entry.tests)
+                return check_entry(entry, tree, verbose=args.verbose)
             finally:
-                path.write_text(text)
-            seconds = time.monotonic() - entry_started
-            if passed:
-                failures += 1
-                print(f"SURVIVED  {entry.name} ({seconds:.0f} s): {' '.join(entry.tests)} still pass")
-            else:
-                print(f"KILLED    {entry.name} ({seconds:.0f} s)")
-            if args.verbose or passed:
-                print(output)
+                trees.put(tree)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=trees.qsize()) as pool:
+            caught = list(pool.map(check, entries))
+    failures = caught.count(False)
     print(f"{len(entries) - failures}/{len(entries)} breakages caught in {time.monotonic() - started:.0f} s")
     return 1 if failures else 0
+
+
+def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False) -> bool:
+    """Apply ``entry`` to ``tree``, run its tests, restore the file; True when the tests caught it."""
+    path = tree / entry.file
+    text = path.read_text() if path.is_file() else ""
+    found = text.count(entry.original)
+    if found != 1:
+        where = "not found" if found == 0 else f"found {found} times"
+        print(f"ERROR     {entry.name}: original snippet {where} in {entry.file}; update mutations.txt", flush=True)
+        return False
+    started = time.monotonic()
+    path.write_text(text.replace(entry.original, entry.broken))
+    try:
+        passed, output = run_tests(tree, entry.tests)
+    finally:
+        path.write_text(text)
+    seconds = time.monotonic() - started
+    # One print per entry, so that lines of parallel jobs do not interleave.
+    if passed:
+        print(f"SURVIVED  {entry.name} ({seconds:.0f} s): {' '.join(entry.tests)} still pass\n{output}", flush=True)
+    else:
+        print(f"KILLED    {entry.name} ({seconds:.0f} s)" + (f"\n{output}" if verbose else ""), flush=True)
+    return not passed
 
 
 if __name__ == "__main__":
