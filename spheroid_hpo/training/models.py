@@ -12,7 +12,7 @@ and only when both fail says which file to fetch and where to put it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
@@ -98,15 +98,16 @@ def create_model(
     return model
 
 
-def check_weights(name: str, weights: str) -> None:
-    """Raise InputError now when ``weights`` cannot start architecture ``name``.
+def check_weights(weights: str, *, architectures: Iterable[str]) -> None:
+    """Raise InputError now when ``weights`` cannot start one of ``architectures``.
 
     A missing, junk or mismatched file would otherwise fail every trial of a study, one
     after another, each only in a worker's log. Random init ("none") needs no check; any
-    other choice is loaded into the net once, as a trial would load it.
+    other choice is loaded into each net once, as a trial would load it.
     """
-    if _weights_path(name, architecture(name), weights) is not None:
-        create_model(name, num_classes=2, weights=weights)
+    for name in architectures:
+        if _weights_path(name, architecture(name), weights) is not None:
+            create_model(name, num_classes=2, weights=weights)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -45,8 +45,7 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> Cr
     storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
     # A missing, junk or mismatched weights file fails here, before anything is written,
     # instead of failing every trial of the study one after another.
-    for architecture in config.architectures:
-        check_weights(architecture, config.training.weights)
+    check_weights(config.training.weights, architectures=config.architectures)
     # Storage next: a wrong URL fails at once instead of after the data is scanned.
     storage = open_storage(storage_url, heartbeat_interval=None)
     data, manifest_csv = prepare_data(config, runs_dir=runs_dir)

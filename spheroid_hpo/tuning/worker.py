@@ -83,8 +83,7 @@ def run_worker(
     studies = load_studies(config, storage, worker_index=worker_index)
     # The weights file is read on this machine: a worker without it stops here, in one line,
     # instead of failing the study's trials one after another.
-    for architecture in config.architectures:
-        check_weights(architecture, config.training.weights)
+    check_weights(config.training.weights, architectures=config.architectures)
     torch_device = resolve_device(device)
     data = _load_trial_data(config, studies, data_dir=data_dir, runs_dir=runs_dir, device=torch_device)
     artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
