@@ -22,12 +22,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MUTATIONS = Path(__file__).with_name("mutations.txt")
+_PRINTING = threading.Lock()  # parallel jobs print whole reports, never halves of two
+
+
+def report(text: str) -> None:
+    """Print ``text`` at once, whichever job it comes from."""
+    with _PRINTING:
+        print(text, flush=True)
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,7 @@ def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False) -> bool:
     found = text.count(entry.original)
     if found != 1:
         where = "not found" if found == 0 else f"found {found} times"
-        print(f"ERROR     {entry.name}: original snippet {where} in {entry.file}; update mutations.txt", flush=True)
+        report(f"ERROR     {entry.name}: original snippet {where} in {entry.file}; update mutations.txt")
         return False
     started = time.monotonic()
     path.write_text(text.replace(entry.original, entry.broken))
@@ -193,11 +201,10 @@ def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False) -> bool:
     finally:
         path.write_text(text)
     seconds = time.monotonic() - started
-    # One print per entry, so that lines of parallel jobs do not interleave.
     if passed:
-        print(f"SURVIVED  {entry.name} ({seconds:.0f} s): {' '.join(entry.tests)} still pass\n{output}", flush=True)
+        report(f"SURVIVED  {entry.name} ({seconds:.0f} s): {' '.join(entry.tests)} still pass\n{output}")
     else:
-        print(f"KILLED    {entry.name} ({seconds:.0f} s)" + (f"\n{output}" if verbose else ""), flush=True)
+        report(f"KILLED    {entry.name} ({seconds:.0f} s)" + (f"\n{output}" if verbose else ""))
     return not passed
 
 

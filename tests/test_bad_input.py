@@ -323,7 +323,7 @@ WEIGHTS_CASES = {
 
 
 @pytest.mark.parametrize("kind", list(WEIGHTS_CASES))
-def test_weights_that_cannot_start_training_stop_create_before_anything_is_written(
+def test_weights_that_cannot_start_training_stop_launch_before_the_storage_is_created(
     kind, tmp_path, monkeypatch, capsys
 ):
     """Once, every trial failed on such a file, one after another, each only in a worker's log."""

@@ -35,8 +35,9 @@ from spheroid_hpo.tuning.worker import run_worker
 # --- The objective: judged on the validation split, with the study's options ------------------------------
 
 
-def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: dict, extra_space: str = ""):
-    """One trial of ``params`` through ``build_objective`` on in-memory storage, on an uneven split."""
+def objective_on_an_uneven_split(demo_dir: Path, folder: Path, *, architecture: str, extra_space: str = "",
+                                 weights: str = "none"):
+    """``build_objective`` for one architecture on an uneven split: (objective, store, manifest, dataset)."""
     manifest = folder / "splits.csv"
     write_uneven_manifest(demo_dir, manifest)
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=manifest, splits=("train", "val"))
@@ -48,8 +49,15 @@ def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: di
         architecture=architecture,
         data=TrainingData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32),
         search_space=config.search_space, device=torch.device("cpu"), artifact_store=store,
-        checkpoint_dir=folder / "checkpoints", precision="fp32",
+        checkpoint_dir=folder / "checkpoints", precision="fp32", weights=weights,
     )
+    return objective, store, manifest, dataset
+
+
+def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: dict, extra_space: str = ""):
+    """One trial of ``params`` through ``build_objective`` on in-memory storage, on an uneven split."""
+    objective, store, manifest, dataset = objective_on_an_uneven_split(
+        demo_dir, folder, architecture=architecture, extra_space=extra_space)
     study = optuna.create_study(direction="maximize")
     study.enqueue_trial(params)
     study.optimize(objective, n_trials=1)
@@ -59,6 +67,20 @@ def run_one_trial(demo_dir: Path, folder: Path, *, architecture: str, params: di
     download_artifact(artifact_store=store, file_path=str(model_file),
                       artifact_id=trial.user_attrs["model_artifact_id"])
     return trial, model_file, manifest, dataset
+
+
+def test_a_trial_whose_model_cannot_be_built_fails_and_records_why(demo_dir, tmp_path):
+    """The weights file passed the worker's check, then went away before the trial built its model."""
+    gone = tmp_path / "gone.pt"
+    objective, *_ = objective_on_an_uneven_split(demo_dir, tmp_path, architecture="squeezenet1_1",
+                                                 weights=str(gone))
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"epochs": 1, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
+    study.optimize(objective, n_trials=1, catch=(Exception,))
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"].startswith("InputError: weights file")
+    assert str(gone) in trial.user_attrs["fail_reason"]
 
 
 def test_a_trials_validation_scores_are_its_model_on_the_manifests_validation_split(demo_dir, tmp_path):

@@ -31,7 +31,9 @@ from spheroid_hpo.training.architectures import (  # noqa: F401 (re-exported)
     check_image_size,
 )
 
-__all__ = ["applicable_params", "architecture_names", "check_image_size", "count_parameters", "create_model"]
+__all__ = [
+    "applicable_params", "architecture_names", "check_image_size", "check_weights", "count_parameters", "create_model",
+]
 
 _WEIGHTS_HELP = "pass weights='none', weights='imagenet', or a path to a state dict file saved with torch.save"
 _HEAD_INITS = {

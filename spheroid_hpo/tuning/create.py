@@ -43,7 +43,7 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> Cr
     same images.
     """
     storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
-    # A missing, junk or mismatched weights file fails here, before anything is written,
+    # A missing, junk or mismatched weights file fails here, before the storage is created,
     # instead of failing every trial of the study one after another.
     check_weights(config.training.weights, architectures=config.architectures)
     # Storage next: a wrong URL fails at once instead of after the data is scanned.
