@@ -144,6 +144,14 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     return (code if isinstance(code, int) else 1), capsys.readouterr().err
 
 
+def create_in_a_child(path: Path, runs: Path) -> str:
+    """``spheroid-hpo create --study PATH --runs-dir RUNS`` in a new process, which must succeed; its output."""
+    created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
+                              "--runs-dir", str(runs)], cwd=path.parent, capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stdout + created.stderr
+    return created.stdout + created.stderr
+
+
 def _model_file(folder: Path, kind: str) -> Path:
     path = folder / f"model-{kind}.pt"
     info = ModelInfo(architecture="squeezenet1_1", class_names=("a", "b"), image_size=32,
@@ -282,9 +290,7 @@ def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
     path = tmp_path / "hopeless.toml"
     path.write_text(BOTH.format(name="hopeless", epochs=1, lr=1e-3))
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path), "--runs-dir", str(runs)]
-    created = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stdout + created.stderr
+    create_in_a_child(path, runs)
     url = f"sqlite:///{runs / 'hopeless' / 'study.db'}"
     study = optuna.load_study(study_name="hopeless.squeezenet1_1", storage=url)
     stale = checkpoint_dir(study, checkpoint_root(default_artifact_dir("hopeless", runs_dir=runs))) / "trial-0.pt"
@@ -294,8 +300,10 @@ def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
           hyperparams=Hyperparams(epochs=1, lr=1e-3, batch_size=4, rotation=0.0), seed=0,
           checkpoint_path=stale, checkpoint_tag={"study": "another", "trial": 0, "params": {}})
 
-    command[3] = "launch"
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "spheroid_hpo", "launch", "--study", str(path), "--runs-dir", str(runs)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "every trial of squeezenet1_1 failed" in output
@@ -345,9 +353,7 @@ def test_a_worker_without_the_weights_file_stops_before_taking_a_trial(tmp_path)
     path = tmp_path / "far.toml"
     path.write_text(BOTH.format(name="far", epochs=1, lr=1e-3) + f'\n[training]\nweights = "{weights}"\n')
     runs = tmp_path / "runs"
-    created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
-                              "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stdout + created.stderr
+    create_in_a_child(path, runs)
     weights.unlink()
     url = f"sqlite:///{runs / 'far' / 'study.db'}"
     result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url,
@@ -382,9 +388,7 @@ def test_a_worker_whose_trial_was_taken_over_stops_it_quietly(tmp_path):
     path.write_text(BOTH.format(name="zombie", epochs=40, lr=1e-3))
     runs = tmp_path / "runs"
     url = f"sqlite:///{runs / 'zombie' / 'study.db'}"
-    created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
-                              "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stdout + created.stderr
+    create_in_a_child(path, runs)
     worker = [sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url, "--runs-dir", str(runs),
               "--heartbeat-interval", "1"]
     a = subprocess.Popen([*worker, "--worker-index", "0"], cwd=tmp_path, stdout=subprocess.PIPE,
@@ -492,11 +496,7 @@ def test_the_stored_study_file_holds_no_password(tmp_path):
         path = tmp_path / "pw.toml"
         path.write_text(BOTH.format(name="pw", epochs=1, lr=1e-3).replace(
             "n_trials = 1", f'n_trials = 1\nstorage = "{url}"'))
-        result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
-                                 "--runs-dir", str(tmp_path / "runs")],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "s3cret" not in result.stdout + result.stderr
+        assert "s3cret" not in create_in_a_child(path, tmp_path / "runs")
         study = optuna.load_study(study_name="pw.squeezenet1_1", storage=url)
         stored = study.user_attrs["study_file"]
         assert "s3cret" not in stored and server.host in stored
