@@ -26,7 +26,7 @@ import torch
 from _common import describe_machine, format_table, load_average, median, run
 from torch import nn
 
-from spheroid_hpo.data import load_dataset
+from spheroid_hpo.data import SplitSpec, load_dataset
 from spheroid_hpo.data.demo import write_demo_data
 from spheroid_hpo.training import loop
 from spheroid_hpo.training.device import resolve_device, seed_everything
@@ -50,8 +50,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         scratch = Path(scratch)
         write_demo_data(scratch / "data", per_class=args.per_class, size=args.image_size, seed=0)
         dataset = load_dataset(
-            scratch / "data", image_size=args.image_size, fractions=(0.6, 0.25, 0.15),
-            manifest_path=scratch / "splits.csv", splits=("train", "val"),
+            scratch / "data", image_size=args.image_size,
+            split=SplitSpec(fractions=(0.6, 0.25, 0.15), manifest=scratch / "splits.csv"), splits=("train", "val"),
         ).to(device)
         print(
             f"demo data: {len(dataset.train)} train + {len(dataset.val)} val images at {args.image_size} px; "

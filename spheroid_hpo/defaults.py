@@ -12,5 +12,7 @@ IMAGE_SIZE = 224  # images are resized once to this square size (the nets' Image
 MIN_IMAGE_SIZE = 16
 MAX_IMAGE_SIZE = 2048
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test
+SPLIT_SEED = 0
+NEAR_DUPLICATES = "together"  # near-duplicate images share a split (data._split_spec.NEAR_DUPLICATE_POLICIES)
 # The generated demo data set, used when a study or `train` names no data folder.
 DEMO_SETTINGS = {"per_class": 40, "size": 64, "seed": 0}

@@ -6,7 +6,7 @@ import csv
 from collections import Counter
 from pathlib import Path
 
-from spheroid_hpo.data import prepare_split
+from spheroid_hpo.data import SplitSpec, prepare_split
 
 # A regex on the demo file names (c<label>_<index>.png): ten groups that cut across classes.
 GROUP_BY = r"_\d{3}(\d)\.png"
@@ -24,7 +24,7 @@ def write_uneven_manifest(data_dir: Path, path: Path) -> dict[str, int]:
     from training; returns the size of each split.
     """
     scratch = path.with_name(f"{path.stem}-default.csv")
-    prepare_split(data_dir, manifest_path=scratch)
+    prepare_split(data_dir, SplitSpec(manifest=scratch))
     rows = read_manifest(scratch)
     moves = {"0_background": ("val", 1), "3_live_inside": ("test", 4)}
     for row in rows:

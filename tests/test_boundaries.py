@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spheroid_hpo"
-FOUNDATION = {"errors", "defaults", "atomic_write", "toml_table"}
+FOUNDATION = {"errors", "defaults", "atomic_write", "toml_table", "notices"}
 LAYERS = ("foundation", "data", "training", "tuning", "results", "cli")
 MAX_LINES = 400
 

@@ -13,7 +13,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 from study_files import one_architecture_study
 
-from spheroid_hpo.data import LabeledFile, TrainingData, assign_folds, load_dataset
+from spheroid_hpo.data import LabeledFile, SplitSpec, TrainingData, assign_folds, load_dataset
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import loop
 from spheroid_hpo.tuning import objective as objective_module
@@ -130,8 +130,8 @@ def test_best_toml_carries_cv_folds_and_class_weights(tmp_path):
     best = BestConfig(
         study="s", architecture="squeezenet1_1", trial=3,
         params={"epochs": 2, "lr": 1e-3, "rotation": 0.0, "batch_size": 8, "class_weights": "balanced"},
-        image_size=32, precision="fp32", weights="none", data_path="/data", demo=None, split_seed=0,
-        fractions=(0.7, 0.15, 0.15), group_by=None, fingerprint="f" * 64,
+        image_size=32, precision="fp32", weights="none", data_path="/data", demo=None, split=SplitSpec(),
+        fingerprint="f" * 64,
         machine=machine_fingerprint(torch.device("cpu"), threads=1, precision="fp32"),
         seeds=(0, 1), val=scores, test=scores, cv_folds=4,
     )
@@ -193,8 +193,8 @@ def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, 
     scores = SeedScores(per_seed=(trial.value,), original=trial.value)
     config = BestConfig(
         study="s", architecture="squeezenet1_1", trial=0, params={"epochs": 1, **PARAMS}, image_size=32,
-        precision="fp32", weights="none", data_path=str(demo_dir), demo=None, split_seed=0,
-        fractions=(0.7, 0.15, 0.15), group_by=None, fingerprint="f" * 64,
+        precision="fp32", weights="none", data_path=str(demo_dir), demo=None, split=SplitSpec(),
+        fingerprint="f" * 64,
         machine=machine_fingerprint(torch.device("cpu"), threads=torch.get_num_threads(), precision="fp32"),
         seeds=(0,), val=scores, test=scores, cv_folds=3,
     )

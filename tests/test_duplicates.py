@@ -4,13 +4,22 @@ manifest splits them; and the class imbalance check."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from spheroid_hpo.data import LabeledFile, assign_splits, check_data, find_duplicates, load_dataset, prepare_split
+from spheroid_hpo.data import (
+    LabeledFile,
+    SplitSpec,
+    assign_splits,
+    check_data,
+    find_duplicates,
+    load_dataset,
+    prepare_split,
+)
 from spheroid_hpo.data._duplicates import straddling
 from spheroid_hpo.data.demo import render_image, write_demo_data
 
@@ -144,21 +153,21 @@ def test_without_duplicates_the_split_is_unchanged():
 
 def test_new_split_keeps_planted_duplicates_together(planted):
     for seed in range(5):
-        plan = prepare_split(planted, seed=seed, manifest_path=planted.parent / f"m{seed}.csv")
+        plan = prepare_split(planted, SplitSpec(seed=seed, manifest=planted.parent / f"m{seed}.csv"))
         split_of = {row.path: row.split for row in plan.rows}
         assert len({split_of[p] for p in EXACT}) == 1 and len({split_of[p] for p in NEAR}) == 1
         assert plan.straddling == ()
 
 
-def test_allowing_near_duplicates_across_splits_warns_and_still_keeps_exact_ones_together(planted):
-    with pytest.warns(UserWarning, match="near-duplicate images may be split"):
-        plan = prepare_split(planted, manifest_path=planted.parent / "m.csv", near_duplicates_together=False)
+def test_allowing_near_duplicates_across_splits_warns_and_still_keeps_exact_ones_together(planted, capsys):
+    plan = prepare_split(planted, SplitSpec(manifest=planted.parent / "m.csv", near_duplicates="apart"))
+    assert "warning: 1 group(s) of near-duplicate images may be split" in capsys.readouterr().err
     assert len({row.split for row in plan.rows if row.path in EXACT}) == 1
 
 
-def test_existing_manifest_splitting_a_group_is_reported_and_never_rewritten(planted):
+def test_existing_manifest_splitting_a_group_is_reported_and_never_rewritten(planted, capsys):
     manifest = planted.parent / "splits.csv"
-    prepare_split(planted, manifest_path=manifest)
+    prepare_split(planted, SplitSpec(manifest=manifest))
     text = manifest.read_text()
     lines = text.splitlines()
     # Move one copy of the exact pair to another split, by hand.
@@ -168,8 +177,9 @@ def test_existing_manifest_splitting_a_group_is_reported_and_never_rewritten(pla
             lines[i] = f"alive/exact.bmp,alive,{other}"
     manifest.write_text("\n".join(lines) + "\n")
     edited = manifest.read_text()
-    with pytest.warns(UserWarning, match="puts 1 group.* of duplicate images in more than one split"):
-        dataset = load_dataset(planted, image_size=16, manifest_path=manifest)
+    dataset = load_dataset(planted, image_size=16, manifest_path=manifest)
+    assert re.search("^warning: .*puts 1 group.* of duplicate images in more than one split", capsys.readouterr().err,
+                     re.MULTILINE)
     assert manifest.read_text() == edited
     assert len(dataset.straddling) == 1 and set(dataset.straddling[0]["files"]) == set(EXACT)
     report = check_data(planted, manifest_path=manifest)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from spheroid_hpo.data import load_dataset
+from spheroid_hpo.data import SplitSpec, load_dataset
 from spheroid_hpo.data.demo import CLASS_NAMES, write_demo_data
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import inference, loop
@@ -45,7 +45,7 @@ def demo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("engine")
     write_demo_data(folder / "data", per_class=30, size=32, seed=0)
     return load_dataset(
-        folder / "data", image_size=32, fractions=(0.5, 0.35, 0.15), manifest_path=folder / "splits.csv",
+        folder / "data", image_size=32, split=SplitSpec(fractions=(0.5, 0.35, 0.15), manifest=folder / "splits.csv"),
         splits=("train", "val"),
     )
 

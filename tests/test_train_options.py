@@ -63,15 +63,17 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
            "--lr", "1e-9", "--rotation", "7.5", "--batch-size", "6", "--image-size", "32", "--seed", "3",
            "--device", "cpu", "--precision", "fp32", "--weights", str(weights), "--bn-momentum", "0.05",
            "--split-manifest", str(manifest), "--classes", ",".join(REVERSED_CLASSES),
-           "--class-weights", "balanced", "--allow-near-duplicates-across-splits")
+           "--class-weights", "balanced", "--near-duplicates", "apart", "--split-seed", "5",
+           "--fractions", "0.6,0.2,0.2")
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"] == {
         "data_dir": str(demo_dir.resolve()), "out_dir": str(out.resolve()), "arch": "squeezenet1_1", "epochs": 1,
         "lr": 1e-9, "rotation": 7.5, "batch_size": 6, "image_size": 32, "seed": 3, "device": "cpu",
-        "weights": str(weights), "precision": "fp32", "bn_momentum": 0.05, "fractions": [0.7, 0.15, 0.15],
-        "group_by": None, "groups_csv": None, "split_manifest": str(manifest), "class_names": list(REVERSED_CLASSES),
-        "allow_near_duplicates_across_splits": True, "class_weights": "balanced",
+        "weights": str(weights), "precision": "fp32", "bn_momentum": 0.05,
+        "split": {"split_seed": 5, "fractions": [0.6, 0.2, 0.2], "group_by": None, "groups_csv": None,
+                  "split_manifest": str(manifest), "near_duplicates": "apart"},
+        "class_names": list(REVERSED_CLASSES), "class_weights": "balanced",
     }
     assert metrics["class_names"] == list(REVERSED_CLASSES)
     assert metrics["split_manifest"] == str(manifest)
@@ -117,5 +119,5 @@ def test_train_keeps_each_group_in_one_split(grouping, demo_dir, tmp_path):
         split_of_group.setdefault(row["group"], set()).add(row["split"])
     assert all(len(splits) == 1 for splits in split_of_group.values()), split_of_group
     config = json.loads((out / "metrics.json").read_text())["config"]
-    assert config["group_by"] == (GROUP_BY if grouping == "group_by" else None)
-    assert config["groups_csv"] == (option[1] if grouping == "groups_csv" else None)
+    assert config["split"]["group_by"] == (GROUP_BY if grouping == "group_by" else None)
+    assert config["split"]["groups_csv"] == (option[1] if grouping == "groups_csv" else None)

@@ -85,7 +85,7 @@ def test_both_toml_readers_refuse_the_same_fractions_naming_the_value(tmp_path, 
 @pytest.mark.parametrize("reader", ["study file", "best.toml"])
 def test_both_toml_readers_accept_good_fractions_as_floats(tmp_path, reader):
     config = readers(tmp_path)[reader]("fractions", "[0.5, 0.25, 0.25]")
-    fractions = config.data.fractions if reader == "study file" else config.fractions
+    fractions = config.data.split.fractions if reader == "study file" else config.split.fractions
     assert fractions == (0.5, 0.25, 0.25) and all(type(f) is float for f in fractions)
 
 

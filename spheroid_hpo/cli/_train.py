@@ -8,7 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from spheroid_hpo.cli._app import app, split_names
-from spheroid_hpo.defaults import IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, RUNS_DIR
+from spheroid_hpo.defaults import (
+    IMAGE_SIZE,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    NEAR_DUPLICATES,
+    RUNS_DIR,
+    SPLIT_FRACTIONS,
+    SPLIT_SEED,
+)
 
 
 def _data_or_demo(data: Path | None) -> Path:
@@ -30,19 +38,22 @@ def train_command(
     rotation: Annotated[float, typer.Option(min=0, max=180, help="Random rotation range in degrees, +/-.")] = 20.0,
     batch_size: Annotated[int, typer.Option(help="Batch size, at least 2 (paper: 5-15).")] = 10,
     image_size: Annotated[int, typer.Option(help=f"Images are resized once to this square size, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px.")] = IMAGE_SIZE,
-    seed: Annotated[int, typer.Option(help="Seed for the split, initialisation, shuffling and rotations.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and rotations.")] = 0,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
     weights: Annotated[str, typer.Option(help="none, imagenet (from the local torch hub cache) or a state-dict path.")] = "none",
     precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), fp32, bf16 or fp16.")] = "auto",
     bn_momentum: Annotated[Optional[float], typer.Option(help="Override BatchNorm momentum of every layer.")] = None,
+    split_seed: Annotated[int, typer.Option(help="Seed of a new split (a study file's [data] split_seed).")] = SPLIT_SEED,
+    fractions: Annotated[Optional[str], typer.Option(help="Train,val,test fractions of a new split, e.g. 0.7,0.15,0.15.")] = None,
     group_by: Annotated[Optional[str], typer.Option(help="Regex with a capture group on the file name, e.g. '(sph\\d+)_', keeping each group in one split.")] = None,
     groups_csv: Annotated[Optional[Path], typer.Option(help="CSV with columns path,group keeping each group in one split.")] = None,
     split_manifest: Annotated[Optional[Path], typer.Option(help="Split manifest CSV to reuse or create; default DATA/splits.csv.")] = None,
+    near_duplicates: Annotated[str, typer.Option(help="together (default: near-duplicate images share a split, relaxed with one line when that leaves no split) or apart.")] = NEAR_DUPLICATES,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
     class_weights: Annotated[str, typer.Option(help="none, or balanced: weight the loss by inverse class frequency in the train split.")] = "none",
-    allow_near_duplicates_across_splits: Annotated[bool, typer.Option(help="When making a new split, let near-duplicate images land in different splits (exact duplicates never do).")] = False,
 ) -> None:
     """Train one CNN on a folder of images and write its run folder."""
+    from spheroid_hpo.data import SplitSpec, parse_fractions
     from spheroid_hpo.training.hyperparams import Hyperparams
     from spheroid_hpo.training.run import run_training
 
@@ -50,9 +61,10 @@ def train_command(
                               bn_momentum=bn_momentum, class_weights=class_weights)
     result = run_training(
         data_dir=_data_or_demo(data), out_dir=out, arch=arch, hyperparams=hyperparams, image_size=image_size,
-        seed=seed, device=device, weights=weights, precision=precision, group_by=group_by, groups_csv=groups_csv,
-        split_manifest=split_manifest, class_names=split_names(classes),
-        allow_near_duplicates_across_splits=allow_near_duplicates_across_splits,
+        seed=seed, device=device, weights=weights, precision=precision, class_names=split_names(classes),
+        split=SplitSpec(seed=split_seed, fractions=parse_fractions(fractions) if fractions else SPLIT_FRACTIONS,
+                        group_by=group_by, groups_csv=groups_csv, manifest=split_manifest,
+                        near_duplicates=near_duplicates),
     )
     crossing = result.duplicate_groups_across_splits
     typer.echo(f"duplicate groups across splits in {result.split_manifest}: {len(crossing)}")

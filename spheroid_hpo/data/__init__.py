@@ -25,6 +25,7 @@ _EXPORTS = {
     "_manifest": ("DEFAULT_MANIFEST_NAME", "ManifestRow", "manifest_fingerprint", "read_manifest", "write_manifest"),
     "_source": ("DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"),
     "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "validate_fractions"),
+    "_split_spec": ("DEFAULT_SPLIT", "NEAR_DUPLICATE_POLICIES", "SPLIT_KEYS", "SplitSpec", "parse_fractions"),
     "_tensors": ("decode_images", "rotate_batch", "validate_image_size"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +25,12 @@ from spheroid_hpo.data._manifest import (
     read_manifest,
     write_manifest,
 )
-from spheroid_hpo.data._split import SPLIT_NAMES, assign_splits, validate_fractions
+from spheroid_hpo.data._split import SPLIT_NAMES, assign_splits
+from spheroid_hpo.data._split_spec import DEFAULT_SPLIT, SplitSpec
 from spheroid_hpo.data._tensors import decode_images, validate_image_size
-from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.defaults import IMAGE_SIZE
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.notices import notice
 
 
 # eq=False: the generated __eq__ would compare tensors, whose truth value is ambiguous.
@@ -86,6 +87,7 @@ class Dataset:
     # Duplicate groups with files in more than one split of the manifest (see SplitPlan).
     straddling: tuple[dict, ...] = ()
     duplicates: Duplicates = Duplicates()
+    relaxed: str | None = None  # see SplitPlan
 
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every split on ``device`` (images in channels_last memory format)."""
@@ -99,8 +101,10 @@ class SplitPlan:
     """A scanned data folder and its split, before any image is decoded.
 
     ``straddling`` lists the duplicate groups the manifest puts in more than one split:
-    none for a manifest made here (unless near-duplicates were allowed to straddle), and
-    possibly some for a reused one, which is reported and never rewritten.
+    none for a manifest made here (unless near-duplicates were let apart, or ``relaxed``),
+    and possibly some for a reused one, which is reported and never rewritten. ``relaxed``
+    says, in one line, what a new split gave up because near-duplicate groups left no
+    stratified split; None when nothing was.
     """
 
     folder: DataFolder
@@ -109,72 +113,53 @@ class SplitPlan:
     fingerprint: str
     duplicates: Duplicates = Duplicates()
     straddling: tuple[dict, ...] = ()
+    relaxed: str | None = None
 
 
 def prepare_split(
     data_dir: str | os.PathLike,
+    split: SplitSpec = DEFAULT_SPLIT,
     *,
-    seed: int = 0,
-    fractions: Sequence[float] = SPLIT_FRACTIONS,
-    group_by: str | None = None,
-    groups_csv: str | os.PathLike | None = None,
-    manifest_path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
-    near_duplicates_together: bool = True,
 ) -> SplitPlan:
-    """Scan ``data_dir`` and read its split from ``manifest_path``, or make and write one.
+    """Scan ``data_dir`` and read its split from ``split.manifest``, or make and write one.
 
-    The manifest defaults to ``data_dir/splits.csv``. When it exists it is reused, so
-    every run sees the same split; ``seed``, ``fractions`` and the grouping then do not
-    matter. Otherwise a stratified split is made (group-aware with ``group_by``, a regex
-    whose first capture group names a file's group, or ``groups_csv``) and written there.
-    Exact duplicate images always share a split, and so do near-duplicates unless
-    ``near_duplicates_together`` is False; a reused manifest that splits a duplicate group
-    is warned about. The fingerprint covers the split and every file's size: it tells whether another
+    The manifest defaults to ``data_dir/splits.csv``. When it exists it is reused, so every
+    run sees the same split; the other settings then do not matter. Otherwise a stratified
+    split is made (group-aware with ``split.group_by`` or ``split.groups_csv``) and written
+    there. Exact duplicates and the user's groups always share a split. Near-duplicates do too
+    under ``near_duplicates = "together"``, unless that leaves no stratified split: then they
+    are let apart, one line says so (``SplitPlan.relaxed``), and the split is made anyway.
+    The fingerprint covers the split and every file's size: it tells whether another
     machine's folder holds the same data.
     """
     root = Path(data_dir)
-    validate_fractions(fractions)
-    if group_by is not None and groups_csv is not None:
-        raise InputError(
-            f"both a group pattern ({group_by!r}) and a groups file ({groups_csv}) were given; "
-            f"pass only one of --group-by and --groups-csv"
-        )
     folder = scan_folder(root, class_names=class_names)
-    manifest = Path(manifest_path) if manifest_path is not None else root / DEFAULT_MANIFEST_NAME
+    manifest = Path(split.manifest) if split.manifest is not None else root / DEFAULT_MANIFEST_NAME
     duplicates = find_duplicates(folder.root, [file.path for file in folder.files])
-    if not near_duplicates_together and duplicates.near:
-        warnings.warn(
-            f"{len(duplicates.near)} group(s) of near-duplicate images may be split across train, "
-            f"val and test (--allow-near-duplicates-across-splits): test scores may be inflated",
-            stacklevel=2,
-        )
     reused = manifest.exists()
+    relaxed = None
     if reused:
         rows = _reuse_manifest(manifest, folder, subset=class_names is not None)
-        if (group_by is not None or groups_csv is not None) and rows[0].group is None:
-            warnings.warn(
-                f"split manifest {manifest} was made without groups, and it is reused as it "
-                f"is; delete it to split by group",
-                stacklevel=2,
-            )
+        if split.grouped and rows[0].group is None:
+            notice(f"split manifest {manifest} was made without groups, and it is reused as it is; "
+                   f"delete it to split by group")
     else:
-        rows = _new_manifest(
-            manifest, folder, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv,
-            together=duplicates.groups(near=near_duplicates_together),
-        )
+        if split.near_duplicates == "apart" and duplicates.near:
+            notice(f"{len(duplicates.near)} group(s) of near-duplicate images may be split across train, "
+                   f"val and test (near_duplicates = \"apart\"): test scores may be inflated")
+        rows, relaxed = _new_manifest(manifest, folder, split, duplicates)
     crossing = straddling(duplicates.groups(near=True), {row.path: row.split for row in rows})
     if crossing and reused:
-        first = ", ".join(f"{path} ({split})" for path, split in crossing[0]["files"].items())
-        warnings.warn(
+        first = ", ".join(f"{path} ({name})" for path, name in crossing[0]["files"].items())
+        notice(
             f"split manifest {manifest} puts {len(crossing)} group(s) of duplicate images in more "
             f"than one split (first: {first}), so validation and test scores may be inflated; it "
-            f"is used as it is: delete it to re-split with duplicates kept together",
-            stacklevel=2,
+            f"is used as it is: delete it to re-split with duplicates kept together"
         )
     return SplitPlan(
-        folder=folder, rows=tuple(rows), manifest_path=manifest,
-        fingerprint=manifest_fingerprint(rows, root=root), duplicates=duplicates, straddling=tuple(crossing),
+        folder=folder, rows=tuple(rows), manifest_path=manifest, fingerprint=manifest_fingerprint(rows, root=root),
+        duplicates=duplicates, straddling=tuple(crossing), relaxed=relaxed,
     )
 
 
@@ -182,27 +167,23 @@ def load_dataset(
     data_dir: str | os.PathLike,
     *,
     image_size: int = IMAGE_SIZE,
-    seed: int = 0,
-    fractions: Sequence[float] = SPLIT_FRACTIONS,
-    group_by: str | None = None,
-    groups_csv: str | os.PathLike | None = None,
+    split: SplitSpec = DEFAULT_SPLIT,
     manifest_path: str | os.PathLike | None = None,
     class_names: Sequence[str] | None = None,
     splits: Sequence[str] = SPLIT_NAMES,
     progress: bool = False,
-    near_duplicates_together: bool = True,
 ) -> Dataset:
     """Split ``data_dir`` (see ``prepare_split``) and decode the requested ``splits`` into memory.
 
-    Unreadable images are skipped with a warning each and listed in ``Dataset.problems``;
-    splits not in ``splits`` come back empty.
+    ``manifest_path`` is short for ``split`` with that manifest (a recorded split is read
+    this way). Unreadable images are skipped with one line each and listed in
+    ``Dataset.problems``; splits not in ``splits`` come back empty.
     """
     validate_image_size(image_size)
     wanted = _validate_split_names(splits)
-    plan = prepare_split(
-        data_dir, seed=seed, fractions=fractions, group_by=group_by, groups_csv=groups_csv,
-        manifest_path=manifest_path, class_names=class_names, near_duplicates_together=near_duplicates_together,
-    )
+    if manifest_path is not None:
+        split = dataclasses.replace(split, manifest=str(manifest_path))
+    plan = prepare_split(data_dir, split, class_names=class_names)
     tensors, problems = _decode_splits(
         plan.folder, plan.rows, wanted=wanted, image_size=image_size, progress=progress
     )
@@ -218,6 +199,7 @@ def load_dataset(
         problems=tuple(problems),
         straddling=plan.straddling,
         duplicates=plan.duplicates,
+        relaxed=plan.relaxed,
     )
 
 
@@ -234,28 +216,49 @@ def _validate_split_names(splits: Sequence[str]) -> tuple[str, ...]:
 
 
 def _new_manifest(
-    manifest: Path,
-    folder: DataFolder,
-    *,
-    seed: int,
-    fractions: Sequence[float],
-    group_by: str | None,
-    groups_csv: str | os.PathLike | None,
-    together: Sequence[Sequence[str]] = (),
-) -> list[ManifestRow]:
+    manifest: Path, folder: DataFolder, split: SplitSpec, duplicates: Duplicates
+) -> tuple[list[ManifestRow], str | None]:
+    """Make and write a new split; returns its rows and what was relaxed to make it (or None)."""
     groups = None
-    if group_by is not None:
-        groups = groups_from_regex(folder.files, group_by)
-    elif groups_csv is not None:
-        groups = groups_from_csv(folder.files, groups_csv)
-    assigned = assign_splits(folder.files, fractions=fractions, seed=seed, groups=groups, together=together)
+    if split.group_by is not None:
+        groups = groups_from_regex(folder.files, split.group_by)
+    elif split.groups_csv is not None:
+        groups = groups_from_csv(folder.files, split.groups_csv)
+
+    def assign(near: bool) -> list[str]:
+        return assign_splits(folder.files, fractions=split.fractions, seed=split.seed, groups=groups,
+                             together=duplicates.groups(near=near))
+
+    relaxed = None
     try:
-        return write_manifest(manifest, folder.files, folder.class_names, assigned, groups)
+        assigned = assign(near=split.near_duplicates == "together")
+    except InputError as error:
+        if split.near_duplicates != "together" or not duplicates.near:
+            raise
+        # Exact duplicates and the user's groups are hard constraints: when they alone leave no
+        # split, the error they give is the one the user can act on.
+        assigned = assign(near=False)
+        largest = max(duplicates.near, key=len)
+        kept = "exact duplicates and your groups" if groups is not None else "exact duplicates"
+        relaxed = (
+            f"near-duplicate groups leave no stratified split ({_reason(error)}), so only {kept} are "
+            f"kept together and {len(duplicates.near)} near-duplicate group(s) may straddle splits; the "
+            f"largest has {len(largest)} files (first: {largest[0]}); check-data lists them"
+        )
+        notice(relaxed)
+    try:
+        return write_manifest(manifest, folder.files, folder.class_names, assigned, groups), relaxed
     except OSError as error:
         raise InputError(
             f"cannot write the split manifest {manifest} ({error.strerror or error}); pass "
             f"--split-manifest PATH to write it somewhere writable"
         ) from error
+
+
+def _reason(error: InputError) -> str:
+    # The split error's first clause ("class 'background' has 48 image(s) in only 2 group(s)"),
+    # without its advice, which is about groups the user did not give.
+    return str(error).split(", too few")[0].split("; ")[0]
 
 
 def _reuse_manifest(manifest: Path, folder: DataFolder, *, subset: bool) -> list[ManifestRow]:
@@ -286,11 +289,10 @@ def _reuse_manifest(manifest: Path, folder: DataFolder, *, subset: bool) -> list
     listed = {row.path for row in rows}
     unlisted = [path for path in class_on_disk if path not in listed]
     if unlisted:
-        warnings.warn(
+        notice(
             f"{len(unlisted)} image(s) in {folder.root} are not in the split manifest "
             f"{manifest} and are left out (first: {unlisted[0]}); delete the manifest to make "
-            f"a new split that includes them",
-            stacklevel=3,
+            f"a new split that includes them"
         )
     return rows
 
@@ -308,7 +310,7 @@ def _decode_splits(
     paths = [row.path for name in wanted for row in rows_of[name]]
     images, problems = decode_images(folder.root, paths, image_size=image_size, progress=progress)
     for path, reason in problems:
-        warnings.warn(f"skipping {folder.root / path}: {reason}", stacklevel=3)
+        notice(f"skipping {folder.root / path}: {reason}")
 
     unreadable = {path for path, _ in problems}
     label_of = {name: label for label, name in enumerate(folder.class_names)}

@@ -19,11 +19,8 @@ from spheroid_hpo.data._split import _GROUP_EXAMPLE
 # --------------------------------------------------------------------------- groups
 
 
-def groups_from_regex(files: Sequence[LabeledFile], pattern: str) -> list[str]:
-    """Group of each file: the first capture group of ``re.search(pattern, file name)``.
-
-    For patches named like ``sph12_003.png``, the pattern ``(sph\\d+)_`` groups them by spheroid.
-    """
+def compile_group_pattern(pattern: str) -> re.Pattern:
+    """``pattern`` compiled, or InputError unless it is a valid regex with a capture group."""
     try:
         regex = re.compile(pattern)
     except re.error as error:
@@ -36,6 +33,15 @@ def groups_from_regex(files: Sequence[LabeledFile], pattern: str) -> list[str]:
             f"group pattern '{pattern}' has no capture group; put the part of the file name "
             f"that names the group in parentheses, e.g. {_GROUP_EXAMPLE}"
         )
+    return regex
+
+
+def groups_from_regex(files: Sequence[LabeledFile], pattern: str) -> list[str]:
+    """Group of each file: the first capture group of ``re.search(pattern, file name)``.
+
+    For patches named like ``sph12_003.png``, the pattern ``(sph\\d+)_`` groups them by spheroid.
+    """
+    regex = compile_group_pattern(pattern)
     groups: list[str] = []
     unmatched: list[str] = []
     for file in files:

@@ -28,17 +28,19 @@ class DataSource:
     demo: Mapping[str, int] | None
     image_size: int
     fingerprint: str
+    # What the split gave up to near-duplicates when it was made (SplitPlan.relaxed), or None.
+    split_relaxed: str | None = None
 
     def as_dict(self) -> dict:
         """The JSON-able form stored on a study."""
         return {"path": self.path, "demo": dict(self.demo) if self.demo is not None else None,
-                "image_size": self.image_size, "fingerprint": self.fingerprint}
+                "image_size": self.image_size, "fingerprint": self.fingerprint, "split_relaxed": self.split_relaxed}
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> DataSource:
         """The inverse of ``as_dict``."""
         return cls(path=raw["path"], demo=raw.get("demo"), image_size=int(raw["image_size"]),
-                   fingerprint=raw["fingerprint"])
+                   fingerprint=raw["fingerprint"], split_relaxed=raw.get("split_relaxed"))
 
     def describe(self) -> str:
         """``the demo data`` or the folder's path, for messages."""

@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from spheroid_hpo.data import SPLIT_KEYS, SplitSpec
 from spheroid_hpo.defaults import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable, toml_value
@@ -73,9 +74,7 @@ class BestConfig:
     weights: str
     data_path: str | None  # None: the generated demo data set
     demo: dict[str, int] | None
-    split_seed: int
-    fractions: tuple[float, float, float]
-    group_by: str | None
+    split: SplitSpec  # drawn afresh by reproduce (or read, when it names a split_manifest)
     fingerprint: str
     machine: MachineFingerprint  # where the seeds were retrained
     seeds: tuple[int, ...]  # the first is the study's own training seed
@@ -117,13 +116,7 @@ class BestConfig:
         ]
         if self.data_path is not None:
             lines.append(f"path = {toml_value(self.data_path)}")
-        lines += [
-            f"image_size = {self.image_size}",
-            f"split_seed = {self.split_seed}",
-            f"fractions = [{', '.join(toml_value(f) for f in self.fractions)}]",
-        ]
-        if self.group_by is not None:
-            lines.append(f"group_by = {toml_value(self.group_by)}")
+        lines += [f"image_size = {self.image_size}", *self.split.toml_lines()]
         if self.cv_folds is not None:
             lines.append(f"cv_folds = {self.cv_folds}  # the trial's value is its mean over these folds")
         lines.append(f"fingerprint = {toml_value(self.fingerprint)}  # of the split and the files: refuses other data")
@@ -148,7 +141,6 @@ class BestConfig:
 
 def read_best_config(path: Path) -> BestConfig:
     """Parse and validate a best.toml; InputError naming the file, the key and the fix."""
-    from spheroid_hpo.data import FRACTIONS_RULE, validate_fractions
     from spheroid_hpo.data.demo import read_demo_settings
 
     path = Path(path)
@@ -167,7 +159,7 @@ def read_best_config(path: Path) -> BestConfig:
     training = doc.table("training")
     training.check_keys(("precision", "weights"), required=())
     data = doc.table("data")
-    data.check_keys(("path", "group_by", "demo", "cv_folds"),
+    data.check_keys(("path", *SPLIT_KEYS, "demo", "cv_folds"),
                     required=("image_size", "split_seed", "fractions", "fingerprint"))
 
     demo = None
@@ -187,9 +179,7 @@ def read_best_config(path: Path) -> BestConfig:
         weights=training.get("weights", str, "none"),
         data_path=data.get("path", str, None),
         demo=demo,
-        split_seed=data.get("split_seed", int),
-        fractions=data.checked("fractions", list, validate_fractions, FRACTIONS_RULE),
-        group_by=data.get("group_by", str, None),
+        split=SplitSpec.from_table(data),
         cv_folds=data.get("cv_folds", int, None),
         fingerprint=data.get("fingerprint", str),
         machine=_read_machine(doc.table("machine")),

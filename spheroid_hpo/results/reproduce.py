@@ -23,7 +23,14 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, data_folder, load_dataset, prepare_split, training_data
+from spheroid_hpo.data import (
+    DEFAULT_MANIFEST_NAME,
+    SplitSpec,
+    data_folder,
+    load_dataset,
+    prepare_split,
+    training_data,
+)
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_model
@@ -115,7 +122,7 @@ def export_best(
             image_size=family.data.image_size, precision=config.training.precision,
             weights=config.training.weights, data_path=family.data.path,
             demo=dict(family.data.demo) if family.data.path is None else None,
-            split_seed=config.data.split_seed, fractions=tuple(config.data.fractions), group_by=config.data.group_by,
+            split=config.data.split,
             cv_folds=config.data.cv_folds, fingerprint=family.data.fingerprint,
             machine=machine_fingerprint(torch_device, threads=threads, precision=config.training.precision),
             seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
@@ -307,7 +314,7 @@ def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, dev
             data_dir=folder, out_dir=out_dir, arch=config.architecture,
             hyperparams=Hyperparams.from_params(config.params),
             image_size=config.image_size, seed=seed, device=str(device), weights=config.weights,
-            precision=config.precision, fractions=config.fractions, split_manifest=manifest, progress=False,
+            precision=config.precision, split=SplitSpec(manifest=str(manifest)), progress=False,
         )
     # The trial's value is its last epoch's validation score, taken inside the training loop.
     run = SeedRun(seed=seed, val_macro_f1=result.val_macro_f1, test_macro_f1=result.test_macro_f1,
@@ -322,7 +329,7 @@ def _retrain_folds(config: BestConfig, *, seed: int, folder: Path, manifest: Pat
     """Retrain as a cross-validated trial did: once per fold of train+val. Returns the trial's
     value (mean fold validation macro-F1) and the last fold's model's test macro-F1."""
     dataset = load_dataset(folder, image_size=config.image_size, manifest_path=manifest).to(device)
-    data = training_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split_seed)
+    data = training_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split.seed)
     hyperparams = Hyperparams.from_params(config.params)
     scores = []
     for train, val in data.runs():
@@ -342,11 +349,11 @@ def _retrain_folds(config: BestConfig, *, seed: int, folder: Path, manifest: Pat
 
 def _drawn_split(config: BestConfig, folder: Path, manifest: Path, *, source: str) -> Path:
     """Draw the recorded split afresh into ``manifest`` and refuse data whose fingerprint differs."""
-    split = prepare_split(folder, manifest_path=manifest, seed=config.split_seed, fractions=config.fractions,
-                          group_by=config.group_by)
+    spec = config.split if config.split.manifest is not None else replace(config.split, manifest=str(manifest))
+    split = prepare_split(folder, spec)
     if split.fingerprint != config.fingerprint:
         raise InputError(
-            f"the data in {folder} split with split_seed={config.split_seed} differs from the data {source} "
+            f"the data in {folder} split with split_seed={config.split.seed} differs from the data {source} "
             f"was found on (fingerprint {split.fingerprint[:12]} != {config.fingerprint[:12]}); pass --data with "
             f"the same images"
         )

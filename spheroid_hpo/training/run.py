@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from spheroid_hpo.atomic_write import write_text_atomically
-from spheroid_hpo.data import load_dataset
-from spheroid_hpo.defaults import IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.data import DEFAULT_SPLIT, SplitSpec, load_dataset
+from spheroid_hpo.defaults import IMAGE_SIZE
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.calibration import calibrate, plot_reliability
 from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
@@ -46,6 +46,7 @@ class TrainResult:
     split_manifest: str
     data_fingerprint: str
     duplicate_groups_across_splits: tuple
+    split_relaxed: str | None  # what a new split gave up to near-duplicates (SplitPlan.relaxed)
     skipped_images: tuple[dict, ...]
     config: dict
     environment: dict
@@ -69,6 +70,7 @@ class TrainResult:
             "split_sizes": self.split_sizes, "split_manifest": self.split_manifest,
             "data_fingerprint": self.data_fingerprint,
             "duplicate_groups_across_splits": list(self.duplicate_groups_across_splits),
+            "split_relaxed": self.split_relaxed,
             "skipped_images": list(self.skipped_images), "config": self.config, "environment": self.environment,
         }
 
@@ -84,12 +86,8 @@ def run_training(
     device: str = "auto",
     weights: str = "none",
     precision: str = "auto",
-    fractions: tuple[float, float, float] = SPLIT_FRACTIONS,
-    group_by: str | None = None,
-    groups_csv: Path | None = None,
-    split_manifest: Path | None = None,
+    split: SplitSpec = DEFAULT_SPLIT,
     class_names: Sequence[str] | None = None,
-    allow_near_duplicates_across_splits: bool = False,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``arch`` with ``hyperparams`` on ``data_dir`` and write the run folder ``out_dir``."""
@@ -98,20 +96,14 @@ def run_training(
         "data_dir": str(Path(data_dir).resolve()), "out_dir": str(Path(out_dir).resolve()), "arch": arch,
         **hyperparams.as_dict(), "image_size": image_size,
         "seed": seed, "device": device, "weights": weights, "precision": precision,
-        "fractions": list(fractions), "group_by": group_by,
-        "groups_csv": str(groups_csv) if groups_csv else None,
-        "split_manifest": str(split_manifest) if split_manifest else None,
-        "class_names": list(class_names) if class_names else None,
-        "allow_near_duplicates_across_splits": allow_near_duplicates_across_splits,
+        "split": split.as_dict(), "class_names": list(class_names) if class_names else None,
     }
     # Before the data is decoded: these fail in seconds, not after minutes of loading.
     loop.check_batch_size(hyperparams.batch_size)
     check_image_size(arch, image_size)
     torch_device = resolve_device(device)
     dataset = load_dataset(
-        data_dir, image_size=image_size, seed=seed, fractions=fractions, group_by=group_by,
-        groups_csv=groups_csv, manifest_path=split_manifest, class_names=class_names, progress=progress,
-        near_duplicates_together=not allow_near_duplicates_across_splits,
+        data_dir, image_size=image_size, split=split, class_names=class_names, progress=progress,
     ).to(torch_device)
     num_classes = len(dataset.class_names)
 
@@ -166,6 +158,7 @@ def run_training(
         split_manifest=str(dataset.manifest_path),
         data_fingerprint=dataset.fingerprint,
         duplicate_groups_across_splits=tuple(dataset.straddling),
+        split_relaxed=dataset.relaxed,
         skipped_images=tuple({"path": path, "reason": reason} for path, reason in dataset.problems),
         config=config,
         environment={

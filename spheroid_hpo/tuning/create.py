@@ -9,12 +9,12 @@ before its worker containers start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
 
-from spheroid_hpo.data import DataSource, data_folder, prepare_split
+from spheroid_hpo.data import DataSource, SplitSpec, data_folder, prepare_split
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.models import check_weights
@@ -70,6 +70,14 @@ def _without_password(config: StudyConfig) -> str:
     return text
 
 
+def _study_split(config: StudyConfig, *, runs_dir: Path) -> SplitSpec:
+    """The study file's split, made (or read, from ``split_manifest``) into the study's own manifest."""
+    spec = config.data.split
+    if spec.manifest is not None:
+        return spec  # the user's own split: read it, and store its text with the study
+    return replace(spec, manifest=str(study_manifest_path(config.name, runs_dir=runs_dir)))
+
+
 def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[DataSource, str]:
     """Find the data folder (or write the demo set) and make the study's split manifest.
 
@@ -79,10 +87,7 @@ def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[Dat
     if config.data.path is None:
         demo = {"per_class": config.data.demo.per_class, "size": config.data.demo.size, "seed": config.data.demo.seed}
     folder = data_folder(config.data.path, demo=demo, runs_dir=runs_dir)
-    split = prepare_split(
-        folder, manifest_path=study_manifest_path(config.name, runs_dir=runs_dir), seed=config.data.split_seed,
-        fractions=config.data.fractions, group_by=config.data.group_by,
-    )
+    split = prepare_split(folder, _study_split(config, runs_dir=runs_dir))
     source = DataSource(path=None if demo else str(folder.resolve()), demo=demo, image_size=config.data.image_size,
-                        fingerprint=split.fingerprint)
+                        fingerprint=split.fingerprint, split_relaxed=split.relaxed)
     return source, split.manifest_path.read_text()

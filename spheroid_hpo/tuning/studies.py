@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -131,6 +132,9 @@ def create_studies(
                 f"data {recorded.path or 'demo'}) than {data.describe()} "
                 f"(fingerprint {data.fingerprint[:12]}); use a new study name or storage for new data"
             )
+        if recorded is not None and data.split_relaxed is None:
+            # A relaunch reads the split made at creation: what that split gave up still holds.
+            data = replace(data, split_relaxed=recorded.split_relaxed)
         records.record_study(study, study_file_text=study_file_text, architecture=architecture,
                              budget=config.n_trials, data=data, manifest_csv=manifest_csv)
         if not study.trials and config.baseline:

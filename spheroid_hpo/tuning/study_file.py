@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from spheroid_hpo.data import FRACTIONS_RULE, validate_fractions
+from spheroid_hpo.data import DEFAULT_SPLIT, SPLIT_KEYS, SplitSpec
 from spheroid_hpo.data.demo import read_demo_settings
-from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, SPLIT_FRACTIONS
+from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable, toml_value
 from spheroid_hpo.training.architectures import architecture_names, check_image_size
@@ -100,9 +100,7 @@ class DataConfig:
 
     path: Path | None = None
     image_size: int = IMAGE_SIZE
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = SPLIT_FRACTIONS
-    group_by: str | None = None
+    split: SplitSpec = DEFAULT_SPLIT
     demo: DemoConfig = field(default_factory=DemoConfig)
     # K >= 2: each trial trains K times on stratified folds of train+val; None: once, on train.
     cv_folds: int | None = None
@@ -340,16 +338,13 @@ def _parse_pruner(table: TomlTable) -> PrunerConfig:
 
 
 def _parse_data(table: TomlTable) -> DataConfig:
-    table.check_keys(("path", "image_size", "split_seed", "fractions", "group_by", "demo", "cv_folds"))
-    fractions = table.checked("fractions", list, validate_fractions, FRACTIONS_RULE, list(SPLIT_FRACTIONS))
+    table.check_keys(("path", "image_size", *SPLIT_KEYS, "demo", "cv_folds"))
     demo = read_demo_settings(table.table("demo"), defaults=DEMO_SETTINGS)
     path = table.get("path", str, None)
     return DataConfig(
         path=Path(path) if path else None,
         image_size=table.positive("image_size", int, IMAGE_SIZE, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
-        split_seed=table.get("split_seed", int, 0),
-        fractions=fractions,
-        group_by=table.get("group_by", str, None),
+        split=SplitSpec.from_table(table),
         cv_folds=table.positive("cv_folds", int, None, minimum=2),
         demo=DemoConfig(**demo),
     )

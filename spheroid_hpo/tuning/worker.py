@@ -256,4 +256,4 @@ def _load_trial_data(
         manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,
         splits=("train", "val"),
     ).to(device)
-    return training_data(dataset, manifest=manifest, cv_folds=config.data.cv_folds, split_seed=config.data.split_seed)
+    return training_data(dataset, manifest=manifest, cv_folds=config.data.cv_folds, split_seed=config.data.split.seed)

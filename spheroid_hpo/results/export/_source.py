@@ -11,8 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, SplitTensors, load_dataset
-from spheroid_hpo.defaults import SPLIT_FRACTIONS
+from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, DEFAULT_SPLIT, SplitSpec, SplitTensors, load_dataset
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.run import METRICS_FILE
 from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, load_model
@@ -61,10 +60,10 @@ def _run_source(source: Path, *, data_dir: Path | None) -> ModelSource:
             f"machine's copy, whose test images check the export"
         )
     manifest = metrics.get("split_manifest")
+    split = SplitSpec.from_dict(config["split"]) if "split" in config else DEFAULT_SPLIT
     dataset = load_dataset(
-        folder, image_size=info.image_size, class_names=info.class_names, splits=("test",),
+        folder, image_size=info.image_size, class_names=info.class_names, splits=("test",), split=split,
         manifest_path=manifest if manifest and Path(manifest).is_file() else None,
-        seed=int(config.get("seed", 0)), fractions=tuple(config.get("fractions", SPLIT_FRACTIONS)),
     )
     _require_test_images(dataset.test, folder)
     config["calibration"] = metrics.get("calibration")

@@ -72,11 +72,15 @@ def _introduction(content: ReportContent) -> list[Block]:
     else:
         data = f"the images in {family.data.path or content.data_folder}"
     training = family.config.training
+    relaxed = family.data.split_relaxed
+    split_rule = f" Split relaxed: {relaxed}." if relaxed else ""
+    if family.config.data.split.near_duplicates == "apart":
+        split_rule = " Near-duplicate images were allowed in different splits (near_duplicates = \"apart\")."
     return [Paragraph(
         f"Each architecture's best trial by validation macro-F1 (the tuning objective) was evaluated once on the "
         f"test split, which no trial saw. Data: {data}, at {family.data.image_size} px; "
         f"{sizes.get('train', 0)} training, {sizes.get('val', 0)} validation and {sizes.get('test', 0)} test "
-        f"images in the classes {', '.join(content.class_names)}. Training: Adam, cross-entropy, seed "
+        f"images in the classes {', '.join(content.class_names)}.{split_rule} Training: Adam, cross-entropy, seed "
         f"{training.seed}, precision {training.precision}, weights {training.weights}. Storage: "
         f"{masked_url(family.storage_url)}."
     )]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from optuna.trial import FrozenTrial
 
+from spheroid_hpo.data import SplitSpec
 from spheroid_hpo.results.family import StudyFamily
 from spheroid_hpo.results.report._paired import PairedComparison, paired_comparison
 from spheroid_hpo.training.hyperparams import Hyperparams
@@ -66,7 +67,7 @@ def repeat_best(
                     data_dir=data_dir, out_dir=Path(scratch) / architecture / f"seed-{seed}", arch=architecture,
                     hyperparams=Hyperparams.from_params(family.params(trial, architecture)),
                     image_size=family.data.image_size, seed=seed, device=device, weights=training.weights,
-                    precision=training.precision, split_manifest=manifest_path, progress=False,
+                    precision=training.precision, split=SplitSpec(manifest=str(manifest_path)), progress=False,
                 ))
             results[architecture] = RepeatedRuns(
                 architecture=architecture,
