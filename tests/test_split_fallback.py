@@ -66,7 +66,8 @@ def test_near_groups_that_leave_no_split_are_relaxed_with_one_line(near_folder, 
     assert len(lines) == 1, lines
     assert "class 'haze' has 4 image(s) in only 2 group(s)" in lines[0]
     assert "only exact duplicates are kept together" in lines[0]
-    assert "2 near-duplicate group(s) may straddle splits; the largest has 2 files (first: haze/h0-copy.jpg)" in lines[0]
+    assert ("2 near-duplicate group(s) may straddle splits; the largest has 2 files (first: haze/h0-copy.jpg)"
+            in lines[0])
     assert plan.relaxed == lines[0].removeprefix("warning: ")
     rows = read_manifest(tmp_path / "splits.csv")
     assert {row.split for row in rows if row.class_name == "haze"} == {"train", "val", "test"}

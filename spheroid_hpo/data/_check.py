@@ -23,6 +23,23 @@ _MAX_IGNORED_SHOWN = 10
 _HEADER = ("class", "images", "formats", "bit depths", "min size", "max size")
 
 
+def imbalance_warning(counts: dict[str, int]) -> str | None:
+    """One line when the largest class has over IMBALANCE_WARNING_RATIO times the images of the
+    smallest (class name -> images), else None; check-data and a new split print it."""
+    if not counts or min(counts.values()) == 0:
+        return None
+    largest, smallest = max(counts, key=counts.get), min(counts, key=counts.get)
+    ratio = counts[largest] / counts[smallest]
+    if ratio <= IMBALANCE_WARNING_RATIO:
+        return None
+    return (
+        f"classes are imbalanced: '{largest}' has {ratio:.1f}x the images of "
+        f"'{smallest}' ({counts[largest]} vs {counts[smallest]}, warning above "
+        f"{IMBALANCE_WARNING_RATIO:g}x); add class_weights = {{ choices = ['none', 'balanced'] }} "
+        f"to the search space, or collect more '{smallest}' images"
+    )
+
+
 @dataclass(frozen=True)
 class ClassSummary:
     """What the readable images of one class look like.
@@ -60,17 +77,8 @@ class DataCheck:
 
     @property
     def imbalance_warning(self) -> str | None:
-        ratio = self.imbalance_ratio
-        if ratio is None or ratio <= IMBALANCE_WARNING_RATIO:
-            return None
-        largest = max(self.classes, key=lambda row: row.count)
-        smallest = min(self.classes, key=lambda row: row.count)
-        return (
-            f"classes are imbalanced: '{largest.name}' has {ratio:.1f}x the images of "
-            f"'{smallest.name}' ({largest.count} vs {smallest.count}, warning above "
-            f"{IMBALANCE_WARNING_RATIO:g}x); add class_weights = {{ choices = ['none', 'balanced'] }} "
-            f"to the search space, or collect more '{smallest.name}' images"
-        )
+        """The imbalance line check-data prints (see ``imbalance_warning``), or None."""
+        return imbalance_warning({row.name: row.count for row in self.classes})
 
     @property
     def total(self) -> int:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from spheroid_hpo.data._check import imbalance_warning
 from spheroid_hpo.data._duplicates import Duplicates, find_duplicates, straddling
 from spheroid_hpo.data._folder import DataFolder, scan_folder
 from spheroid_hpo.data._groups import groups_from_csv, groups_from_regex
@@ -145,6 +147,9 @@ def prepare_split(
             notice(f"split manifest {manifest} was made without groups, and it is reused as it is; "
                    f"delete it to split by group")
     else:
+        imbalance = imbalance_warning(Counter(folder.class_names[file.label] for file in folder.files))
+        if imbalance:
+            notice(imbalance)
         if split.near_duplicates == "apart" and duplicates.near:
             notice(f"{len(duplicates.near)} group(s) of near-duplicate images may be split across train, "
                    f"val and test (near_duplicates = \"apart\"): test scores may be inflated")

@@ -1,0 +1,92 @@
+"""`train` and `launch` on a real folder they have never seen, with no flag (issue 20, point 8).
+
+``../shared/realdata/ifc_cellcycle``: 3,419 real brightfield cell crops (16-bit 40 px TIFF) in 7
+imbalanced classes (16 to 900 images), read-only; every manifest goes to a temporary folder. Before
+the near-duplicate fixes, check-data put 55% of it in one near group and a split could fail on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "ifc_cellcycle"
+CLASSES = ("Anaphase", "G1", "G2", "Metaphase", "Prophase", "S_phase", "Telophase")
+IMAGES = 3419
+
+
+@pytest.fixture(scope="module")
+def real_folder() -> Path:
+    if not REAL.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{REAL} is missing: CI has shared/ beside the clone")
+        pytest.skip(f"{REAL} is not on this machine")
+    return REAL
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_train_on_the_real_folder_splits_every_class_and_learns(real_folder, tmp_path):
+    before = _listing(real_folder)
+    result = cli("train", "--data", str(real_folder), "--out", "run", "--split-manifest", "splits.csv",
+                 "--arch", "squeezenet1_1", "--epochs", "3", "--lr", "1e-3", "--batch-size", "32",
+                 "--image-size", "32", "--device", "cpu", "--precision", "fp32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _listing(real_folder) == before  # a read-only folder stays untouched: the manifest went elsewhere
+    assert "warning: classes are imbalanced: 'G1' has 56.2x the images of 'Anaphase'" in result.stderr
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert tuple(metrics["class_names"]) == CLASSES
+    assert sum(metrics["split_sizes"].values()) == IMAGES
+    for section in ("validation", "test"):  # every class, even Anaphase's 16 images, in every split
+        assert all(sum(row) > 0 for row in metrics[section]["confusion"]), section
+    # Learning, not a constant guess: a constant class scores macro-F1 at most 2/7 x 1/7... here
+    # below 0.1 (the largest class is 26% of the images); three epochs at 32 px reach well above.
+    assert metrics["validation"]["macro_f1"] > 0.15, metrics["validation"]
+
+
+def test_launch_on_the_real_folder_runs_two_trials(real_folder, tmp_path):
+    study = tmp_path / "real.toml"
+    study.write_text(f"""
+[study]
+name = "real"
+architectures = ["squeezenet1_1"]
+n_trials = 2
+
+[search_space]
+epochs = {{ low = 1, high = 2 }}
+lr = {{ low = 1e-4, high = 3e-3, log = true }}
+rotation = {{ low = 0.0, high = 20.0 }}
+batch_size = {{ low = 16, high = 32 }}
+
+[pruner]
+name = "none"
+
+[data]
+path = "{real_folder}"
+image_size = 32
+""")
+    before = _listing(real_folder)
+    result = cli("launch", "--workers", "1", "--study", str(study), "--runs-dir", "runs", cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert _listing(real_folder) == before
+
+    trials = optuna.load_study(study_name="real.squeezenet1_1",
+                               storage=f"sqlite:///{tmp_path / 'runs' / 'real' / 'study.db'}").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    rows = (tmp_path / "runs" / "real" / "splits.csv").read_text().splitlines()
+    assert len(rows) == IMAGES + 1
