@@ -143,3 +143,13 @@ def test_a_study_records_the_relaxed_split_and_a_relaunch_keeps_it(near_folder, 
         from spheroid_hpo.tuning import records
 
         assert records.data_source(study.user_attrs).split_relaxed == first.data.split_relaxed
+
+
+def test_a_new_split_of_imbalanced_classes_prints_the_imbalance_line(near_folder, tmp_path, capsys):
+    for i in range(8, 20):  # 'dead' grows to 20 images against haze's 4: 5x
+        Image.fromarray(_image(1, i)).save(near_folder / "dead" / f"dead{i}.png")
+    prepare_split(near_folder, SplitSpec(manifest=tmp_path / "splits.csv"))
+    lines = [line for line in capsys.readouterr().err.splitlines() if "imbalanced" in line]
+    assert lines == ["warning: classes are imbalanced: 'dead' has 5.0x the images of 'haze' (20 vs 4, warning above "
+                     "3x); add class_weights = { choices = ['none', 'balanced'] } to the search space, or collect "
+                     "more 'haze' images"]
