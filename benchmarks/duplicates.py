@@ -1,0 +1,153 @@
+"""Near-duplicate detection: precision and recall of ours against imagededup's perceptual hashes.
+
+Precision: the files each detector puts into near-duplicate groups on folders that hold no
+planted copy: the real ifc_cellcycle crops (3,419 brightfield cells, 40 px, 16-bit TIFF), the
+demo data (64 and 256 px) and a generated microscope background set (plain field, vignetting,
+camera noise, debris; PNG, JPEG q85, 16-bit TIFF; 150-330 px).
+
+Recall: copies of randomly chosen images, made each way `tests/image_sets.COPY_KINDS` lists
+(JPEG q75-q95, +-5% brightness or contrast, resized to 3/4 and 1.5x, shifted or cropped by
+1-2 px, 8 <-> 16 bit), planted into a copy of each folder next to their originals. A copy
+counts as found when the detector puts it in one group with its original; the whole folder is
+searched, so look-alikes compete with the original.
+
+imagededup (PHash, DHash; `pip install imagededup`) gets the same decoded pixels as ours,
+stretched to 8-bit grey, and its default Hamming threshold (10 of 64 bits); a file counts as
+flagged when it has any duplicate, and a copy as found when its original is among them.
+
+    python benchmarks/duplicates.py                      # 20 copies per kind and set, ~3 min on 2 cores
+    python benchmarks/duplicates.py --copies 40 --no-library
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from _common import format_table, load_average, run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from image_sets import COPY_KINDS, plant_copy, write_background_set  # noqa: E402
+
+from spheroid_hpo.data import find_duplicates  # noqa: E402
+from spheroid_hpo.data._formats import read_image  # noqa: E402
+from spheroid_hpo.data.demo import write_demo_data  # noqa: E402
+
+IFC = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "ifc_cellcycle"
+_SUFFIXES = (".png", ".jpg", ".tif")
+
+# A detector: (root, relative paths) -> for each path, the set of paths it is grouped with.
+Detector = Callable[[Path, list[str]], dict[str, set[str]]]
+
+
+def ours(root: Path, paths: list[str]) -> dict[str, set[str]]:
+    found = find_duplicates(root, paths)
+    partners: dict[str, set[str]] = {}
+    for group in found.groups(near=True):
+        for path in group:
+            partners[path] = set(group) - {path}
+    return partners
+
+
+def imagededup_hash(name: str) -> Detector:
+    def detect(root: Path, paths: list[str]) -> dict[str, set[str]]:
+        from imagededup import methods
+
+        hasher = getattr(methods, name)(verbose=False)
+        encodings = {}
+        for path in paths:
+            grey = read_image(root / path).mean(axis=2)
+            encodings[path] = hasher.encode_image(image_array=np.rint(grey * 255).astype(np.uint8))
+        found = hasher.find_duplicates(encoding_map=encodings, max_distance_threshold=10)
+        return {path: set(others) for path, others in found.items() if others}
+
+    return detect
+
+
+def image_paths(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in _SUFFIXES)
+
+
+def flagged(detector: Detector, root: Path) -> tuple[int, int, float]:
+    paths = image_paths(root)
+    start = time.perf_counter()
+    partners = detector(root, paths)
+    return sum(1 for p in paths if partners.get(p)), len(paths), time.perf_counter() - start
+
+
+def planted_recall(detector: Detector, root: Path, pairs: list[tuple[str, str, str]]) -> dict[str, float]:
+    """Per kind of copy, the share of (kind, original, copy) pairs the detector groups."""
+    partners = detector(root, image_paths(root))
+    hits: dict[str, list[bool]] = {}
+    for kind, original, copy in pairs:
+        hits.setdefault(kind, []).append(original in partners.get(copy, set()))
+    return {kind: float(np.mean(found)) for kind, found in hits.items()}
+
+
+def plant(source: Path, target: Path, copies: int, seed: int) -> list[tuple[str, str, str]]:
+    """Copy `source` to `target` and plant `copies` copies of each kind, each of another original."""
+    shutil.copytree(source, target)
+    originals = image_paths(target)
+    chosen = random.Random(seed).sample(originals, copies * len(COPY_KINDS))
+    pairs = []
+    for k, kind in enumerate(COPY_KINDS):
+        for n, original in enumerate(chosen[k * copies : (k + 1) * copies]):
+            stem = (target / original).parent / f"copy{k:02d}_{n:03d}"
+            made = plant_copy(target / original, kind, stem)
+            pairs.append((kind, original, made.relative_to(target).as_posix()))
+    return pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=20, help="copies planted per kind and set")
+    parser.add_argument("--ifc", type=Path, default=IFC, help="the ifc_cellcycle folder")
+    parser.add_argument("--no-library", action="store_true", help="measure ours only")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    detectors: dict[str, Detector] = {"ours": ours}
+    if not args.no_library:
+        detectors |= {"phash": imagededup_hash("PHash"), "dhash": imagededup_hash("DHash")}
+    print(load_average())
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clean = {"ifc_cellcycle 40px": args.ifc}
+        for size in (64, 256):
+            write_demo_data(tmp / f"demo{size}", per_class=80, size=size, seed=args.seed)
+            clean[f"demo {size}px"] = tmp / f"demo{size}"
+        write_background_set(tmp / "background", count=90, seed=args.seed)
+        clean["background 150-330px"] = tmp / "background"
+
+        rows = []
+        for name, root in clean.items():
+            row = [name]
+            for detector in detectors.values():
+                count, total, seconds = flagged(detector, root)
+                row.append(f"{count}/{total} ({100 * count / total:.1f}%) {seconds:.1f}s")
+            rows.append(row)
+        print("\nFiles in near-duplicate groups (no planted copy), and the time taken:\n")
+        print(format_table(["folder", *detectors], rows))
+
+        recall: dict[str, dict[str, dict[str, float]]] = {}
+        for index, name in enumerate(("ifc_cellcycle 40px", "demo 64px", "demo 256px")):
+            target = tmp / f"planted-{index}"
+            pairs = plant(clean[name], target, args.copies, args.seed)
+            recall[name] = {det: planted_recall(fn, target, pairs) for det, fn in detectors.items()}
+        sets = list(recall)
+        headers = ["kind of copy"] + [f"{det} {name.split()[-1]}" for det in detectors for name in sets]
+        rows = [[kind] + [f"{100 * recall[name][det][kind]:.0f}%" for det in detectors for name in sets]
+                for kind in COPY_KINDS]
+        print(f"\nPlanted copies found ({args.copies} per kind and folder; ifc 40px, demo 64px, demo 256px):\n")
+        print(format_table(headers, rows))
+    print(f"\n{load_average()}")
+
+
+if __name__ == "__main__":
+    run(main)
