@@ -129,7 +129,9 @@ def candidate_pairs(signatures: list[Signature]) -> list[tuple[int, int]]:
             if shifted is None:
                 scores = block @ queries.T
             else:
-                scores = np.max([block @ shifted[:, s].T for s in range(shifted.shape[1])], axis=0)
+                scores = block @ shifted[:, 0].T
+                for s in range(1, shifted.shape[1]):
+                    np.maximum(scores, block @ shifted[:, s].T, out=scores)
             rows = np.arange(len(block))
             scores[rows, rows + start] = -np.inf
             best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -150,11 +152,15 @@ def pair_likeness(signatures: list[Signature], pairs: list[tuple[int, int]]) -> 
         else:
             likeness[n] = _registered(a, b)
     for members in by_shape.values():
+        # Each image takes part in many pairs: prepare it once.
+        images = sorted({i for n in members for i in pairs[n]})
+        row = {image: r for r, image in enumerate(images)}
+        prepared = _Shiftable(np.stack([signatures[i].work for i in images]))
         for start in range(0, len(members), _PAIR_CHUNK):
             chunk = members[start : start + _PAIR_CHUNK]
-            first = np.stack([signatures[pairs[n][0]].work for n in chunk])
-            second = np.stack([signatures[pairs[n][1]].work for n in chunk])
-            likeness[chunk] = _best_shift(first, second)
+            first = np.array([row[pairs[n][0]] for n in chunk])
+            second = np.array([row[pairs[n][1]] for n in chunk])
+            likeness[chunk] = prepared.best_shift(first, second)
     return likeness
 
 
@@ -162,7 +168,7 @@ def _registered(a: np.ndarray, b: np.ndarray) -> float:
     """Likeness of two working images of different shapes: resized, or one cropped from the other."""
     if a.size > b.size:
         a, b = b, a
-    best = _best_shift(a[None], _resized(b, a.shape)[None])[0]
+    best = _Shiftable(np.stack([a, _resized(b, a.shape)])).best_shift(np.array([0]), np.array([1]))[0]
     extra_h, extra_w = b.shape[0] - a.shape[0], b.shape[1] - a.shape[1]
     if 0 <= extra_h <= _CROP_SLACK and 0 <= extra_w <= _CROP_SLACK:
         windows = _unit(sliding_window_view(b, a.shape).reshape(-1, a.size))
@@ -170,19 +176,43 @@ def _registered(a: np.ndarray, b: np.ndarray) -> float:
     return float(best)
 
 
-def _best_shift(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """For stacks of equal-shape images, the best correlation of each first image's centre
-    (trimmed by SHIFT px) with the same-size windows of the second, shifted up to SHIFT px."""
-    n, height, width = first.shape
-    h, w = height - 2 * SHIFT, width - 2 * SHIFT
-    centre = first[:, SHIFT : SHIFT + h, SHIFT : SHIFT + w].reshape(n, -1)
-    centre = _unit(centre)
-    best = np.full(n, -1.0)
-    for dy in range(2 * SHIFT + 1):
-        for dx in range(2 * SHIFT + 1):
-            window = _unit(second[:, dy : dy + h, dx : dx + w].reshape(n, -1))
-            np.maximum(best, np.einsum("nd,nd->n", centre, window), out=best)
-    return best
+class _Shiftable:
+    """A stack of equal-shape working images, ready to correlate each one's centre (trimmed by
+    SHIFT px) with the same-size windows of another, shifted up to SHIFT px."""
+
+    def __init__(self, stack: np.ndarray) -> None:
+        n, height, width = stack.shape
+        self.h, self.w = height - 2 * SHIFT, width - 2 * SHIFT
+        self.stack = stack
+        centre = stack[:, SHIFT : SHIFT + self.h, SHIFT : SHIFT + self.w].reshape(n, -1)
+        self.centre = _unit(centre).reshape(n, self.h, self.w)
+        # The centre has zero mean, so its product with a window needs no window mean; each
+        # window's spread comes from summed-area tables instead of normalising every window.
+        self.sums = _summed_area(stack.astype(np.float64))
+        self.squares = _summed_area(stack.astype(np.float64) ** 2)
+
+    def best_shift(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The likeness of images ``first[k]`` and ``second[k]`` (indices into the stack)."""
+        h, w = self.h, self.w
+        centre, stack, sums, squares = self.centre[first], self.stack[second], self.sums[second], self.squares[second]
+        best = np.full(len(first), -1.0)
+        for dy in range(2 * SHIFT + 1):
+            for dx in range(2 * SHIFT + 1):
+                total, total_sq = _box(sums, dy, dx, h, w), _box(squares, dy, dx, h, w)
+                spread = np.sqrt(np.maximum(total_sq - total**2 / (h * w), 1e-12))
+                product = np.einsum("nij,nij->n", centre, stack[:, dy : dy + h, dx : dx + w])
+                np.maximum(best, product / spread, out=best)
+        return best
+
+
+def _summed_area(stack: np.ndarray) -> np.ndarray:
+    table = np.zeros((stack.shape[0], stack.shape[1] + 1, stack.shape[2] + 1))
+    table[:, 1:, 1:] = stack.cumsum(axis=1).cumsum(axis=2)
+    return table
+
+
+def _box(table: np.ndarray, y: int, x: int, h: int, w: int) -> np.ndarray:
+    return table[:, y + h, x + w] - table[:, y, x + w] - table[:, y + h, x] + table[:, y, x]
 
 
 def _band_pass(grey: np.ndarray, band: tuple[float, float]) -> np.ndarray:
