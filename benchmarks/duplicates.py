@@ -22,8 +22,6 @@ flagged when it has any duplicate, and a copy as found when its original is amon
 from __future__ import annotations
 
 import argparse
-import random
-import shutil
 import sys
 import tempfile
 import time
@@ -34,14 +32,13 @@ import numpy as np
 from _common import format_table, load_average, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from image_sets import COPY_KINDS, plant_copy, write_background_set  # noqa: E402
+from image_sets import COPY_KINDS, image_paths, plant_copies, write_background_set  # noqa: E402
 
 from spheroid_hpo.data import find_duplicates  # noqa: E402
 from spheroid_hpo.data._formats import read_image  # noqa: E402
 from spheroid_hpo.data.demo import write_demo_data  # noqa: E402
 
 IFC = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "ifc_cellcycle"
-_SUFFIXES = (".png", ".jpg", ".tif")
 
 # A detector: (root, relative paths) -> for each path, the set of paths it is grouped with.
 Detector = Callable[[Path, list[str]], dict[str, set[str]]]
@@ -71,10 +68,6 @@ def imagededup_hash(name: str) -> Detector:
     return detect
 
 
-def image_paths(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in _SUFFIXES)
-
-
 def flagged(detector: Detector, root: Path) -> tuple[int, int, float]:
     paths = image_paths(root)
     start = time.perf_counter()
@@ -89,20 +82,6 @@ def planted_recall(detector: Detector, root: Path, pairs: list[tuple[str, str, s
     for kind, original, copy in pairs:
         hits.setdefault(kind, []).append(original in partners.get(copy, set()))
     return {kind: float(np.mean(found)) for kind, found in hits.items()}
-
-
-def plant(source: Path, target: Path, copies: int, seed: int) -> list[tuple[str, str, str]]:
-    """Copy `source` to `target` and plant `copies` copies of each kind, each of another original."""
-    shutil.copytree(source, target)
-    originals = image_paths(target)
-    chosen = random.Random(seed).sample(originals, copies * len(COPY_KINDS))
-    pairs = []
-    for k, kind in enumerate(COPY_KINDS):
-        for n, original in enumerate(chosen[k * copies : (k + 1) * copies]):
-            stem = (target / original).parent / f"copy{k:02d}_{n:03d}"
-            made = plant_copy(target / original, kind, stem)
-            pairs.append((kind, original, made.relative_to(target).as_posix()))
-    return pairs
 
 
 def main() -> None:
@@ -138,7 +117,7 @@ def main() -> None:
         recall: dict[str, dict[str, dict[str, float]]] = {}
         for index, name in enumerate(("ifc_cellcycle 40px", "demo 64px", "demo 256px")):
             target = tmp / f"planted-{index}"
-            pairs = plant(clean[name], target, args.copies, args.seed)
+            pairs = plant_copies(clean[name], target, copies=args.copies, seed=args.seed)
             recall[name] = {det: planted_recall(fn, target, pairs) for det, fn in detectors.items()}
         sets = list(recall)
         headers = ["kind of copy"] + [f"{det} {name.split()[-1]}" for det in detectors for name in sets]

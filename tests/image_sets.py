@@ -5,12 +5,15 @@
   centres, camera noise and 0-5 debris specks, as PNG, JPEG q85 and 16-bit TIFF, 150-330 px.
   Every patch is drawn independently, so none is a copy of another.
 - `COPY_KINDS`: the ways a copy of an image ends up in a data folder (re-saved, re-exposed,
-  resized, shifted, cropped, converted between 8 and 16 bits); `plant_copy` writes one.
+  resized, shifted, cropped, converted between 8 and 16 bits); `plant_copy` writes one, and
+  `plant_copies` a copy of a whole folder with copies of some of its images next to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +140,24 @@ def plant_copy(source: Path, kind: str, target_stem: Path) -> Path:
         path = target_stem.with_suffix(".png")
         Image.fromarray(pixels).save(path)
     return path
+
+
+def image_paths(root: Path) -> list[str]:
+    """The images under `root`, relative and sorted."""
+    suffixes = (".png", ".jpg", ".tif")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix.lower() in suffixes)
+
+
+def plant_copies(
+    source: Path, target: Path, *, copies: int, seed: int, kinds: Sequence[str] = tuple(COPY_KINDS),
+) -> list[tuple[str, str, str]]:
+    """Copy the folder `source` to `target`, then plant `copies` copies of each kind, each of
+    another randomly chosen original and next to it; return (kind, original, copy) paths."""
+    shutil.copytree(source, target)
+    chosen = random.Random(seed).sample(image_paths(target), copies * len(kinds))
+    planted = []
+    for k, kind in enumerate(kinds):
+        for n, original in enumerate(chosen[k * copies : (k + 1) * copies]):
+            made = plant_copy(target / original, kind, (target / original).parent / f"copy{k:02d}_{n:03d}")
+            planted.append((kind, original, made.relative_to(target).as_posix()))
+    return planted
