@@ -12,19 +12,22 @@ counts as found when the detector puts it in one group with its original; the wh
 searched, so look-alikes compete with the original.
 
 imagededup (PHash, DHash; `pip install imagededup`) gets the same decoded pixels as ours,
-stretched to 8-bit grey, and its default Hamming threshold (10 of 64 bits); a file counts as
-flagged when it has any duplicate, and a copy as found when its original is among them.
+stretched to 8-bit grey, at its default Hamming threshold (10 of 64 bits) and a stricter one (4);
+a file counts as flagged when it has any duplicate, and a copy as found when its original is
+among them.
 
-    python benchmarks/duplicates.py                      # 20 copies per kind and set, ~3 min on 2 cores
+    python benchmarks/duplicates.py                      # 20 copies per kind and set, ~10 min on 2 busy cores
     python benchmarks/duplicates.py --copies 40 --no-library
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,16 +56,20 @@ def ours(root: Path, paths: list[str]) -> dict[str, set[str]]:
     return partners
 
 
-def imagededup_hash(name: str) -> Detector:
+_ENCODINGS: dict[tuple[str, Path], dict[str, str]] = {}
+
+
+def imagededup_hash(name: str, threshold: int) -> Detector:
+    """imagededup's `name` hash (PHash, DHash) with a Hamming distance threshold (of 64 bits)."""
+
     def detect(root: Path, paths: list[str]) -> dict[str, set[str]]:
         from imagededup import methods
 
         hasher = getattr(methods, name)(verbose=False)
-        encodings = {}
-        for path in paths:
-            grey = read_image(root / path).mean(axis=2)
-            encodings[path] = hasher.encode_image(image_array=np.rint(grey * 255).astype(np.uint8))
-        found = hasher.find_duplicates(encoding_map=encodings, max_distance_threshold=10)
+        if (name, root) not in _ENCODINGS:  # the same folder at another threshold: hash once
+            greys = {path: np.rint(read_image(root / path).mean(axis=2) * 255).astype(np.uint8) for path in paths}
+            _ENCODINGS[name, root] = {path: hasher.encode_image(image_array=grey) for path, grey in greys.items()}
+        found = hasher.find_duplicates(encoding_map=_ENCODINGS[name, root], max_distance_threshold=threshold)
         return {path: set(others) for path, others in found.items() if others}
 
     return detect
@@ -89,11 +96,16 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=20, help="copies planted per kind and set")
     parser.add_argument("--ifc", type=Path, default=IFC, help="the ifc_cellcycle folder")
     parser.add_argument("--no-library", action="store_true", help="measure ours only")
+    parser.add_argument("--thresholds", type=int, nargs="+", default=[10, 4],
+                        help="imagededup Hamming thresholds to try (its default is 10)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     detectors: dict[str, Detector] = {"ours": ours}
     if not args.no_library:
-        detectors |= {"phash": imagededup_hash("PHash"), "dhash": imagededup_hash("DHash")}
+        logging.getLogger("imagededup").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message="Parameter num_enc_workers has no effect")
+        for name in ("PHash", "DHash"):
+            detectors |= {f"{name.lower()}<={t}": imagededup_hash(name, t) for t in args.thresholds}
     print(load_average())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
