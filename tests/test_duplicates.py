@@ -137,6 +137,17 @@ def test_near_groups_are_cliques_never_chains(monkeypatch):
         assert all(frozenset((a, b)) in linked for a in group for b in group if a < b)
 
 
+def test_a_folder_of_a_few_images_still_groups_faithful_copies(tmp_path):
+    # Four images are too few to know what a look-alike is: a likeness of 0.97 or more counts.
+    original = render_image(2, size=SIZE, rng=np.random.default_rng(7))
+    _png(tmp_path / "a.png", original)
+    _png(tmp_path / "brighter.png", np.clip(np.rint(original * 1.05), 0, 255).astype(np.uint8))
+    _png(tmp_path / "other.png", render_image(2, size=SIZE, rng=np.random.default_rng(8)))
+    Image.fromarray(original).save(tmp_path / "resaved.jpg", quality=75)
+    found = find_duplicates(tmp_path, ["a.png", "brighter.png", "other.png", "resaved.jpg"])
+    assert found.near == (("a.png", "brighter.png", "resaved.jpg"),)
+
+
 def test_real_cell_crops_are_not_grouped_for_looking_alike(ifc_cellcycle):
     # 3,419 brightfield crops of one cell line: centred round cells with a dark rim, alike at
     # cell scale. Connected components of the former pair test put 1,896 (55%) in one group.
