@@ -102,7 +102,10 @@ def main() -> None:
     args = parser.parse_args()
     detectors: dict[str, Detector] = {"ours": ours}
     if not args.no_library:
-        logging.getLogger("imagededup").setLevel(logging.WARNING)
+        import imagededup.methods  # noqa: F401  (creates its loggers, each with a level of its own)
+
+        for name in [n for n in logging.root.manager.loggerDict if n.startswith("imagededup")]:
+            logging.getLogger(name).setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message="Parameter num_enc_workers has no effect")
         for name in ("PHash", "DHash"):
             detectors |= {f"{name.lower()}<={t}": imagededup_hash(name, t) for t in args.thresholds}
