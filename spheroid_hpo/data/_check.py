@@ -21,7 +21,7 @@ IMBALANCE_WARNING_RATIO = 3.0
 
 _MAX_IGNORED_SHOWN = 10
 _CONFLICT_PROBLEM = (
-    "the same image is filed under more than one class: most likely a labelling mistake; "
+    "the same image is filed under more than one class, most likely a labelling mistake: "
     "keep the copy in its right class folder and delete the others"
 )
 _HEADER = ("class", "images", "formats", "bit depths", "min size", "max size")
@@ -157,10 +157,11 @@ def check_data(
     unreadable = {path for path, _ in problems}
     duplicates = find_duplicates(folder.root, [f.path for f in folder.files if f.path not in unreadable])
     class_of = {file.path: folder.class_names[file.label] for file in folder.files}
+    mixed = set(duplicates.mixed_labels(class_of))
     conflicts = [
         {"kind": kind, "files": {path: class_of[path] for path in group}}
         for kind, groups in (("exact", duplicates.exact), ("near", duplicates.near))
-        for group in duplicates.mixed_labels(class_of) if group in groups
+        for group in groups if group in mixed
     ]
     manifest = Path(manifest_path) if manifest_path is not None else folder.root / DEFAULT_MANIFEST_NAME
     crossing: list[dict] = []
@@ -266,7 +267,7 @@ def _conflict_lines(conflicts: tuple[dict, ...]) -> list[str]:
     # Listed before anything else: a wrong label poisons training and scores alike.
     if not conflicts:
         return []
-    lines = [f"WARNING: {len(conflicts)} duplicate group(s) span more than one class: {_CONFLICT_PROBLEM}:"]
+    lines = [f"WARNING: {len(conflicts)} duplicate group(s) span more than one class; {_CONFLICT_PROBLEM}:"]
     for conflict in conflicts:
         files = ", ".join(f"{path} ({name})" for path, name in conflict["files"].items())
         lines.append(f"  {conflict['kind']}: {files}")
