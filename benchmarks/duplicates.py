@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--no-library", action="store_true", help="measure ours only")
     parser.add_argument("--thresholds", type=int, nargs="+", default=[10, 4],
                         help="imagededup Hamming thresholds to try (its default is 10)")
+    parser.add_argument("--part", choices=("both", "precision", "recall"), default="both")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     detectors: dict[str, Detector] = {"ours": ours}
@@ -119,15 +121,24 @@ def main() -> None:
         write_background_set(tmp / "background", count=90, seed=args.seed)
         clean["background 150-330px"] = tmp / "background"
 
-        rows = []
-        for name, root in clean.items():
-            row = [name]
-            for detector in detectors.values():
-                count, total, seconds = flagged(detector, root)
-                row.append(f"{count}/{total} ({100 * count / total:.1f}%) {seconds:.1f}s")
-            rows.append(row)
-        print("\nFiles in near-duplicate groups (no planted copy), and the time taken:\n")
-        print(format_table(["folder", *detectors], rows))
+        if args.part != "recall":
+            rows = []
+            for name, root in clean.items():
+                row = [name]
+                for detector in detectors.values():
+                    count, total, seconds = flagged(detector, root)
+                    row.append(f"{count}/{total} ({100 * count / total:.1f}%) {seconds:.1f}s")
+                rows.append(row)
+            print("\nFiles in near-duplicate groups (no planted copy), and the time taken:\n")
+            print(format_table(["folder", *detectors], rows))
+        if args.part == "precision":
+            return
+        # Enough demo images to plant every copy next to an original of its own.
+        per_class = max(80, -(-args.copies * len(COPY_KINDS) // 4) + 20)
+        if per_class > 80:
+            for size in (64, 256):
+                shutil.rmtree(tmp / f"demo{size}")
+                write_demo_data(tmp / f"demo{size}", per_class=per_class, size=size, seed=args.seed)
 
         recall: dict[str, dict[str, dict[str, float]]] = {}
         for index, name in enumerate(("ifc_cellcycle 40px", "demo 64px", "demo 256px")):
