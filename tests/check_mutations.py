@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-mutations-") as scratch:
+        shared = ROOT.parent / "shared"
+        if shared.is_dir():  # the real data tests read at ../shared (tests/real_data.py), beside each tree
+            (Path(scratch) / "shared").symlink_to(shared)
         if args.unmutated:
             tree = Path(scratch) / "tree"
             copy_tree(tree)

@@ -9,6 +9,7 @@ and use real processes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -459,6 +460,23 @@ def test_check_data_names_the_bomb(tmp_path, monkeypatch, capsys):
     tifffile.imwrite(bomb, np.zeros((20000, 20000), np.uint8), compression="zlib", tile=(1024, 1024))
     with pytest.raises(UnreadableImage, match="too large to decode safely"):
         inspect_image(bomb)
+
+
+def test_check_data_does_not_group_plain_background_patches(tmp_path, monkeypatch, capsys):
+    # A lab's "background" class: plain field under vignetting at random centres, camera noise,
+    # a few specks; PNG, JPEG q85 and 16-bit TIFF, 150-330 px. Alike in illumination only, so
+    # grouping them (58 of 160 once) makes a stratified split impossible.
+    from image_sets import write_background_set
+
+    paths = write_background_set(tmp_path / "data", count=90, seed=0)
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", "check-data", str(tmp_path / "data"), "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+    report = json.loads(capsys.readouterr().out)
+    assert report["total"] == len(paths) == 90
+    grouped = {path for group in report["near_duplicates"] for path in group}
+    assert len(grouped) <= 0.01 * len(paths), report["near_duplicates"]
 
 
 # --- 6. a password in a study file's storage URL ---------------------------------------------------------

@@ -113,3 +113,38 @@ def test_the_report_is_deterministic_despite_the_thread_pool(mixed_folder: Path)
     report = check_data(mixed_folder)
     assert isinstance(report, DataCheck)
     assert report == check_data(mixed_folder)
+
+
+def test_a_picture_filed_under_two_classes_is_listed_first_as_a_labelling_problem(tmp_path: Path) -> None:
+    from spheroid_hpo.data.demo import render_image
+
+    for label, name in enumerate(("alive", "dead")):
+        for i in range(6):
+            pixels = render_image(label, size=48, rng=np.random.default_rng([label, i]))
+            (tmp_path / name).mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(tmp_path / name / f"{i}.png")
+    alive = np.asarray(Image.open(tmp_path / "alive" / "0.png"))
+    Image.fromarray(alive).save(tmp_path / "dead" / "copy.png")  # exact, under the other class
+    Image.fromarray(alive).save(tmp_path / "dead" / "resaved.jpg", quality=85)  # near, same class as copy
+    Image.fromarray(np.asarray(Image.open(tmp_path / "alive" / "1.png"))).save(tmp_path / "alive" / "1b.bmp")
+
+    report = check_data(tmp_path)
+    assert report.label_conflicts == (
+        {"kind": "exact", "files": {"alive/0.png": "alive", "dead/copy.png": "dead"}},
+        {"kind": "near", "files": {"alive/0.png": "alive", "dead/copy.png": "dead", "dead/resaved.jpg": "dead"}},
+    )  # the same-class pair alive/1.png, alive/1b.bmp is a duplicate but no conflict
+    data = json.loads(json.dumps(report.to_dict()))
+    assert list(data)[:3] == ["root", "total", "label_conflicts"]
+    assert [c["files"] for c in data["label_conflicts"]] == [c["files"] for c in report.label_conflicts]
+    assert "labelling mistake" in data["label_conflicts"][0]["problem"]
+    lines = report.format_table().splitlines()
+    assert lines[2].startswith("WARNING: 2 duplicate group(s) span more than one class")
+    assert "labelling mistake" in lines[2]
+    assert lines[3] == "  exact: alive/0.png (alive), dead/copy.png (dead)"
+    assert lines.index(lines[2]) < next(n for n, line in enumerate(lines) if line.startswith("class "))
+
+
+def test_a_folder_without_conflicts_has_no_warning_on_top(mixed_folder: Path) -> None:
+    report = check_data(mixed_folder)
+    assert report.label_conflicts == () and report.to_dict()["label_conflicts"] == []
+    assert not report.format_table().splitlines()[2].startswith("WARNING")

@@ -5,22 +5,27 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from image_sets import COPY_KINDS, plant_copies
 from PIL import Image, ImageEnhance
+from real_data import ifc_cellcycle_fixture  # noqa: F401
 
 from spheroid_hpo.data import (
     LabeledFile,
     SplitSpec,
+    _duplicates,
     assign_splits,
     check_data,
     find_duplicates,
     load_dataset,
     prepare_split,
 )
-from spheroid_hpo.data._duplicates import straddling
+from spheroid_hpo.data._duplicates import duplicates_of, straddling
+from spheroid_hpo.data._likeness import signature
 from spheroid_hpo.data.demo import render_image, write_demo_data
 
 SIZE = 64
@@ -118,6 +123,85 @@ def test_look_alike_patches_are_not_near_duplicates(tmp_path):
             _png(tmp_path / f"{kind}{i:02d}.png", np.clip(np.rint(make() * 255), 0, 255).astype(np.uint8))
     found = find_duplicates(tmp_path, sorted(p.name for p in tmp_path.iterdir()))
     assert found.exact == () and found.near == ()
+
+
+def test_near_groups_are_cliques_never_chains(monkeypatch):
+    # Five distinct pictures; the pair test links 0-1, 1-2 and 2-3 (a chain) and 3-4 and 2-4.
+    # Connected components would make one group of all five; a clique group holds only images
+    # that are each other's copies.
+    pictures = {f"{i}.png": signature(np.full((8, 8, 3), i / 10, dtype=np.float32)) for i in range(5)}
+    pairs = [(0, 1, 0.95), (1, 2, 0.9), (2, 3, 0.9), (3, 4, 0.99), (2, 4, 0.98)]
+    monkeypatch.setattr(_duplicates, "copy_pairs", lambda signatures: pairs)
+    found = duplicates_of(pictures)
+    linked = {frozenset((f"{i}.png", f"{j}.png")) for i, j, _ in pairs}
+    assert found.near == (("0.png", "1.png"), ("2.png", "3.png", "4.png"))
+    for group in found.near:
+        assert all(frozenset((a, b)) in linked for a in group for b in group if a < b)
+
+
+def test_a_folder_of_a_few_images_still_groups_faithful_copies(tmp_path):
+    # Four images are too few to know what a look-alike is: a likeness of 0.97 or more counts.
+    original = render_image(2, size=SIZE, rng=np.random.default_rng(7))
+    _png(tmp_path / "a.png", original)
+    _png(tmp_path / "brighter.png", np.clip(np.rint(original * 1.05), 0, 255).astype(np.uint8))
+    _png(tmp_path / "other.png", render_image(2, size=SIZE, rng=np.random.default_rng(8)))
+    Image.fromarray(original).save(tmp_path / "resaved.jpg", quality=75)
+    found = find_duplicates(tmp_path, ["a.png", "brighter.png", "other.png", "resaved.jpg"])
+    assert found.near == (("a.png", "brighter.png", "resaved.jpg"),)
+
+
+def test_real_cell_crops_are_not_grouped_for_looking_alike(ifc_cellcycle):
+    # 3,419 brightfield crops of one cell line: centred round cells with a dark rim, alike at
+    # cell scale. Connected components of the former pair test put 1,896 (55%) in one group.
+    report = check_data(ifc_cellcycle)
+    grouped = {path for group in report.duplicates.near for path in group}
+    assert len(grouped) <= 0.01 * report.total, report.duplicates.near
+    assert report.label_conflicts == ()
+
+
+def _found(root: Path, planted: list[tuple[str, str, str]]) -> dict[str, list[bool]]:
+    """Per kind of copy, whether each planted copy shares a group with its original; and no
+    group holds two originals."""
+    groups = find_duplicates(root, sorted(p.relative_to(root).as_posix() for p in root.rglob("*.*"))).groups()
+    group_of = {path: group for group in groups for path in group}
+    originals = {original for _, original, _ in planted}
+    for group in groups:
+        assert len(originals & set(group)) <= 1, group
+    found: dict[str, list[bool]] = {}
+    for kind, original, copy in planted:
+        found.setdefault(kind, []).append(original in group_of.get(copy, ()))
+    return found
+
+
+def test_copies_planted_among_real_crops_are_found(ifc_cellcycle, tmp_path):
+    # The four smaller classes (719 crops), with two copies of each kind planted.
+    source = tmp_path / "source"
+    for name in ("Anaphase", "Metaphase", "Prophase", "Telophase"):
+        shutil.copytree(ifc_cellcycle / name, source / name)
+    planted = plant_copies(source, tmp_path / "planted", copies=2, seed=1)
+    missed = {kind: hits for kind, hits in _found(tmp_path / "planted", planted).items() if not all(hits)}
+    assert missed == {}
+
+
+def test_copies_planted_among_demo_images_are_found(tmp_path):
+    write_demo_data(tmp_path / "demo", per_class=20, size=64, seed=3)
+    planted = plant_copies(tmp_path / "demo", tmp_path / "planted", copies=1, seed=2)
+    missed = {kind: hits for kind, hits in _found(tmp_path / "planted", planted).items() if not all(hits)}
+    assert missed == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder", ["ifc_cellcycle", "demo 64 px", "demo 256 px"])
+def test_every_kind_of_planted_copy_is_found_95_percent_of_the_time(folder, ifc_cellcycle, tmp_path):
+    # The README's recall table (benchmarks/duplicates.py prints it next to imagededup's).
+    source = ifc_cellcycle
+    if folder.startswith("demo"):
+        source = tmp_path / "demo"
+        write_demo_data(source, per_class=80, size=int(folder.split()[1]), seed=0)
+    planted = plant_copies(source, tmp_path / "planted", copies=20, seed=0)
+    recall = {kind: float(np.mean(hits)) for kind, hits in _found(tmp_path / "planted", planted).items()}
+    assert set(recall) == set(COPY_KINDS)
+    assert {kind: share for kind, share in recall.items() if share < 0.95} == {}
 
 
 # --------------------------------------------------------------------------- splits

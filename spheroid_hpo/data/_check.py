@@ -20,6 +20,10 @@ from spheroid_hpo.data._manifest import DEFAULT_MANIFEST_NAME, read_manifest
 IMBALANCE_WARNING_RATIO = 3.0
 
 _MAX_IGNORED_SHOWN = 10
+_CONFLICT_PROBLEM = (
+    "the same image is filed under more than one class, most likely a labelling mistake: "
+    "keep the copy in its right class folder and delete the others"
+)
 _HEADER = ("class", "images", "formats", "bit depths", "min size", "max size")
 
 
@@ -68,6 +72,8 @@ class DataCheck:
     duplicates: Duplicates = Duplicates()
     manifest: Path | None = None  # the split manifest checked for straddling groups, if it exists
     straddling: tuple[dict, ...] = ()  # duplicate groups with files in more than one split of it
+    # Duplicate groups whose files lie in more than one class folder: {"kind", "files": {path: class}}.
+    label_conflicts: tuple[dict, ...] = ()
 
     @property
     def imbalance_ratio(self) -> float | None:
@@ -90,6 +96,9 @@ class DataCheck:
         return {
             "root": str(self.root),
             "total": self.total,
+            "label_conflicts": [
+                {**conflict, "problem": _CONFLICT_PROBLEM} for conflict in self.label_conflicts
+            ],
             "classes": [_row_dict(row) for row in self.classes],
             "problems": [{"path": path, "reason": reason} for path, reason in self.problems],
             "ignored": list(self.ignored),
@@ -103,6 +112,7 @@ class DataCheck:
         """A plain-text table for the terminal, with problem and ignored files listed under it."""
         rows = [_row_cells(row) for row in self.classes] + [("total", str(self.total), "", "", "", "")]
         lines = [f"data folder {self.root}: {len(self.classes)} classes, {self.total} readable images", ""]
+        lines += _conflict_lines(self.label_conflicts)
         lines += _table_lines(_HEADER, rows)
         lines += _problem_lines(self.problems) + _ignored_lines(self.ignored)
         lines += _duplicate_lines(self.duplicates) + self._manifest_lines() + self._imbalance_lines()
@@ -154,6 +164,13 @@ def check_data(
     classes = tuple(_summarise(name, class_infos) for name, class_infos in zip(folder.class_names, infos, strict=True))
     unreadable = {path for path, _ in problems}
     duplicates = find_duplicates(folder.root, [f.path for f in folder.files if f.path not in unreadable])
+    class_of = {file.path: folder.class_names[file.label] for file in folder.files}
+    mixed = set(duplicates.mixed_labels(class_of))
+    conflicts = [
+        {"kind": kind, "files": {path: class_of[path] for path in group}}
+        for kind, groups in (("exact", duplicates.exact), ("near", duplicates.near))
+        for group in groups if group in mixed
+    ]
     manifest = Path(manifest_path) if manifest_path is not None else folder.root / DEFAULT_MANIFEST_NAME
     crossing: list[dict] = []
     if manifest.exists():
@@ -162,6 +179,7 @@ def check_data(
     return DataCheck(
         root=folder.root, classes=classes, problems=tuple(problems), ignored=folder.ignored,
         duplicates=duplicates, manifest=manifest if manifest.exists() else None, straddling=tuple(crossing),
+        label_conflicts=tuple(conflicts),
     )
 
 
@@ -251,3 +269,14 @@ def _duplicate_lines(duplicates: Duplicates) -> list[str]:
         lines += ["", f"{len(groups)} {kind} group(s), kept in one split when splitting:"]
         lines += [f"  {i}: " + ", ".join(group) for i, group in enumerate(groups, start=1)]
     return lines
+
+
+def _conflict_lines(conflicts: tuple[dict, ...]) -> list[str]:
+    # Listed before anything else: a wrong label poisons training and scores alike.
+    if not conflicts:
+        return []
+    lines = [f"WARNING: {len(conflicts)} duplicate group(s) span more than one class; {_CONFLICT_PROBLEM}:"]
+    for conflict in conflicts:
+        files = ", ".join(f"{path} ({name})" for path, name in conflict["files"].items())
+        lines.append(f"  {conflict['kind']}: {files}")
+    return lines + [""]

@@ -1,50 +1,40 @@
 """Exact and near-duplicate images, found from their decoded pixels.
 
-Exact duplicates have the same decoded pixels (whatever the file format). Near-duplicates
-are images whose grey thumbnails agree once brightness and contrast are removed: a copy
-re-saved as JPEG, made a few percent brighter or resized. Two correlations must both pass,
-so that images which merely look alike are not grouped:
+Exact duplicates have the same decoded pixels (whatever the file format). Near-duplicates are
+copies of one image: re-saved as JPEG, a few percent brighter or more contrasted, resized,
+shifted or cropped by a pixel or two, converted between 8 and 16 bits. The pair test that
+tells a copy from a look-alike lives in ``_likeness``.
 
-- coarse: the 16x16 thumbnails (area-averaged, zero mean, unit norm) correlate at least
-  ``MIN_COARSE``: the layout agrees;
-- detail: the 32x32 thumbnails minus their own 8x8 block means correlate at least
-  ``MIN_DETAIL``: the fine texture (cells, camera noise) agrees too.
-
-Look-alike spheroids, or background patches under the same illumination, share their layout
-but not their detail; two noise textures share neither. Measured (tests/test_duplicates.py):
-distinct demo images and look-alike patches reach at most 0.96 coarse and 0.4 detail, copies
-re-saved as JPEG q90 and 3% brighter at least 0.99 and 0.8 (64 px). Thumbnails with almost
-no contrast (a constant image) carry no pattern and take part in the exact test only.
+A near-duplicate group is a *clique*: every two images in it pass the pair test themselves.
+Groups are never joined through an intermediate image (A like B, B like C does not put A with
+C), which on 3,419 real cell crops once chained 55% of the folder into one group.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from spheroid_hpo.data._formats import UnreadableImage, read_image
-
-MIN_COARSE = 0.9
-MIN_DETAIL = 0.6
-# A thumbnail whose grey levels vary less than this (in [0, 1] units) is featureless.
-_MIN_CONTRAST = 2e-3
-_BLOCK = 1024  # rows of the correlation matrix computed at a time, to bound memory
+from spheroid_hpo.data._likeness import Signature, copy_pairs, signature
 
 
 @dataclass(frozen=True)
 class Duplicates:
     """Groups of image paths (sorted, each group of two or more): ``exact`` ones with the same
-    decoded pixels, and ``near`` ones linked by near-duplicate pairs that are not all exact."""
+    decoded pixels, and ``near`` ones whose distinct pictures are all copies of one another (every
+    two pass the pair test; exact copies of a member come along)."""
 
     exact: tuple[tuple[str, ...], ...] = ()
     near: tuple[tuple[str, ...], ...] = ()
+
+    def mixed_labels(self, label_of: Mapping[str, str]) -> tuple[tuple[str, ...], ...]:
+        """The exact and near groups whose files carry more than one label (``label_of``: path ->
+        class name): the same image filed under two classes, most likely a labelling mistake."""
+        return tuple(group for group in (*self.exact, *self.near) if len({label_of.get(p) for p in group}) > 1)
 
     def groups(self, *, near: bool = True) -> tuple[tuple[str, ...], ...]:
         """The groups that must share a split: exact ones, joined with near ones when ``near``."""
@@ -52,13 +42,6 @@ class Duplicates:
 
     def to_dict(self) -> dict:
         return {"exact_duplicates": [list(g) for g in self.exact], "near_duplicates": [list(g) for g in self.near]}
-
-
-@dataclass(frozen=True)
-class _Signature:
-    digest: str
-    coarse: np.ndarray | None  # 256 floats, zero mean, unit norm; None for a featureless image
-    detail: np.ndarray | None  # 1024 floats, zero mean, unit norm
 
 
 def find_duplicates(root: str | os.PathLike, paths: Sequence[str]) -> Duplicates:
@@ -70,7 +53,7 @@ def find_duplicates(root: str | os.PathLike, paths: Sequence[str]) -> Duplicates
     return duplicates_of(dict(known))
 
 
-def duplicates_of(signatures: Mapping[str, _Signature]) -> Duplicates:
+def duplicates_of(signatures: Mapping[str, Signature]) -> Duplicates:
     """Group already computed signatures (path -> signature)."""
     paths = list(signatures)
     by_digest: dict[str, list[str]] = {}
@@ -78,20 +61,11 @@ def duplicates_of(signatures: Mapping[str, _Signature]) -> Duplicates:
         by_digest.setdefault(signatures[path].digest, []).append(path)
     exact = [tuple(sorted(group)) for group in by_digest.values() if len(group) > 1]
 
-    patterned = [path for path in paths if signatures[path].coarse is not None]
-    pairs = []
-    if len(patterned) > 1:
-        coarse = np.stack([signatures[p].coarse for p in patterned]).astype(np.float32)
-        detail = np.stack([signatures[p].detail for p in patterned]).astype(np.float32)
-        for start in range(0, len(patterned), _BLOCK):
-            stop = start + _BLOCK
-            close = (coarse[start:stop] @ coarse.T >= MIN_COARSE) & (detail[start:stop] @ detail.T >= MIN_DETAIL)
-            rows, cols = np.nonzero(close)
-            for i, j in zip(rows + start, cols):
-                a, b = patterned[i], patterned[j]
-                if i < j and signatures[a].digest != signatures[b].digest:
-                    pairs.append((a, b))
-    near = [group for group in _components([*exact, *pairs]) if _has_pair_in(group, pairs)]
+    # One node per distinct picture: exact copies share every pair test, so they join a near
+    # group together, and a group of exact copies alone is not a near group.
+    nodes = list(by_digest)
+    pairs = copy_pairs([signatures[by_digest[digest][0]] for digest in nodes])
+    near = [tuple(sorted(path for n in clique for path in by_digest[nodes[n]])) for clique in _cliques(pairs)]
     return Duplicates(exact=tuple(sorted(exact)), near=tuple(sorted(near)))
 
 
@@ -105,32 +79,11 @@ def straddling(groups: Iterable[Sequence[str]], split_of: Mapping[str, str]) -> 
     return found
 
 
-def signature(pixels: np.ndarray) -> _Signature:
-    """The exact digest and the two normalised thumbnails of an (H, W, 3) float image in [0, 1]."""
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-    digest = hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
-    grey = Image.fromarray(pixels.mean(axis=2))
-    # BOX (area) filtering averages whole pixels, so a resized copy gives the same thumbnail.
-    coarse = np.asarray(grey.resize((16, 16), Image.Resampling.BOX), dtype=np.float64)
-    fine = np.asarray(grey.resize((32, 32), Image.Resampling.BOX), dtype=np.float64)
-    if fine.std() < _MIN_CONTRAST:
-        return _Signature(digest, None, None)
-    detail = fine - np.kron(fine.reshape(8, 4, 8, 4).mean(axis=(1, 3)), np.ones((4, 4)))
-    return _Signature(digest, _unit(coarse), _unit(detail))
-
-
-def _signature_or_none(path: Path) -> _Signature | None:
+def _signature_or_none(path: Path) -> Signature | None:
     try:
         return signature(read_image(path))
     except (UnreadableImage, OSError):
         return None  # check_data and the loader report unreadable files themselves
-
-
-def _unit(values: np.ndarray) -> np.ndarray:
-    # Zero mean and unit norm: a dot product is then the Pearson correlation, blind to
-    # brightness and contrast.
-    centred = (values - values.mean()).ravel()
-    return centred / max(float(np.linalg.norm(centred)), 1e-12)
 
 
 def _components(groups: Iterable[Sequence[str]]) -> list[tuple[str, ...]]:
@@ -154,6 +107,24 @@ def _components(groups: Iterable[Sequence[str]]) -> list[tuple[str, ...]]:
     return sorted(tuple(sorted(m)) for m in members.values() if len(m) > 1)
 
 
-def _has_pair_in(group: Sequence[str], pairs: Sequence[tuple[str, str]]) -> bool:
-    inside = set(group)
-    return any(a in inside for a, _ in pairs)
+def _cliques(pairs: Sequence[tuple[int, int, float]]) -> list[list[int]]:
+    """Disjoint groups in which every two members are a pair, greedily: the member with the most
+    pairs left starts a group, then its partners join most alike first if they pair with every
+    member already in it; what is left over forms further groups the same way."""
+    partners: dict[int, dict[int, float]] = {}
+    for i, j, likeness in pairs:
+        partners.setdefault(i, {})[j] = likeness
+        partners.setdefault(j, {})[i] = likeness
+    left = set(partners)
+    groups = []
+    while True:
+        degree = {n: len(partners[n].keys() & left) for n in left}
+        if not degree or max(degree.values()) == 0:
+            return groups
+        seed = max(sorted(degree), key=lambda n: degree[n])
+        group = [seed]
+        for other in sorted(partners[seed].keys() & left, key=lambda n: (-partners[seed][n], n)):
+            if all(other in partners[member] for member in group):
+                group.append(other)
+        groups.append(group)
+        left -= set(group)
