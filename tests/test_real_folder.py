@@ -10,7 +10,6 @@ Telophase's 28), so they stay fast; the slow one trains on the whole folder and 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,19 +18,15 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from real_data import IFC_CELLCYCLE, require
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "ifc_cellcycle"
 CLASSES = ("Anaphase", "G1", "G2", "Metaphase", "Prophase", "S_phase", "Telophase")
 IMAGES = 3419
 
 
 @pytest.fixture(scope="module")
 def real_folder() -> Path:
-    if not REAL.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{REAL} is missing: CI has shared/ beside the clone")
-        pytest.skip(f"{REAL} is not on this machine")
-    return REAL
+    return require(IFC_CELLCYCLE)
 
 
 @pytest.fixture(scope="module")
