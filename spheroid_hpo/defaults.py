@@ -14,3 +14,7 @@ MAX_IMAGE_SIZE = 2048
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test
 # The generated demo data set, used when a study or `train` names no data folder.
 DEMO_SETTINGS = {"per_class": 40, "size": 64, "seed": 0}
+# A SLURM array job's workers (`spheroid-hpo slurm`): CPU cores each task asks for (its training
+# threads), and how long before its time limit a task is sent SIGTERM to stop its trial cleanly.
+SLURM_CPUS_PER_TASK = 4
+SLURM_SIGNAL_GRACE_S = 120
