@@ -156,7 +156,7 @@ def _munged() -> Iterator[Path]:
 
 
 def _stop(pid: int, *, grace: float = 15) -> None:
-    """SIGTERM process ``pid``, then SIGKILL it if it outlives ``grace`` seconds."""
+    """SIGTERM process ``pid`` (not a child of ours: munged forks away), then SIGKILL it after ``grace`` seconds."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -206,5 +206,9 @@ def single_node_cluster(folder: Path) -> Iterator[Cluster]:
                     _wait(lambda: not cluster.run("squeue", "-h", check=False).stdout.strip(), timeout=60,
                           what="the cancelled jobs to end")
             for daemon in reversed(daemons):
-                _stop(daemon.pid)
-                daemon.wait(timeout=30)
+                daemon.terminate()
+                try:
+                    daemon.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    daemon.wait()
