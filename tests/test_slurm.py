@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -131,6 +132,23 @@ def test_without_sbatch_nothing_is_created(tmp_path, monkeypatch, capsys):
 def test_slurm_time_limits_in_seconds():
     assert [time_limit_seconds(text) for text in ("90", "5:30", "4:00:00", "2-0", "1-12:00", "1-00:00:30")] == [
         5400, 330, 14400, 172800, 129600, 86430]
+
+
+def test_a_second_sigterm_does_not_break_off_a_stopping_worker():
+    """SLURM sends SIGTERM again at the time limit, after --signal's warning; the worker's clean-up
+    (marking its trial interrupted in storage) must not be broken off by it."""
+    from spheroid_hpo.tuning.worker import _Interrupted, _raise_interrupted
+
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        with pytest.raises(_Interrupted):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here, at once
+        # While the worker stops, a second SIGTERM is ignored (asserted, not sent: a mutant
+        # that raised again would interrupt pytest itself).
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- a real SLURM cluster ------------------------------------------------------------------------

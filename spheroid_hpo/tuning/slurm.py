@@ -160,7 +160,7 @@ def job_script(config: StudyConfig, job: SlurmJob, *, storage_url: str) -> str:
     options += [
         # B: signals the batch shell, which `exec` below makes the worker itself.
         f"--signal=B:TERM@{job.signal_grace}",
-        f"--output={log_dir}/slurm-%A_%a.log",
+        f"--output={shlex.quote(f'{log_dir}/slurm-%A_%a.log')}",  # sbatch reads #SBATCH values as a shell would
         "--open-mode=append",
         *(_sbatch_option(line) for line in job.sbatch_lines),
     ]
