@@ -153,12 +153,14 @@ def test_a_second_sigterm_does_not_break_off_a_stopping_worker():
 
 # --- a real SLURM cluster ------------------------------------------------------------------------
 
-# One trial for each task; the cancelled task's trial then runs on in the other.
-N_TRIALS = 2
+# Three tasks on the node's two cores: the third starts when the first is stopped. Three trials,
+# of which two are stopped while running and go on in another task.
+TASKS = 3
+N_TRIALS = 3
 # About 0.2 s an epoch on an idle core (tests/test_faults.py), so a trial lasts several seconds:
 # long enough that the poll catches it running with a few epochs checkpointed.
 EPOCHS = 20
-CANCEL_AFTER_EPOCHS = 3
+STOP_AFTER_EPOCHS = 3
 
 
 def _ci() -> bool:
@@ -247,9 +249,10 @@ def _run_the_study(tmp_path: Path, database_url: str, cluster, timings: Timings)
     study_file = write_one_architecture_study(tmp_path, name=name, n_trials=N_TRIALS, epochs=EPOCHS, sampler="random")
     runs_dir = tmp_path / "shared" / "runs"
     submitted = spheroid_hpo(
-        "slurm", "--tasks", "2", "--study", str(study_file), "--storage", database_url, "--runs-dir", str(runs_dir),
-        "--cpus", "1", "--time", "10", "--signal-grace", "30", "--sbatch=--mem=1G", "--heartbeat-interval", "2",
-        "--worker-command", f"{sys.executable} -m spheroid_hpo", cwd=tmp_path, env=cluster.env, timeout=300,
+        "slurm", "--tasks", str(TASKS), "--study", str(study_file), "--storage", database_url,
+        "--runs-dir", str(runs_dir), "--cpus", "1", "--time", "10", "--signal-grace", "30", "--sbatch=--mem=1G",
+        "--heartbeat-interval", "2", "--worker-command", f"{sys.executable} -m spheroid_hpo",
+        cwd=tmp_path, env=cluster.env, timeout=300,
     )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     job_id = re.search(r"submitted job (\d+)", submitted.stdout).group(1)
@@ -260,69 +263,85 @@ def _run_the_study(tmp_path: Path, database_url: str, cluster, timings: Timings)
 
     storage = open_storage(database_url, heartbeat_interval=None)
     study_name = f"{name}.squeezenet1_1"
+    logs = runs_dir / name / "logs"
     explain = lambda: cluster.logs() + "\n" + "\n".join(  # noqa: E731
-        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted((runs_dir / name / "logs").glob("slurm-*.log")))
-
-    def running_trial():
-        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
-        return next((t for t in trials if t.state == TrialState.RUNNING and records.SLURM_TASK in t.user_attrs
-                     and len(t.intermediate_values) >= CANCEL_AFTER_EPOCHS), None)
-
-    target = _wait(running_trial, timeout=240, what=f"a running trial with {CANCEL_AFTER_EPOCHS} epochs",
-                   explain=explain)
-    task = target.user_attrs[records.SLURM_TASK]
-    workers = _worker_processes(runs_dir)
-    epochs_before = len(target.intermediate_values)
-    timings.lap(f"workers up, trial {target.number} of task {task} at epoch {epochs_before}")
-    cluster.run("scancel", task)
-    cancelled_at = time.monotonic()
+        f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("slurm-*.log")))
 
     def job_done() -> bool:
         return not cluster.run("squeue", "-h", "-j", job_id, check=False).stdout.strip()
 
-    task_log = runs_dir / name / "logs" / f"slurm-{task}.log"
+    def stop_a_running_trial(how: tuple[str, ...], what: str) -> tuple[optuna.trial.FrozenTrial, str, float]:
+        """Wait for a trial running with a few epochs checkpointed, then stop its task ``how``;
+        return the trial as it was, the task, and the seconds its worker took to end itself."""
+        def running_trial():
+            assert not job_done(), "the job ended before a trial could be stopped\n" + explain()
+            trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+            return next((t for t in trials if t.state == TrialState.RUNNING and records.SLURM_TASK in t.user_attrs
+                         and len(t.intermediate_values) >= STOP_AFTER_EPOCHS), None)
 
-    def worker_said_goodbye() -> bool:
+        trial = _wait(running_trial, timeout=240, what=f"a running trial with {STOP_AFTER_EPOCHS} epochs",
+                      explain=explain)
+        task = trial.user_attrs[records.SLURM_TASK]
+        timings.lap(f"trial {trial.number} of task {task} at epoch {len(trial.intermediate_values)}")
+        cluster.run(*how, task)
+        stopped_at = time.monotonic()
+        task_log = logs / f"slurm-{task}.log"
         # The worker program's last line: it ended itself instead of being killed KillWait (30 s) later.
-        return bool(re.search(r"worker \d+: ran \d+ trials", task_log.read_text()))
+        _wait(lambda: re.search(r"worker \d+: ran \d+ trials", task_log.read_text()), timeout=60,
+              what=f"task {task}'s worker to stop", explain=explain)
+        seconds = time.monotonic() - stopped_at
+        timings.lap(f"{what} task {task}: its worker stopped itself")
+        return trial, task, seconds
 
-    _wait(worker_said_goodbye, timeout=60, what=f"task {task}'s worker to stop", explain=explain)
-    stop_seconds = time.monotonic() - cancelled_at
-    timings.lap(f"task {task} cancelled, its worker stopped itself")
+    # The warning SLURM sends before the time limit (--signal=B:TERM@grace) goes to the batch shell
+    # only: `scancel --batch --signal=TERM` sends exactly that, now.
+    warned, warned_task, warned_seconds = stop_a_running_trial(("scancel", "--batch", "--signal=TERM"),
+                                                               "time-limit warning (SIGTERM to the batch shell) to")
+    workers = _worker_processes(runs_dir)
+    # The third task waited for a free core and starts now, late, as tasks do on a busy cluster.
+    cancelled, cancelled_task, cancelled_seconds = stop_a_running_trial(("scancel",), "scancel of")
     _wait(job_done, timeout=300, what=f"job {job_id} to end", explain=explain)
-    timings.lap("the other task finished the study")
+    timings.lap("the remaining tasks finished the study")
 
     states = {key: fields["JobState"] for key, fields in cluster.job_records(job_id).items()}
-    other = next(key for key in states if key != task)
-    assert states == {task: "CANCELLED", other: "COMPLETED"}, states
+    assert len(states) == TASKS and states.pop(cancelled_task) == "CANCELLED", states
+    # A worker that stopped at the warning ended its task normally: not an error, nothing to clean up.
+    assert set(states.values()) == {"COMPLETED"}, states
 
     trials = optuna.load_study(study_name=study_name, storage=storage).get_trials()
     storage.engine.dispose()
     print("slurm test: trials: " + "; ".join(
-        f"#{t.number} {t.state.name} on {t.user_attrs.get(records.SLURM_TASK)}, epochs restored "
-        f"{t.user_attrs.get(records.EPOCHS_RESTORED)}, {t.user_attrs.get(records.FAIL_REASON) or ''}"
-        for t in trials), flush=True)
-    stopped = next(t for t in trials if t.number == target.number)
-    # The worker took SLURM's SIGTERM, marked its trial interrupted and exited in time (else
-    # the trial would have stayed RUNNING until the heartbeat retry).
-    assert stopped.state == TrialState.FAIL and records.was_interrupted(stopped), stopped.user_attrs
-    assert stop_seconds < 30
-    (resumed,) = [t for t in trials if t.user_attrs.get(records.REQUEUED_FROM) == target.number]
-    assert resumed.state == TrialState.COMPLETE and resumed.params == stopped.params
-    assert resumed.user_attrs[records.SLURM_TASK] == other
-    assert resumed.user_attrs[records.EPOCHS_RESTORED] >= epochs_before - 1 >= 1
-    assert sorted(resumed.intermediate_values) == list(range(1, EPOCHS + 1))
+        f"#{t.number} {t.state.name} on {t.user_attrs.get(records.SLURM_TASK)}, "
+        f"{len(t.intermediate_values)} epochs, {t.user_attrs.get(records.EPOCHS_RESTORED)} restored, "
+        f"{'resumes #' + str(t.user_attrs[records.REQUEUED_FROM]) if records.REQUEUED_FROM in t.user_attrs else ''} "
+        f"{t.user_attrs.get(records.FAIL_REASON) or ''}" for t in trials), flush=True)
+    by_number = {t.number: t for t in trials}
+    for stopped, task, seconds in ((warned, warned_task, warned_seconds),
+                                   (cancelled, cancelled_task, cancelled_seconds)):
+        # The worker took SIGTERM, marked its trial interrupted and exited well within the grace
+        # time (else the trial would have stayed RUNNING until the heartbeat retry).
+        assert by_number[stopped.number].state == TrialState.FAIL, by_number[stopped.number].user_attrs
+        assert records.was_interrupted(by_number[stopped.number]) and seconds < 30
+        # Another task queued it again at once and went on from its checkpoint; a copy stopped in
+        # turn (the cancelled trial may be the first one's copy) is followed to its end.
+        final = by_number[stopped.number]
+        while final.state != TrialState.COMPLETE:
+            (final,) = [t for t in trials if t.user_attrs.get(records.REQUEUED_FROM) == final.number]
+        assert final.params == stopped.params and final.user_attrs[records.SLURM_TASK] != task
+        assert final.user_attrs[records.EPOCHS_RESTORED] >= len(stopped.intermediate_values) - 1 >= 1
+        assert sorted(final.intermediate_values) == list(range(1, EPOCHS + 1))
     # Every trial finished, none twice, and the budget holds.
-    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * N_TRIALS + ["FAIL"]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == N_TRIALS
+    assert all(records.was_interrupted(t) for t in trials if t.state != TrialState.COMPLETE)
     assert records.budget_used(trials) == N_TRIALS
 
     # The password reached the workers by their environment only.
-    assert workers, "no worker process seen while the trial ran"
+    assert workers, "no worker process seen while the trials ran"
     for command, environ in workers.values():
         assert PASSWORD.encode() not in command
         assert f"PGPASSWORD={PASSWORD}".encode() in environ.split(b"\0")
     shown = cluster.run("scontrol", "-dd", "show", "job", job_id).stdout
     assert f"Command={runs_dir / name / 'slurm-job.sh'}" in shown
-    logs = "".join(p.read_text() for p in (runs_dir / name / "logs").glob("*.log"))
-    for text in (script, shown, submitted.stdout, submitted.stderr, logs):
+    log_text = "".join(p.read_text() for p in logs.glob("*.log"))
+    for text in (script, shown, submitted.stdout, submitted.stderr, log_text):
         assert PASSWORD not in text
