@@ -30,7 +30,7 @@ from study_files import write_one_architecture_study, write_tiny_study
 from spheroid_hpo.cli import main
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.slurm import time_limit_seconds
-from spheroid_hpo.tuning.storage import open_storage
+from spheroid_hpo.tuning.storage import masked_url, open_storage
 
 PASSWORD = "s3cret-Pw"
 URL_WITH_PASSWORD = f"postgresql+psycopg://lab:{PASSWORD}@db.cluster:5432/hpo"
@@ -127,6 +127,49 @@ def test_without_sbatch_nothing_is_created(tmp_path, monkeypatch, capsys):
                            "--storage", URL_WITH_PASSWORD, cwd=tmp_path)
     assert code == 2 and "sbatch is not on PATH" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+FAKE_SBATCH = """#!/bin/sh
+# Stands in for sbatch: records what it was given, answers like `sbatch --parsable`.
+printf '%s\\n' "$@" > "$0.args"
+printf '%s' "${PGPASSWORD:-}" > "$0.password"
+cp "$3" "$0.script"
+if [ -n "${FAKE_SBATCH_ERROR:-}" ]; then echo "sbatch: error: $FAKE_SBATCH_ERROR" >&2; exit 1; fi
+echo "4242;cluster"
+"""
+
+
+@pytest.mark.postgres
+def test_submit_creates_the_study_and_hands_sbatch_the_password_by_environment_only(
+        tmp_path, monkeypatch, capsys, database_url):
+    sbatch = tmp_path / "bin" / "sbatch"
+    sbatch.parent.mkdir()
+    sbatch.write_text(FAKE_SBATCH)
+    sbatch.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{sbatch.parent}:{os.environ['PATH']}")
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    study_file = write_one_architecture_study(tmp_path, name="submitted")
+    command = ("slurm", "--tasks", "2", "--study", str(study_file), "--storage", database_url, "--time", "30")
+
+    code, out, err = run_cli(monkeypatch, capsys, *command, cwd=tmp_path)
+    assert code == 0, err
+    assert "submitted job 4242" in out and "squeue -j 4242" in out
+    assert f"spheroid-hpo report --storage {masked_url(database_url)} --study submitted" in out
+    script = tmp_path / "runs" / "submitted" / "slurm-job.sh"
+    assert sbatch.with_suffix(".args").read_text().split() == ["--parsable", "--export=ALL", str(script)]
+    assert sbatch.with_suffix(".password").read_text() == PASSWORD
+    assert sbatch.with_suffix(".script").read_text() == script.read_text()
+    assert PASSWORD not in script.read_text() + out + err
+    assert (tmp_path / "runs" / "submitted" / "logs").is_dir()  # sbatch would not make it: the tasks' output
+    storage = open_storage(database_url, heartbeat_interval=None)
+    assert optuna.get_all_study_names(storage) == ["submitted.squeezenet1_1"]
+    storage.engine.dispose()
+
+    # sbatch refusing the job: one line with its reason; the study stays, and the same command goes on.
+    monkeypatch.setenv("FAKE_SBATCH_ERROR", "invalid partition specified: gpu")
+    code, out, err = run_cli(monkeypatch, capsys, *command, cwd=tmp_path)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "sbatch refused" in err and "invalid partition specified: gpu" in err and PASSWORD not in err
 
 
 def test_slurm_time_limits_in_seconds():

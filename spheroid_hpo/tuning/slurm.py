@@ -185,7 +185,8 @@ def submit(config: StudyConfig, job: SlurmJob) -> SlurmSubmission:
     With ``job.dry_run`` only the script is made: no study is created, no file written, nothing submitted.
     """
     storage_url = config.storage or ""
-    if not storage_url.startswith(("postgresql", "mysql")):
+    # PostgreSQL only: its password alone is kept out of the script (split_password, PGPASSWORD).
+    if not storage_url.startswith("postgresql"):
         given = f"storage {masked_url(storage_url)}" if storage_url else "the default SQLite file"
         raise InputError(
             f"SLURM tasks run on other nodes, which cannot share {given}; pass --storage "
