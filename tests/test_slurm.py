@@ -1,9 +1,11 @@
 """`spheroid-hpo slurm`: the workers as one SLURM array job.
 
-The fast tests read the job script `--dry-run` prints. The slow one runs a tiny study on a real
-single-node SLURM cluster (tests/slurm_cluster.py) against the local PostgreSQL: two array tasks,
-one `scancel`ed while its trial runs; the other task takes that trial over from its checkpoint.
-Outside CI it is skipped with one line when SLURM cannot start; with CI=true it fails instead.
+The fast tests read the job script `--dry-run` prints, and submit through a stand-in sbatch. The
+slow one runs a tiny study on a real single-node SLURM cluster (tests/slurm_cluster.py) against
+the local PostgreSQL: three array tasks on two cores; one task's running trial is stopped the way
+SLURM's time-limit warning stops it, another task is `scancel`ed while its trial runs, and the
+third task, started late, finishes both trials from their checkpoints. Outside CI it is skipped
+with one line when SLURM cannot start; with CI=true it fails instead.
 """
 
 from __future__ import annotations
