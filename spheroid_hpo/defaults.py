@@ -16,3 +16,7 @@ SPLIT_SEED = 0
 NEAR_DUPLICATES = "together"  # near-duplicate images share a split (data._split_spec.NEAR_DUPLICATE_POLICIES)
 # The generated demo data set, used when a study or `train` names no data folder.
 DEMO_SETTINGS = {"per_class": 40, "size": 64, "seed": 0}
+# A SLURM array job's workers (`spheroid-hpo slurm`): CPU cores each task asks for (its training
+# threads), and how long before its time limit a task is sent SIGTERM to stop its trial cleanly.
+SLURM_CPUS_PER_TASK = 4
+SLURM_SIGNAL_GRACE_S = 120

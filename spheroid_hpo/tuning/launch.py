@@ -166,21 +166,35 @@ def worker_command(index: int, *, config: StudyConfig, storage_url: str, artifac
     """The command line and environment of worker ``index``; a storage password goes by environment."""
     storage_url, password = split_password(storage_url)
     command = [
-        sys.executable, "-m", "spheroid_hpo", "worker", "--study", config.name, "--storage", storage_url,
-        "--artifacts", str(artifact_dir), "--runs-dir", str(runs_dir), "--device", device,
-        "--threads", str(threads), "--worker-index", str(index),
+        sys.executable, "-m", "spheroid_hpo", *worker_arguments(
+            config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir, device=device,
+            threads=threads, heartbeat_interval=heartbeat_interval,
+        ), "--worker-index", str(index),
     ]
-    if config.data.path is not None:
-        command += ["--data", str(config.data.path)]
-    if config.timeout is not None:
-        command += ["--timeout", str(config.timeout)]
-    if heartbeat_interval is not None:
-        command += ["--heartbeat-interval", str(heartbeat_interval)]
     # Each BLAS/OpenMP pool would otherwise start one thread per core in every worker.
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if password is not None:
         env["PGPASSWORD"] = password
     return command, env
+
+
+def worker_arguments(*, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path, device: str,
+                     threads: int, heartbeat_interval: int | None) -> list[str]:
+    """``worker --study ...``: the arguments after the program, the same for `launch` and a SLURM job.
+
+    ``storage_url`` must come without its password (see ``split_password``).
+    """
+    arguments = [
+        "worker", "--study", config.name, "--storage", storage_url, "--artifacts", str(artifact_dir),
+        "--runs-dir", str(runs_dir), "--device", device, "--threads", str(threads),
+    ]
+    if config.data.path is not None:
+        arguments += ["--data", str(config.data.path)]
+    if config.timeout is not None:
+        arguments += ["--timeout", str(config.timeout)]
+    if heartbeat_interval is not None:
+        arguments += ["--heartbeat-interval", str(heartbeat_interval)]
+    return arguments
 
 
 def _terminate_with_parent() -> None:

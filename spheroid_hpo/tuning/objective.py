@@ -13,6 +13,7 @@ at fold granularity; the stored model and figures are the last fold's.
 from __future__ import annotations
 
 import csv
+import os
 import socket
 import statistics
 import tempfile
@@ -52,6 +53,12 @@ def _frozen(trial: optuna.Trial) -> FrozenTrial:
     # The retry link lives in system attributes, which only the frozen trial exposes.
     running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     return next(t for t in running if t.number == trial.number)
+
+
+def _slurm_task() -> str | None:
+    """The SLURM job running this process, ``JOB_TASK`` for an array task (what ``scancel`` takes); else None."""
+    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{job}_{task}" if job and task else os.environ.get("SLURM_JOB_ID")
 
 
 def build_objective(
@@ -103,6 +110,8 @@ def build_objective(
         trial.set_user_attr(records.TORCH_THREADS, torch.get_num_threads())
         # Which machine (or container) ran it: a retried trial names the worker that took it over.
         trial.set_user_attr(records.HOST, socket.gethostname())
+        if (task := _slurm_task()) is not None:
+            trial.set_user_attr(records.SLURM_TASK, task)
         for fold, (train, val) in enumerate(data.runs(), start=1):
             history.clear()
             checkpoint = Path(checkpoint_dir) / (f"trial-{owner}-fold{fold}.pt" if data.folds else f"trial-{owner}.pt")

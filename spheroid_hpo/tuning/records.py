@@ -41,6 +41,7 @@ INTERRUPTED = "interrupted"  # the FAIL_REASON of a trial stopped by Ctrl-C or S
 DEVICE = "device"
 TORCH_THREADS = "torch_threads"  # CPU results depend on the thread count (reduction order)
 HOST = "host"  # the machine (container) that ran the trial
+SLURM_TASK = "slurm_task"  # under SLURM, the array task (JOB_TASK, as scancel takes it) that ran the trial
 PARAMETER_COUNT = "parameter_count"
 CV_SCORES = "cv_fold_val_macro_f1"
 VAL_F1_PER_CLASS = "val_f1_per_class"

@@ -37,7 +37,7 @@ from spheroid_hpo.tuning.storage import (
     require_existing_sqlite,
     study_manifest_path,
 )
-from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies
+from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies, requeue_interrupted
 from spheroid_hpo.tuning.study_file import StudyConfig
 
 log = logging.getLogger("spheroid_hpo.tuning.worker")
@@ -99,8 +99,9 @@ def run_worker(
     }
     log.info("worker %d on %s, %d threads", worker_index, torch_device, torch.get_num_threads())
 
-    # SIGTERM (from the launcher's Ctrl-C handling) stops the running trial as interrupted,
-    # so the next launch resumes it from its checkpoint instead of losing it.
+    # SIGTERM (from the launcher's Ctrl-C handling, `docker stop`, SLURM's warning before a time
+    # limit or `scancel`) stops the running trial as interrupted: another worker on PostgreSQL
+    # (below), or else the next launch, resumes it from its checkpoint instead of losing it.
     previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     trials_run = 0
     claim = _ClaimLock(storage, config.name)
@@ -111,6 +112,10 @@ def run_worker(
             # Choosing the architecture and creating its trial is one step for all workers:
             # two that counted the same last free trial would both run it, over the budget.
             claim.acquire()
+            if claim.held:
+                # Under the claim only one worker queues a stopped worker's trial again, once.
+                for study in studies.values():
+                    requeue_interrupted(study)
             architecture = next_architecture(studies, worker_index=worker_index)
             if architecture is DONE:
                 break
@@ -175,6 +180,11 @@ class _ClaimLock:
             raise
         self._connection = connection
 
+    @property
+    def held(self) -> bool:
+        """True between ``acquire`` and ``release`` on PostgreSQL: no other worker of the family is claiming."""
+        return self._connection is not None
+
     def release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is None:
@@ -195,6 +205,9 @@ def _releasing(claim: _ClaimLock, objective):
 
 
 def _raise_interrupted(signum, frame):
+    # Stopping takes a few storage writes; a second SIGTERM meanwhile (SLURM's at the time limit,
+    # after its --signal warning; an impatient user) must not break them off half done.
+    signal.signal(signum, signal.SIG_IGN)
     raise _Interrupted(f"received signal {signum}")
 
 
