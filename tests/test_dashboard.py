@@ -122,6 +122,7 @@ def artifact_path(study: optuna.Study, trial: optuna.trial.FrozenTrial, artifact
     return f"/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"
 
 
+@pytest.mark.browser
 def test_dashboard_shows_studies_trials_and_figures_in_chromium(finished_study, tmp_path):
     study, trial, artifacts = trial_with_figures(finished_study.storage_url, f"{finished_study.name}.resnet18")
     curves = artifact_path(study, trial, artifacts["curves.png"].artifact_id)
