@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 
 import check_mutations
+import pytest
+from waiting import wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -68,3 +70,14 @@ def test_a_child_process_that_times_out_fails_with_what_it_printed(pytester):
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*timed out after 5 s*", "*--- stdout*", "reached step 2 of 3"])
+
+
+def test_a_wait_that_times_out_says_what_it_waited_for_what_it_saw_and_the_logs():
+    seen = iter(range(1000))
+    with pytest.raises(AssertionError) as caught:
+        wait_for(lambda: 0, timeout=0.2, interval=0.05, what="two epochs",
+                 explain=lambda: "--- worker-0.log\nepoch 1 of 40")
+    message = str(caught.value)
+    assert "timed out after 0.2 s waiting for two epochs; last saw 0" in message
+    assert "epoch 1 of 40" in message
+    assert wait_for(lambda: next(seen) >= 3 and "ready", timeout=5, interval=0.01, what="x") == "ready"
