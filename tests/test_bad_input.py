@@ -614,6 +614,6 @@ def test_report_cleans_up_on_sigterm(tmp_path):
     )
     (tmp_path / "artifacts").mkdir()
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out" / "report"),
-                             str(tmp_path / "artifacts")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                             str(tmp_path / "artifacts")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 128 + signal.SIGTERM, result.stdout + result.stderr
     assert list((tmp_path / "out").iterdir()) == []
