@@ -148,7 +148,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 def create_in_a_child(path: Path, runs: Path) -> str:
     """``spheroid-hpo create --study PATH --runs-dir RUNS`` in a new process, which must succeed; its output."""
     created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
-                              "--runs-dir", str(runs)], cwd=path.parent, capture_output=True, text=True, timeout=120)
+                              "--runs-dir", str(runs)], cwd=path.parent, capture_output=True, text=True, timeout=300)
     assert created.returncode == 0, created.stdout + created.stderr
     return created.stdout + created.stderr
 
@@ -360,7 +360,7 @@ def test_a_worker_without_the_weights_file_stops_before_taking_a_trial(tmp_path)
     weights.unlink()
     url = f"sqlite:///{runs / 'far' / 'study.db'}"
     result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url,
-                             "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                             "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip().startswith("error:")]
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(lines) == 1 and f"weights file '{weights}' does not exist" in lines[0], result.stderr
@@ -564,7 +564,7 @@ def test_processes_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
                      for _ in range(3)]
         time.sleep(2.0)  # let every process import and wait at the line
         go.touch()
-        outputs = [process.communicate(timeout=120)[0] for process in processes]
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
         assert [process.returncode for process in processes] == [0, 0, 0], outputs
 
 

@@ -26,7 +26,7 @@ from spheroid_hpo.tuning.dashboard import serve_dashboard
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 # Generous: two cores are shared by several test sessions, and the server imports torch before it listens.
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 300
 PAGE_TIMEOUT_MS = 60_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
