@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from study_files import write_tiny_study
+from waiting import tail
 
 from spheroid_hpo.data.demo import write_demo_data
 from spheroid_hpo.tuning.study_file import load_study_config
@@ -54,13 +55,6 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
     )
 
 
-def _tail(output, limit: int = 3000) -> str:
-    if output is None:
-        return "(nothing captured)"
-    text = output.decode(errors="replace") if isinstance(output, bytes) else output
-    return text[-limit:] or "(empty)"
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     """A child process that ran past its timeout fails with what it had printed by then, not only its command."""
@@ -69,8 +63,8 @@ def pytest_runtest_makereport(item, call):
     if isinstance(error, subprocess.TimeoutExpired):
         report.sections.append((
             f"{' '.join(map(str, error.cmd))[:300]}: timed out after {error.timeout} s",
-            f"--- stdout (last 3000 characters)\n{_tail(error.output)}\n"
-            f"--- stderr (last 3000 characters)\n{_tail(error.stderr)}",
+            f"--- stdout (last 3000 characters)\n{tail(error.output)}\n"
+            f"--- stderr (last 3000 characters)\n{tail(error.stderr)}",
         ))
     return report
 
