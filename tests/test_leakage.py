@@ -147,14 +147,13 @@ def test_folds_keep_each_group_of_the_manifest_in_one_fold(demo_dir, tmp_path):
     assert all(len(folds) == 1 for folds in folds_of_group.values()), folds_of_group
 
 
-def test_report_repeats_retrain_on_the_studys_split(finished_study, monkeypatch, tmp_path):
+def test_report_repeats_retrain_on_the_studys_split(monkeypatch, tmp_path):
     """Without the study's manifest each seed would draw a split of its own, with the study's test images in it."""
-    from spheroid_hpo.results.family import open_family
-    from spheroid_hpo.tuning.records import best_trial
-
-    family = open_family(storage_url=finished_study.storage_url, study=finished_study.name,
-                         runs_dir=finished_study.runs_dir)
-    architecture = family.config.architectures[0]
+    params = {"epochs": 2, **PARAMS}
+    family = SimpleNamespace(  # what repeat_best reads of a study family
+        config=SimpleNamespace(training=SimpleNamespace(seed=0, weights="none", precision="fp32")),
+        data=SimpleNamespace(image_size=32), params=lambda trial, architecture: params,
+    )
     calls = []
 
     def training(**kwargs):
@@ -163,6 +162,7 @@ def test_report_repeats_retrain_on_the_studys_split(finished_study, monkeypatch,
 
     monkeypatch.setattr(repeats_module, "run_training", training)
     manifest = tmp_path / "splits.csv"
-    repeats_module.repeat_best(family, {architecture: best_trial(family.trials(architecture))},
-                               data_dir=tmp_path, manifest_path=manifest, repeats=2, device="cpu")
+    repeats_module.repeat_best(family, {"squeezenet1_1": SimpleNamespace(number=0)}, data_dir=tmp_path,
+                               manifest_path=manifest, repeats=2, device="cpu")
     assert len(calls) == 2 and all(call["split_manifest"] == manifest for call in calls)
+    assert [call["seed"] for call in calls] == [0, 1]
