@@ -1,13 +1,18 @@
-"""Shared fixtures: a tiny generated data set and a tiny finished study in a real SQLite file."""
+"""Shared fixtures (a tiny generated data set, a tiny finished study in a real SQLite file) and two
+reporting hooks: a subprocess that timed out shows what it printed, and the default run says
+which heavy tests it left out and the command that runs them."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from study_files import write_tiny_study
+from waiting import tail
 
 from spheroid_hpo.data.demo import write_demo_data
 from spheroid_hpo.tuning.study_file import load_study_config
@@ -48,3 +53,29 @@ def finished_study(tmp_path_factory) -> FinishedStudy:
         name=config.name, storage_url=summary.storage_url, artifact_dir=summary.artifact_dir,
         runs_dir=runs_dir, study_file=study_file,
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A child process that ran past its timeout fails with what it had printed by then, not only its command."""
+    report = yield
+    error = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(error, subprocess.TimeoutExpired):
+        report.sections.append((
+            f"{' '.join(map(str, error.cmd))[:300]}: timed out after {error.timeout} s",
+            f"--- stdout (last 3000 characters)\n{tail(error.output)}\n"
+            f"--- stderr (last 3000 characters)\n{tail(error.stderr)}",
+        ))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After a run whose marker expression left heavy tests out (the default one does), say how to run them."""
+    # The markers the expression excludes: pyproject.toml's addopts is the one place that lists them.
+    excluded = re.findall(r"\bnot\s+(\w+)", config.option.markexpr or "")
+    deselected = terminalreporter.stats.get("deselected", [])
+    heavy = [item for item in deselected if any(item.get_closest_marker(name) for name in excluded)]
+    if heavy:
+        terminalreporter.write_line(
+            f"{len(heavy)} heavy tests left out; CI runs them too: pytest -m '{' or '.join(excluded)}'"
+        )

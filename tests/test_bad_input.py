@@ -26,6 +26,7 @@ import pytest
 import tifffile
 import torch
 from optuna.trial import TrialState
+from waiting import tail, wait_for
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.training.hyperparams import Hyperparams
@@ -148,7 +149,7 @@ def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
 def create_in_a_child(path: Path, runs: Path) -> str:
     """``spheroid-hpo create --study PATH --runs-dir RUNS`` in a new process, which must succeed; its output."""
     created = subprocess.run([sys.executable, "-m", "spheroid_hpo", "create", "--study", str(path),
-                              "--runs-dir", str(runs)], cwd=path.parent, capture_output=True, text=True, timeout=120)
+                              "--runs-dir", str(runs)], cwd=path.parent, capture_output=True, text=True, timeout=300)
     assert created.returncode == 0, created.stdout + created.stderr
     return created.stdout + created.stderr
 
@@ -228,6 +229,7 @@ size = 32
 """
 
 
+@pytest.mark.slow
 def test_studies_sharing_an_artifact_folder_do_not_resume_each_others_checkpoints(tmp_path):
     """Study B must train from scratch even with study A's checkpoint where the old layout looked."""
     from spheroid_hpo.training.loop import train
@@ -278,6 +280,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
 # --- 2. a study that cannot train does not "finish" ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
     """Also the small one: fail_reason is recorded when a trial fails.
 
@@ -358,7 +361,7 @@ def test_a_worker_without_the_weights_file_stops_before_taking_a_trial(tmp_path)
     weights.unlink()
     url = f"sqlite:///{runs / 'far' / 'study.db'}"
     result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url,
-                             "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                             "--runs-dir", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     lines = [line for line in result.stderr.splitlines() if line.strip().startswith("error:")]
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(lines) == 1 and f"weights file '{weights}' does not exist" in lines[0], result.stderr
@@ -383,6 +386,7 @@ def test_an_epoch_without_a_training_image_raises():
 # --- 4. a worker paused past its heartbeat ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_worker_whose_trial_was_taken_over_stops_it_quietly(tmp_path):
     """Worker A is paused (SIGSTOP) until B retries its trial; woken, A writes nothing and exits 0."""
     path = tmp_path / "zombie.toml"
@@ -402,13 +406,24 @@ def test_a_worker_whose_trial_was_taken_over_stops_it_quietly(tmp_path):
             trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             return max((len(t.intermediate_values) for t in trials), default=0)
 
-        _wait_for(lambda: running_epochs() >= 2, timeout=120, what="worker A to train two epochs")
+        def explain() -> str:
+            trials = [(t.number, t.state.name, len(t.intermediate_values)) for t in study.get_trials(deepcopy=False)]
+            lines = [f"trials (number, state, epochs reported): {trials}"]
+            for name, process in (("A", a), ("B", b)):
+                if process is not None:
+                    code = process.poll()
+                    output = tail(process.communicate()[0]) if code is not None else "(still running)"
+                    lines.append(f"worker {name}: exit {code}; output: {output}")
+            return "\n".join(lines)
+
+        # Generous limits: beside another job a worker takes minutes to start and train its first epochs.
+        wait_for(lambda: running_epochs() >= 2, timeout=300, what="worker A to train two epochs", explain=explain)
         os.kill(a.pid, signal.SIGSTOP)
-        time.sleep(6)  # past the grace period of four heartbeats
+        time.sleep(6)  # past the grace period of four heartbeats: what the test is about, not a wait for a state
         b = subprocess.Popen([*worker, "--worker-index", "1"], cwd=tmp_path, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-        _wait_for(lambda: len(study.get_trials(deepcopy=False)) == 2 and running_epochs() >= 1, timeout=120,
-                  what="worker B to run the retry")
+        wait_for(lambda: len(study.get_trials(deepcopy=False)) == 2 and running_epochs() >= 1, timeout=300,
+                 what="worker B to run the retry", explain=explain)
         os.kill(a.pid, signal.SIGCONT)
         a_output, _ = a.communicate(timeout=300)
         b_output, _ = b.communicate(timeout=300)
@@ -557,6 +572,7 @@ open_storage("sqlite:///" + sys.argv[1], heartbeat_interval=None)
 """
 
 
+@pytest.mark.slow
 def test_processes_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
     """Two launches on one new file raced to create its tables ("table studies already exists")."""
     for attempt in range(4):
@@ -566,7 +582,7 @@ def test_processes_creating_one_new_sqlite_file_at_once_all_open_it(tmp_path):
                      for _ in range(3)]
         time.sleep(2.0)  # let every process import and wait at the line
         go.touch()
-        outputs = [process.communicate(timeout=120)[0] for process in processes]
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
         assert [process.returncode for process in processes] == [0, 0, 0], outputs
 
 
@@ -616,15 +632,6 @@ def test_report_cleans_up_on_sigterm(tmp_path):
     )
     (tmp_path / "artifacts").mkdir()
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out" / "report"),
-                             str(tmp_path / "artifacts")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+                             str(tmp_path / "artifacts")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 128 + signal.SIGTERM, result.stdout + result.stderr
     assert list((tmp_path / "out").iterdir()) == []
-
-
-def _wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

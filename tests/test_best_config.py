@@ -87,6 +87,7 @@ def test_the_committed_winner_learned_and_records_its_spread_and_machine():
     assert "sqrt(2 / n)" in text and "Rule (spheroid-hpo reproduce)" in text  # the rule travels with the file
 
 
+@pytest.mark.slow
 def test_the_committed_best_toml_reproduces_and_a_tampered_expectation_does_not(
         runs_dir, tmp_path, monkeypatch, capsys, memoised_retraining):
     config = read_best_config(COMMITTED)
@@ -128,6 +129,7 @@ def test_the_committed_best_toml_reproduces_and_a_tampered_expectation_does_not(
         ("one epoch", r"^epochs = .*$", "epochs = 1"),
     ],
 )
+@pytest.mark.slow
 def test_crippled_training_is_not_reproduced(runs_dir, tmp_path, monkeypatch, capsys, name, pattern, replacement):
     if replacement is None:
         lr = read_best_config(COMMITTED).params["lr"]
@@ -138,6 +140,7 @@ def test_crippled_training_is_not_reproduced(runs_dir, tmp_path, monkeypatch, ca
     assert "NOT reproduced" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_training_on_shuffled_labels_is_not_reproduced(runs_dir, monkeypatch):
     real_load = training_run.load_dataset
 
@@ -201,6 +204,7 @@ def child_reproductions(tmp_path_factory):
     children.stop()
 
 
+@pytest.mark.slow
 def test_reproduce_passes_on_another_cpu_kernel_set(child_reproductions):
     code, output = child_reproductions.result("other_kernels")
     assert code == 0, output
@@ -208,6 +212,7 @@ def test_reproduce_passes_on_another_cpu_kernel_set(child_reproductions):
     assert "reproduced: every mean lies within its band" in output
 
 
+@pytest.mark.slow
 def test_reproduce_passes_with_another_thread_count(child_reproductions):
     code, output = child_reproductions.result("other_threads")
     assert code == 0, output

@@ -31,6 +31,10 @@ import pytest
 import sqlalchemy
 from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import TrialState
+from waiting import tail, wait_for
+
+# Docker Engine, an image build and 6 to 8 minutes: the default run leaves it out, CI runs it.
+pytestmark = pytest.mark.docker
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -145,17 +149,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition, *, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 class Deployment:
     """One compose project of docker-compose.yml + docker-compose.cpu.yml, driven from the host."""
 
@@ -199,7 +192,10 @@ class Deployment:
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired as error:
-            raise AssertionError(f"`compose {' '.join(args)}` ran past {timeout:.0f} s") from error
+            raise AssertionError(
+                f"`compose {' '.join(args)}` ran past {timeout:.0f} s; it had printed:\n"
+                f"{self.mask(tail(error.output) + tail(error.stderr))}"
+            ) from error
         if check and result.returncode != 0:
             raise AssertionError(
                 f"`compose {' '.join(args)}` exited {result.returncode}:\n"
@@ -230,7 +226,12 @@ class Deployment:
             done = [c for c in containers if c["State"]["Status"] == "exited" and not c["State"]["Restarting"]]
             return done if len(containers) >= count and len(done) == len(containers) else None
 
-        done = wait_for(exited, timeout=timeout, what=f"{count} {service} container(s) to exit", interval=2)
+        def explain() -> str:
+            states = [(c["Name"], c["State"]["Status"], c["State"]["ExitCode"]) for c in self.containers(service)]
+            return f"{service} containers (name, status, exit code): {states}\n{self.logs()}"
+
+        done = wait_for(exited, timeout=timeout, what=f"{count} {service} container(s) to exit", interval=2,
+                        explain=explain)
         codes = {c["Name"]: c["State"]["ExitCode"] for c in done}
         assert set(codes.values()) == {0}, f"{service} exit codes: {codes}"
         return done
@@ -283,7 +284,9 @@ def wait_for_prebuild() -> None:
     if not folder:
         return
     status = Path(folder) / "rc"
-    wait_for(status.exists, timeout=2400, what=f"the image build .ci/run started ({folder}/log)", interval=2)
+    log = Path(folder) / "log"
+    wait_for(status.exists, timeout=2400, what=f"the image build .ci/run started ({log})", interval=2,
+             explain=lambda: tail(log.read_text(errors="replace") if log.exists() else None))
     if status.read_text().strip() != "0":
         log = (Path(folder) / "log").read_text(errors="replace")
         raise AssertionError(f"the image build .ci/run started failed ({status.read_text().strip()}):\n{log[-4000:]}")
@@ -358,7 +361,7 @@ def check_dashboard(d: Deployment) -> None:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return None
 
-    listed = wait_for(listing, timeout=120, what=f"{root}/api/studies")["study_summaries"]
+    listed = wait_for(listing, timeout=120, what=f"{root}/api/studies", interval=1, explain=d.logs)["study_summaries"]
     names = {s["study_name"] for s in listed}
     assert {f"live.{a}" for a in ARCHITECTURES} <= names, names
     study = d.study(f"live.{ARCHITECTURES[0]}")
@@ -424,7 +427,8 @@ def check_killed_worker(d: Deployment, timings: Timings) -> None:
         running = [t for t in trials if t.state == TrialState.RUNNING and len(t.intermediate_values) >= 3]
         return running[0] if running else None
 
-    victim = wait_for(running_after_epochs, timeout=300, what="a running trial with 3 epochs", interval=0.5)
+    victim = wait_for(running_after_epochs, timeout=300, what="a running trial with 3 epochs", interval=0.5,
+                      explain=d.logs)
     host = victim.user_attrs["host"]
     (container,) = [c for c in d.containers("worker") if c["Config"]["Hostname"] == host]
     subprocess.run(["docker", "kill", container["Id"]], check=True, capture_output=True)
@@ -438,7 +442,8 @@ def check_killed_worker(d: Deployment, timings: Timings) -> None:
         trials = d.study(name).get_trials(deepcopy=False)
         return trials if [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE] else None
 
-    trials = wait_for(retried, timeout=600, what="the killed trial to fail and its retry to complete", interval=2)
+    trials = wait_for(retried, timeout=600, what="the killed trial to fail and its retry to complete", interval=2,
+                      explain=lambda: f"trials: {[(t.number, t.state.name) for t in d.study(name).trials]}\n{d.logs()}")
     retry = trials[1]
     assert retry.system_attrs["failed_trial"] == 0
     assert retry.params == killed.params

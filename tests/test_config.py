@@ -119,7 +119,7 @@ def test_cli_rejects_a_bad_study_file_before_any_work(tmp_path):
     study.write_text(VALID.replace("[study]", "[study]\nworkers = 4"))
     result = subprocess.run(
         [sys.executable, "-m", "spheroid_hpo", "launch", "--study", str(study), "--runs-dir", str(tmp_path / "runs")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2
     assert "study.workers is not a known key" in result.stderr

@@ -26,7 +26,7 @@ from spheroid_hpo.tuning.dashboard import serve_dashboard
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 # Generous: two cores are shared by several test sessions, and the server imports torch before it listens.
-START_TIMEOUT_S = 120
+START_TIMEOUT_S = 300
 PAGE_TIMEOUT_MS = 60_000
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -122,6 +122,7 @@ def artifact_path(study: optuna.Study, trial: optuna.trial.FrozenTrial, artifact
     return f"/artifacts/{study._study_id}/{trial._trial_id}/{artifact_id}"
 
 
+@pytest.mark.browser
 def test_dashboard_shows_studies_trials_and_figures_in_chromium(finished_study, tmp_path):
     study, trial, artifacts = trial_with_figures(finished_study.storage_url, f"{finished_study.name}.resnet18")
     curves = artifact_path(study, trial, artifacts["curves.png"].artifact_id)

@@ -10,7 +10,12 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
+
+# Real launches killed and interrupted mid-trial, 30 to 40 epochs each: CI runs them, the default run
+# leaves them out (the default run's finished_study fixture still launches a real worker process).
+pytestmark = pytest.mark.slow
 
 FAULT_STUDY = """
 [study]

@@ -13,6 +13,10 @@ from study_files import write_tiny_study
 
 from spheroid_hpo.tuning.records import budget_used
 
+# `launch --workers 2` run to the end of a budget, and launched again: CI runs these, the default run
+# leaves them out (its finished_study fixture launches one worker process).
+pytestmark = pytest.mark.slow
+
 ARCHITECTURES = ("squeezenet1_1", "resnet18")
 
 

@@ -140,3 +140,22 @@ def test_the_progress_table_counts_trials_and_names_each_best_trial_with_its_par
     assert re.search(r"best mobilenet_v3_large: trial #4, val macro-F1 0\.877, .*lr=1\.0e-03.*batch_size=10", text)
     # Every value fixed by the study file: no params, and no dangling comma.
     assert re.search(r"best squeezenet1_1: trial #4, val macro-F1 0\.500$", text, re.MULTILINE)
+
+
+def test_the_launch_summary_keeps_an_error_on_one_line_in_a_log(tmp_path, capsys, monkeypatch):
+    """Piped to a log (capsys is no terminal), a line longer than 80 columns is not wrapped."""
+    from spheroid_hpo.tuning.launch import LaunchSummary, print_launch_summary
+    from spheroid_hpo.tuning.progress import ArchitectureProgress
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    log_dir = tmp_path / ("a-temp-folder-with-a-long-name-" * 4) / "logs"
+    reason = ("CheckpointMismatch: checkpoint trial-0.pt belongs to another run ({'study': 'another'}), not to "
+              "{'study': 'hopeless'}; delete it or use another checkpoint folder")
+    failed = ArchitectureProgress(architecture="squeezenet1_1", budget=1, complete=0, pruned=0, failed=1, running=0,
+                                  waiting=0, best_value=None, best_params={}, best_trial=None, compute_seconds=1.0,
+                                  images_per_second=None, fail_reason=reason)
+    summary = LaunchSummary(study_name="hopeless", storage_url="sqlite:///study.db", artifact_dir=tmp_path,
+                            log_dir=log_dir, progress=[failed], worker_exit_codes=[0], interrupted=False, seconds=1.0)
+    assert print_launch_summary(summary) == 1
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "every trial of squeezenet1_1" in line]
+    assert reason in line and f"{log_dir}/" in line

@@ -34,6 +34,9 @@ from psycopg import sql
 from spheroid_hpo.tuning.records import budget_used
 from spheroid_hpo.tuning.storage import masked_url, open_storage
 
+# Every test here needs the PostgreSQL server: the default run leaves them out, CI runs them.
+pytestmark = pytest.mark.postgres
+
 SPHEROID_HPO = str(Path(sys.executable).with_name("spheroid-hpo"))
 LAUNCH_WORKERS = 4
 HAND_WORKER_INDEX = LAUNCH_WORKERS  # distinct from the launcher's 0..3, so its sampler seed differs

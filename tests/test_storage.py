@@ -32,6 +32,7 @@ def _run_worker(url: str, index: int) -> None:
     study.optimize(_short_objective, n_trials=TRIALS_PER_WORKER)
 
 
+@pytest.mark.slow
 def test_four_worker_processes_share_sqlite_without_lock_errors(tmp_path):
     url = f"sqlite:///{tmp_path / 'stress.db'}"
     study = optuna.create_study(study_name="stress", storage=open_storage(url, heartbeat_interval=None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from split_manifests import write_uneven_manifest
 from study_files import one_architecture_study, write_one_architecture_study
 from torch import nn
 from typer.testing import CliRunner
+from waiting import wait_for
 
 from spheroid_hpo.cli import app
 from spheroid_hpo.data import TrainingData, load_dataset
@@ -242,8 +244,6 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path):
     """A trial whose heartbeat stops is failed and queued again by the worker's loop, at most three times."""
-    import time
-
     from spheroid_hpo.tuning.storage import open_storage
     from spheroid_hpo.tuning.worker import next_architecture
 
@@ -253,11 +253,18 @@ def test_a_worker_retries_a_silent_trial_three_times_and_counts_it_once(tmp_path
     storage = open_storage(family.storage_url, heartbeat_interval=1, grace_period=1)
     studies = load_studies(config, storage)
     study = studies["squeezenet1_1"]
+    def failed_as_stale(number: int) -> bool:
+        # The worker's loop fails a trial whose heartbeat is older than the grace period, and queues it again.
+        return (next_architecture(studies) == "squeezenet1_1"
+                and study.get_trials(deepcopy=False)[number].state == TrialState.FAIL)
+
     for _ in range(4):
         claimed = study.ask()  # the queued retry when there is one, else a new trial
         storage.record_heartbeat(claimed._trial_id)
-        time.sleep(2.5)  # then silence, well past the grace period: the worker died
-        assert next_architecture(studies) == "squeezenet1_1"
+        # Then silence: the worker died. Polled, not a fixed sleep: done as soon as the grace period is past.
+        wait_for(partial(failed_as_stale, claimed.number), timeout=120, interval=0.2,
+                 what=f"trial {claimed.number} to be failed as stale",
+                 explain=lambda: str([(t.number, t.state.name) for t in study.get_trials(deepcopy=False)]))
 
     trials = study.get_trials()
     # One trial run four times: the first attempt and three retries, after which none is queued.

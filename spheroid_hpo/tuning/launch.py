@@ -97,7 +97,7 @@ def launch(
     """Create ``config``'s studies in storage, run ``workers`` worker processes to the end of the budget."""
     if workers < 1:
         raise InputError(f"--workers must be at least 1, but got {workers=}")
-    console = console or Console(stderr=True)
+    console = console or log_console(stderr=True)
     started = time.monotonic()
     log_dir = runs_dir / config.name / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -243,9 +243,22 @@ def _live_view(studies, processes: list[subprocess.Popen], started: float):
     return Group(progress_table(summarize_studies(studies)), status)
 
 
+def log_console(*, stderr: bool = False) -> Console:
+    """A rich console that wraps lines only on a terminal.
+
+    Rich wraps at 80 columns when the output is a pipe or a file, which split an
+    error naming a long log folder across two lines of a CI log (and a test that
+    looked for "belongs to another run" failed under a long temp folder). In a log,
+    one message stays one line whatever its length.
+    """
+    console = Console(stderr=stderr)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
 def print_launch_summary(summary: LaunchSummary, console: Console | None = None) -> int:
     """Print the final table and where the results are; return the exit code for the CLI."""
-    console = console or Console()
+    console = console or log_console()
     console.print(progress_table(summary.progress, title=f"study {summary.study_name}"))
     finished = sum(row.finished for row in summary.progress)
     url = masked_url(summary.storage_url)

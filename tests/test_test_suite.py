@@ -1,0 +1,83 @@
+"""The test suite's own promises: the default run leaves the heavy tests out and says how to run
+them, the mutation check runs the tests an entry names whatever their markers, and a child
+process that times out fails with what it printed."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import check_mutations
+import pytest
+from waiting import wait_for
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("slow", "docker", "browser", "postgres", "slurm")
+
+
+def _project_pytest_settings(pytester) -> None:
+    """The pyproject's [tool.pytest.ini_options] and this folder's conftest, in the pytester folder."""
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    # JSON strings and lists are TOML too.
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n" + "".join(
+        f"{key} = {json.dumps(settings[key])}\n" for key in ("addopts", "markers")
+    ))
+
+
+def _marked_tests(pytester) -> None:
+    pytester.makepyfile(test_kinds="import pytest\n\ndef test_light():\n    pass\n" + "".join(
+        f"\n@pytest.mark.{name}\ndef test_{name}():\n    pass\n" for name in HEAVY
+    ))
+
+
+def test_the_default_run_leaves_every_heavy_marker_out_and_names_the_command_for_them(pytester):
+    _project_pytest_settings(pytester)
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    _marked_tests(pytester)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, deselected=len(HEAVY))
+    result.stdout.fnmatch_lines([f"*5 heavy tests left out; CI runs them too: pytest -m '{' or '.join(HEAVY)}'*"])
+    # The README's command for the heavy ones runs exactly those; -m "" runs everything.
+    pytester.runpytest("-m", " or ".join(HEAVY)).assert_outcomes(passed=len(HEAVY), deselected=1)
+    pytester.runpytest("-m", "").assert_outcomes(passed=1 + len(HEAVY))
+
+
+def test_the_mutation_check_runs_named_heavy_tests_too(pytester, tmp_path):
+    """Deselected by the default marker expression, a named test would not run, and its breakage would
+    count as caught."""
+    _project_pytest_settings(pytester)
+    pytester.makepyfile(test_heavy="import pytest\n\n@pytest.mark.slow\ndef test_fails():\n    assert False\n")
+    passed, output = check_mutations.run_tests(pytester.path, ("test_heavy.py::test_fails",))
+    assert not passed and "1 failed" in output, output
+    pytester.makepyfile(test_heavy="import pytest\n\n@pytest.mark.slow\ndef test_passes():\n    pass\n")
+    passed, output = check_mutations.run_tests(pytester.path, ("test_heavy.py::test_passes",))
+    assert passed and "1 passed" in output, output
+
+
+def test_a_child_process_that_times_out_fails_with_what_it_printed(pytester):
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(test_child=f"""
+        import subprocess
+
+        def test_child():
+            code = "print('reached step 2 of 3', flush=True); import time; time.sleep(60)"
+            subprocess.run([{sys.executable!r}, "-c", code], capture_output=True, text=True, timeout=5)
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*timed out after 5 s*", "*--- stdout*", "reached step 2 of 3"])
+
+
+def test_a_wait_that_times_out_says_what_it_waited_for_what_it_saw_and_the_logs():
+    seen = iter(range(1000))
+    with pytest.raises(AssertionError) as caught:
+        wait_for(lambda: 0, timeout=0.2, interval=0.05, what="two epochs",
+                 explain=lambda: "--- worker-0.log\nepoch 1 of 40")
+    message = str(caught.value)
+    assert "timed out after 0.2 s waiting for two epochs; last saw 0" in message
+    assert "epoch 1 of 40" in message
+    assert wait_for(lambda: next(seen) >= 3 and "ready", timeout=5, interval=0.01, what="x") == "ready"
