@@ -5,6 +5,7 @@ about the process."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spheroid_hpo.cli import main
 from spheroid_hpo.training.models import create_model
 from spheroid_hpo.training.saved_model import ModelInfo, save_model
 
@@ -89,3 +91,52 @@ def test_an_eps_file_named_png_is_never_decoded_by_check_data_train_or_predict(t
     written = {path for path in tmp_path.rglob("*")} - before
     assert all(path.is_relative_to(tmp_path / "t") or path.name in ("p.csv", "splits.csv") for path in written), (
         sorted(map(str, written)))
+
+
+def _run_cli(monkeypatch, capsys, *args: str | os.PathLike[str]) -> tuple[int, str, str]:
+    """``spheroid-hpo ARGS`` through the console-script entry point in this process; (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    code = exit_info.value.code
+    captured = capsys.readouterr()
+    return (code if isinstance(code, int) else 1), captured.out, captured.err
+
+
+LATIN1_NAME = b"caf\xe9.png"  # not UTF-8: what a Latin-1 file share hands over
+
+
+def test_train_keeps_a_file_whose_name_is_not_utf8_and_finds_it_again_through_the_manifest(
+        tmp_path, monkeypatch, capsys):
+    data = _two_class_folder(tmp_path / "data")
+    os.rename(data / "a" / "img00.png", os.path.join(os.fsencode(data / "a"), LATIN1_NAME))
+    manifest = tmp_path / "splits.csv"
+    for out in ("t1", "t2"):  # the second run reads the manifest the first one wrote
+        code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1",
+                                "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
+                                "--split-manifest", manifest, "--out", tmp_path / out)
+        assert code == 0, err
+        assert "could not be read" not in err and "no longer exists" not in err, err
+    assert b"a/" + LATIN1_NAME + b"," in manifest.read_bytes()  # the name's own bytes, so it finds the file
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_one_line(tmp_path, monkeypatch, capsys):
+    data = _two_class_folder(tmp_path / "data")
+    os.rename(data / "b", os.path.join(os.fsencode(data), b"c\xff"))
+    code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1", "--epochs", "1",
+                            "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--out", tmp_path / "t")
+    assert code == 2, err
+    assert err.count("\n") == 1 and "b'c\\xff'" in err and "not valid UTF-8" in err and "rename" in err, err
+
+
+def test_predict_writes_every_row_when_a_file_name_is_not_utf8(tmp_path, model_dir, monkeypatch, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("L", (32, 32), color=90).save(images / "good.png")
+    Image.new("L", (32, 32), color=90).save(os.path.join(os.fsencode(images), LATIN1_NAME))
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", images, "--model", model_dir, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as handle:  # strict UTF-8, as pandas reads it
+        rows = list(csv.DictReader(handle))
+    assert sorted(Path(row["path"]).name for row in rows) == ["caf\\xe9.png", "good.png"]
+    assert all(row["predicted_class"] in CLASSES and not row["error"] for row in rows)

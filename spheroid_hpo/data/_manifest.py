@@ -79,7 +79,10 @@ def write_manifest(
     rows = manifest_rows(files, class_names, splits, groups)
     columns = [*_REQUIRED_COLUMNS, *([_GROUP_COLUMN] if groups is not None else [])]
     # Write then rename, so an interrupted run never leaves a half manifest to be reused.
-    with replacing(Path(path)) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
+    # surrogateescape writes a file name that is not UTF-8 (caf\xe9.png) back as its own bytes, and
+    # read_manifest reads them back to the same str, so the row still finds its file.
+    with (replacing(Path(path)) as partial,
+          open(partial, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle):
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
@@ -94,7 +97,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     path = Path(path)
     fix = f"delete {path} to make a new split, or pass another --split-manifest path"
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
             reader = csv.DictReader(handle)
             columns = reader.fieldnames or []
             missing = [name for name in _REQUIRED_COLUMNS if name not in columns]
