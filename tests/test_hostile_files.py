@@ -140,3 +140,92 @@ def test_predict_writes_every_row_when_a_file_name_is_not_utf8(tmp_path, model_d
         rows = list(csv.DictReader(handle))
     assert sorted(Path(row["path"]).name for row in rows) == ["caf\\xe9.png", "good.png"]
     assert all(row["predicted_class"] in CLASSES and not row["error"] for row in rows)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A one-epoch run folder written by ``train`` (in a child process), on a data folder of its own."""
+    folder = tmp_path_factory.mktemp("trained")
+    data = _two_class_folder(folder / "data", per_class=8)
+    code, _, err = _finished(_cli("train", "--data", data, "--arch", "squeezenet1_1", "--epochs", "1", "--image-size",
+                                  "32", "--batch-size", "4", "--device", "cpu", "--out", folder / "run"))
+    assert code == 0, err
+    return folder / "run"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A read-only tmpfs mount: root ignores permission bits, not a read-only file system."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here ({mounted.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+READ_ONLY_COMMANDS = {
+    "train --out": ("train", "--data", "{data}", "--arch", "squeezenet1_1", "--epochs", "1", "--image-size", "32",
+                    "--batch-size", "4", "--device", "cpu", "--out", "{ro}/run"),
+    "demo-data": ("demo-data", "{ro}/demo", "--per-class", "3", "--size", "32"),
+    "predict --out": ("predict", "{data}/a", "--model", "{run}", "--out", "{ro}/p.csv"),
+    "export --out": ("export", "{run}", "--format", "torchscript", "--out", "{ro}/m.pt"),
+}
+
+
+@pytest.mark.parametrize("args", list(READ_ONLY_COMMANDS.values()), ids=list(READ_ONLY_COMMANDS))
+def test_an_output_folder_on_a_read_only_file_system_is_one_line(args, read_only_dir, trained_run,
+                                                                  monkeypatch, capsys):
+    filled = [arg.format(ro=read_only_dir, run=trained_run, data=trained_run.parent / "data") for arg in args]
+    code, _, err = _run_cli(monkeypatch, capsys, *filled)
+    assert code == 2, err
+    assert err.count("\n") == 1 and f"cannot write into {read_only_dir}" in err and "read-only" in err, err
+
+
+def test_export_refuses_to_write_over_the_runs_own_model(trained_run, monkeypatch, capsys):
+    before = (trained_run / "model.pt").read_bytes()
+    code, _, err = _run_cli(monkeypatch, capsys, "export", trained_run, "--format", "torchscript",
+                            "--out", trained_run / "model.pt")
+    assert code == 2, err
+    assert err.count("\n") == 1 and "would overwrite a file of the run" in err, err
+    assert (trained_run / "model.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("text", ['{"config": ', "[1, 2]", '{"config": "x"}'], ids=["truncated", "list", "config"])
+def test_a_malformed_metrics_json_is_one_line(text, trained_run, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.pt").write_bytes((trained_run / "model.pt").read_bytes())
+    (run / "metrics.json").write_text(text)
+    code, _, err = _run_cli(monkeypatch, capsys, "export", run, "--format", "torchscript")
+    assert code == 2, err
+    assert err.count("\n") == 1 and "metrics.json" in err, err
+
+
+def test_a_run_folder_keeps_its_split_and_export_from_elsewhere_never_writes_the_data_folder(
+        tmp_path, monkeypatch, capsys):
+    """The run names its manifest by a relative path; the data folder's split is then deleted and the
+    export runs from another working folder. It checks on the run's own split and writes nothing there."""
+    work = tmp_path / "work"
+    data = _two_class_folder(work / "data", per_class=8)
+    monkeypatch.chdir(work)
+    code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", "data", "--arch", "squeezenet1_1", "--epochs",
+                            "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
+                            "--split-manifest", "data/splits.csv", "--out", "run")
+    assert code == 0, err
+    run = work / "run"
+    assert (run / "splits.csv").read_bytes() == (data / "splits.csv").read_bytes()
+    (data / "splits.csv").unlink()
+    before = sorted(path for path in data.rglob("*"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = _run_cli(monkeypatch, capsys, "export", run, "--format", "torchscript", "--out", "m.pt")
+    assert code == 0, err
+    assert "new split" not in err
+    assert sorted(path for path in data.rglob("*")) == before
+    assert (elsewhere / "m.pt").is_file()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.atomic_write import replacing
+from spheroid_hpo.atomic_write import replacing, require_writable
 from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import inference
@@ -61,6 +61,7 @@ def predict_images(
         raise InputError("pass at least one image or folder to classify")
     if Path(out).is_dir():
         raise InputError(f"--out {out} is a folder; pass a CSV file path such as {Path(out) / 'predictions.csv'}")
+    require_writable(Path(out), option="--out")
     logits_fn, info = _load_predictor(Path(model), device=device, batch_size=batch_size)
     files = list(_image_files(inputs))
     if not files:
