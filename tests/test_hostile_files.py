@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,97 @@ def test_a_run_folder_keeps_its_split_and_export_from_elsewhere_never_writes_the
     assert "new split" not in err
     assert sorted(path for path in data.rglob("*")) == before
     assert (elsewhere / "m.pt").is_file()
+
+
+CRAFTED_MODEL = {  # a key of model.pt set to a value no training writes, and the phrase that names it
+    "temperature -1": ("temperature", -1.0, "temperature must be finite and above 0"),
+    "temperature nan": ("temperature", float("nan"), "temperature must be finite and above 0"),
+    "temperature 0": ("temperature", 0.0, "temperature must be finite and above 0"),
+    "std 0": ("std", [0.0, 0.25, 0.25], "std must be three finite numbers above 0"),
+    "mean nan": ("mean", [float("nan"), 0.5, 0.5], "mean must be three finite numbers"),
+    "mean of length 1": ("mean", [0.5], "mean must be three finite numbers"),
+    "class_names a string": ("class_names", "ab", "class_names must be a list"),
+    "class_names repeated": ("class_names", ["a", "a"], "class_names repeat a name"),
+}
+
+
+@pytest.mark.parametrize("key, value, phrase", list(CRAFTED_MODEL.values()), ids=list(CRAFTED_MODEL))
+def test_a_crafted_model_file_is_refused_in_one_line(key, value, phrase, model_dir, tmp_path, monkeypatch, capsys):
+    payload = torch.load(model_dir / "model.pt", weights_only=True)
+    payload[key] = value
+    torch.save(payload, tmp_path / "model.pt")
+    Image.new("L", (32, 32), color=90).save(tmp_path / "x.png")
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", tmp_path / "model.pt",
+                            "--out", tmp_path / "p.csv")
+    assert code == 2, err
+    assert err.count("\n") == 1 and phrase in err, err
+    assert not (tmp_path / "p.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model_dir, tmp_path_factory) -> Path:
+    """model_dir's model exported to ONNX by the export code itself."""
+    pytest.importorskip("onnxruntime", reason="the export extra is not installed")  # CI installs it
+    from spheroid_hpo.results.export._formats import export_onnx
+    from spheroid_hpo.training.saved_model import load_model
+
+    network, info = load_model(model_dir)
+    out = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export_onnx(network.eval(), info, out, check_images=torch.rand(4, 3, 32, 32))
+    return out
+
+
+def _with_metadata(onnx_path: Path, out: Path, rewrite) -> Path:
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    for prop in model.metadata_props:
+        if prop.key == "spheroid_hpo":
+            prop.value = rewrite(prop.value)
+    onnx.save(model, str(out))
+    return out
+
+
+CRAFTED_ONNX = {
+    "metadata not JSON": (lambda text: "{not json", "malformed spheroid_hpo metadata"),
+    "metadata lacks class_names": (lambda text: '{"architecture": "x"}', "malformed spheroid_hpo metadata"),
+    "metadata has an extra key": (lambda text: text[:-1] + ', "extra": 1}', "malformed spheroid_hpo metadata"),
+    "3 class names for 2 outputs": (lambda text: text.replace('["a", "b"]', '["a", "b", "c"]'),
+                                    "names 3 classes but its outputs have"),
+}
+
+
+@pytest.mark.parametrize("rewrite, phrase", list(CRAFTED_ONNX.values()), ids=list(CRAFTED_ONNX))
+def test_a_crafted_onnx_file_is_refused_in_one_line(rewrite, phrase, onnx_file, tmp_path, monkeypatch, capsys):
+    crafted = _with_metadata(onnx_file, tmp_path / "c.onnx", rewrite)
+    Image.new("L", (32, 32), color=90).save(tmp_path / "x.png")
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", crafted,
+                            "--out", tmp_path / "p.csv")
+    assert code == 2, err
+    assert err.count("\n") == 1 and phrase in err, err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_an_onnx_temperature_that_is_not_above_0_is_refused(onnx_file, tmp_path, monkeypatch, capsys):
+    crafted = _with_metadata(onnx_file, tmp_path / "c.onnx",
+                             lambda text: re.sub(r'"temperature": [^,}]+', '"temperature": -1.0', text))
+    Image.new("L", (32, 32), color=90).save(tmp_path / "x.png")
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", crafted,
+                            "--out", tmp_path / "p.csv")
+    assert code == 2 and "temperature must be finite and above 0" in err, err
+
+
+@pytest.mark.parametrize("how", ["best.toml", "--threads"])
+def test_more_threads_than_cores_is_one_line(how, tmp_path, monkeypatch, capsys):
+    """best.toml [machine] threads = 100000 reached torch.set_num_threads and ended in a segfault."""
+    text = (ROOT / "studies" / "best.toml").read_text()
+    huge = (os.cpu_count() or 1) + 1
+    if how == "best.toml":
+        text = re.sub(r"(?m)^threads = \d+", f"threads = {huge}", text)
+    (tmp_path / "best.toml").write_text(text)
+    extra = ("--threads", str(huge)) if how == "--threads" else ()
+    code, _, err = _run_cli(monkeypatch, capsys, "reproduce", tmp_path / "best.toml", "--runs-dir", tmp_path / "runs",
+                            *extra)
+    assert code == 2, err
+    assert err.count("\n") == 1 and f"more than the {os.cpu_count()} CPU cores here" in err, err
+    assert not (tmp_path / "runs").exists()

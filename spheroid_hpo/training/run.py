@@ -134,6 +134,7 @@ def run_training(
     }
     # Before the data is decoded: these fail in seconds, not after minutes of loading.
     loop.check_batch_size(hyperparams.batch_size)
+    loop.check_learning_rate(hyperparams.lr)
     check_image_size(arch, image_size)
     require_writable(Path(out_dir), option="--out")
     torch_device = resolve_device(device)
