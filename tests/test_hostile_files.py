@@ -324,3 +324,16 @@ def test_more_threads_than_cores_is_one_line(how, tmp_path, monkeypatch, capsys)
     assert code == 2, err
     assert err.count("\n") == 1 and f"more than the {os.cpu_count()} CPU cores here" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("host, everywhere", [
+    ("0.0.0.0", True), ("::", True), ("", True), ("0", True), ("::ffff:0.0.0.0", True), ("0x0", True),
+    ("127.0.0.1", False), ("::1", False), ("localhost", False), ("192.0.2.2", False),
+])
+def test_every_spelling_of_the_unspecified_address_gets_the_dashboard_warning(host, everywhere):
+    """`dashboard --host 0` and `--host ::ffff:0.0.0.0` listened on the LAN without the warning
+    (serve_dashboard warns, and shows a loopback address to open, exactly when this is true)."""
+    from spheroid_hpo.tuning.dashboard import LOCALHOST, browser_url, on_every_interface
+
+    assert on_every_interface(host) is everywhere
+    assert (LOCALHOST in browser_url(host, 8080)) is (everywhere or host == LOCALHOST)
