@@ -337,3 +337,84 @@ def test_every_spelling_of_the_unspecified_address_gets_the_dashboard_warning(ho
 
     assert on_every_interface(host) is everywhere
     assert (LOCALHOST in browser_url(host, 8080)) is (everywhere or host == LOCALHOST)
+
+
+CONTENT_STUDY = """
+[study]
+name = "content"
+architectures = ["squeezenet1_1"]
+n_trials = 1
+
+[search_space]
+epochs = 1
+lr = 1e-3
+rotation = 10.0
+batch_size = 4
+
+[pruner]
+name = "none"
+
+[data]
+path = "{data}"
+image_size = 32
+"""
+
+
+def _tiff_folder(root: Path) -> Path:
+    """Uncompressed 16-bit TIFF crops: every file of a class has the same size, as real exports do."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    for index, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = (rng.random((32, 32)) * 1000 + 500 * index).astype("uint16")
+            tifffile.imwrite(root / name / f"s{i:02d}.tif", pixels)
+    return root
+
+
+def _swap_class_contents(data: Path) -> None:
+    """Swap the bytes of the two classes' files: same names, same sizes, labels now wrong."""
+    for i in range(6):
+        first, second = data / "a" / f"s{i:02d}.tif", data / "b" / f"s{i:02d}.tif"
+        a_bytes, b_bytes = first.read_bytes(), second.read_bytes()
+        first.write_bytes(b_bytes)
+        second.write_bytes(a_bytes)
+
+
+def test_a_relaunch_on_data_whose_files_were_swapped_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    data = _tiff_folder(tmp_path / "data")
+    study = tmp_path / "content.toml"
+    study.write_text(CONTENT_STUDY.format(data=data))
+    runs = tmp_path / "runs"
+    code, _, err = _run_cli(monkeypatch, capsys, "create", "--study", study, "--runs-dir", runs)
+    assert code == 0, err
+    _swap_class_contents(data)
+    code, _, err = _run_cli(monkeypatch, capsys, "create", "--study", study, "--runs-dir", runs)
+    assert code == 2, err
+    assert err.count("\n") == 1 and "created on other data" in err and "other bytes" in err, err
+
+
+def test_loading_a_studys_data_refuses_files_swapped_between_classes(tmp_path):
+    """What report, export --study and every worker load the recorded data through."""
+    from spheroid_hpo.data import DataSource, load_recorded_dataset, prepare_split
+    from spheroid_hpo.errors import InputError
+
+    data = _tiff_folder(tmp_path / "data")
+    split = prepare_split(data, manifest_path=tmp_path / "splits.csv")
+    source = DataSource(path=str(data), demo=None, image_size=32, fingerprint=split.fingerprint,
+                        content=split.content)
+    manifest_csv = (tmp_path / "splits.csv").read_text()
+
+    def load():
+        return load_recorded_dataset(source, owner="study content", manifest_csv=manifest_csv,
+                                     manifest_path=tmp_path / "again.csv", data_dir=None, runs_dir=tmp_path,
+                                     splits=("test",))
+
+    assert len(load().test) > 0
+    _swap_class_contents(data)
+    with pytest.raises(InputError, match="other bytes"):
+        load()
+    old_record = DataSource.from_dict({**source.as_dict(), "content": None})  # a study from before the digest
+    assert old_record.difference(split.fingerprint, "anything") is None

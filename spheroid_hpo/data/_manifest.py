@@ -157,3 +157,34 @@ def manifest_fingerprint(rows: Sequence[ManifestRow], *, root: str | os.PathLike
     # JSON-encode each entry so that commas or newlines inside names cannot collide.
     lines = sorted(json.dumps(entry(row)) for row in rows)
     return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+# (absolute path, size, mtime in ns) -> digest of the file's bytes. A process that loads the same
+# folder again (report over several architectures, a worker per trial) reads each file once. No
+# cache on disk: hashing the 3,422 real TIFFs of ifc_cellcycle (15 MB) took 0.15 s, decoding 500
+# of them 0.56 s, and every load decodes every file anyway.
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(rows: Sequence[ManifestRow], *, root: str | os.PathLike) -> str:
+    """SHA-256 hex digest of each listed file's bytes with its path, class and split.
+
+    Unlike ``manifest_fingerprint`` it changes when files of the same sizes are swapped between
+    classes or overwritten (uncompressed TIFF and BMP crops all have one size). A missing or
+    unreadable file counts as absent.
+    """
+    lines = sorted(json.dumps([row.path, row.class_name, row.split, _file_digest(Path(root) / row.path)])
+                   for row in rows)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        stat = path.stat()
+        key = (str(path.absolute()), stat.st_size, stat.st_mtime_ns)
+        if key not in _FILE_DIGESTS:
+            with open(path, "rb") as handle:
+                _FILE_DIGESTS[key] = hashlib.file_digest(handle, "blake2b").hexdigest()
+        return _FILE_DIGESTS[key]
+    except OSError:
+        return None

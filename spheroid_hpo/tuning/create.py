@@ -84,5 +84,5 @@ def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[Dat
         fractions=config.data.fractions, group_by=config.data.group_by,
     )
     source = DataSource(path=None if demo else str(folder.resolve()), demo=demo, image_size=config.data.image_size,
-                        fingerprint=split.fingerprint)
+                        fingerprint=split.fingerprint, content=split.content)
     return source, split.manifest_path.read_text()
