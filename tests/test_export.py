@@ -210,7 +210,7 @@ def test_bioimageio_test_passes_the_package_in_a_process_that_never_imported_sph
     child process, so nothing of ours patched bioimageio or pydantic (under pydantic 2.14 it failed)."""
     out = export_model(ExportRequest(format="bioimageio", out=tmp_path / "spheroid.zip", source=run_dir)).out
     tested = subprocess.run([sys.executable, "-m", "bioimageio.core", "test", str(out)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300,
+                            capture_output=True, text=True, timeout=900,
                             env={**os.environ, "BIOIMAGEIO_PERFORM_IO_CHECKS": "0", "PYTHONPATH": ""})
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
     for weights in ("pytorch_state_dict", "torchscript", "onnx"):
