@@ -418,3 +418,15 @@ def test_loading_a_studys_data_refuses_files_swapped_between_classes(tmp_path):
         load()
     old_record = DataSource.from_dict({**source.as_dict(), "content": None})  # a study from before the digest
     assert old_record.difference(split.fingerprint, "anything") is None
+
+
+@pytest.mark.parametrize("lr", ["inf", "1e308", "nan"])
+def test_a_learning_rate_that_is_not_finite_or_above_1_is_one_line(lr, tmp_path, monkeypatch, capsys):
+    """--lr inf passed `lr > 0` and ended in a FloatingPointError traceback at the first epoch."""
+    data = _two_class_folder(tmp_path / "data")
+    code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1", "--epochs", "1",
+                            "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--lr", lr,
+                            "--out", tmp_path / "t")
+    assert code == 2, err
+    assert err.count("\n") == 1 and "learning rate must be positive, finite and at most 1.0" in err, err
+    assert not (data / "splits.csv").exists()  # refused before the data was split or decoded
