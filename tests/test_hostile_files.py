@@ -32,7 +32,7 @@ def _cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> su
     )
 
 
-def _finished(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+def _finished(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
 
