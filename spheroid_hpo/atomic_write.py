@@ -17,13 +17,41 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["partial_path", "replacing", "replacing_folder", "write_text_atomically"]
+from spheroid_hpo.errors import InputError
+
+__all__ = ["partial_path", "replacing", "replacing_folder", "require_writable", "write_text_atomically"]
 
 
 def partial_path(path: Path, *, suffix: str = "") -> Path:
     """A hidden, unique sibling of ``path`` to write into before the rename (``suffix`` kept last)."""
     path = Path(path)
     return path.with_name(f".{path.name}.{socket.gethostname()}.{uuid.uuid4().hex[:8]}.partial{suffix}")
+
+
+def require_writable(path: Path, *, option: str) -> None:
+    """InputError naming ``option`` when ``path`` (a file or folder still to be written, with its partial
+    sibling) cannot be: its nearest existing folder is read-only or not writable for this user.
+
+    Asked before the work, so a training is not thrown away at its end by an unwritable --out.
+    access(2) reports EROFS even to root, whom permission bits do not stop.
+    """
+    path = Path(path).absolute()
+    folders = [path] if path.is_dir() else []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    folders.append(parent)
+    for folder in folders:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            reason = "read-only file system" if _read_only_mount(folder) else "permission denied"
+            raise InputError(f"cannot write into {folder} ({reason}); choose a folder you can write for {option}")
+
+
+def _read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

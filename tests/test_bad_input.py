@@ -132,6 +132,10 @@ CASES = {
     # 8. the demo generator bounds its own settings
     "demo-data per_class absurd": Case(("demo-data", "{tmp}/demo", "--per-class", "100000000"), "per_class"),
     "demo-data size absurd": Case(("demo-data", "{tmp}/demo", "--size", "100000"), "size"),
+    # issue 26: learning rates are finite, as the study file bounds them
+    "train lr inf": Case(("train", "--data", "{data}", "--lr", "inf", "--out", "{tmp}/t"),
+                         "learning rate must be positive, finite and at most 1.0"),
+    "train lr 1e308": Case(("train", "--data", "{data}", "--lr", "1e308", "--out", "{tmp}/t"), "lr=1e+308"),
     # small ones
     "hint names --runs-dir": Case(("report", "--runs-dir", "{tmp}/elsewhere"), "elsewhere/NAME/study.db"),
 }

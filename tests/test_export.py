@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -139,14 +141,11 @@ def test_bioimageio_package_passes_bioimageio_core_offline(run_dir, tmp_path, mo
     monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "0")
     from bioimageio.core import test_model
 
-    from spheroid_hpo.results.export import _bioimageio
-
     out = export_model(ExportRequest(format="bioimageio", out=tmp_path / "model.zip", source=run_dir)).out
     names = set(zipfile.ZipFile(out).namelist())
     assert {"rdf.yaml", "README.md", "cover.png", "test_input.npy", "test_output.npy", "weights.pt",
             "weights.torchscript.pt", "weights.onnx"} <= names
 
-    _bioimageio._pydantic_compat()  # bioimageio.spec 0.5.12 needs it under pydantic >= 2.14 (see the function)
     summary = test_model(str(out), devices=["cpu"])  # the written zip, as a bioimage.io tool would read it
     assert summary.status == "passed", summary.format()
     ran = " ".join(d.name for d in summary.details)
@@ -203,3 +202,16 @@ def test_export_of_a_studys_best_trial_is_calibrated_and_checked(finished_study,
     assert info["image_size"] == 32 and info["temperature"] > 0
     probabilities, logits = module(torch.rand(3, 3, 32, 32))
     torch.testing.assert_close(probabilities, torch.softmax(logits / info["temperature"], 1))
+
+
+@pytest.mark.slow  # a bioimage.io export and bioimageio.core's three weight formats in a new process
+def test_bioimageio_test_passes_the_package_in_a_process_that_never_imported_spheroid_hpo(run_dir, tmp_path):
+    """The README's `bioimageio test spheroid.zip`, in the environment the export extra installs: a
+    child process, so nothing of ours patched bioimageio or pydantic (under pydantic 2.14 it failed)."""
+    out = export_model(ExportRequest(format="bioimageio", out=tmp_path / "spheroid.zip", source=run_dir)).out
+    tested = subprocess.run([sys.executable, "-m", "bioimageio.core", "test", str(out)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "BIOIMAGEIO_PERFORM_IO_CHECKS": "0", "PYTHONPATH": ""})
+    assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-3000:]
+    for weights in ("pytorch_state_dict", "torchscript", "onnx"):
+        assert f"weights.{weights}" in tested.stdout

@@ -229,3 +229,13 @@ def test_image_info_is_frozen() -> None:
     info = ImageInfo("PNG", 8, 1, width=2, height=2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         info.width = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "EPS", "PPM", "ICO"])
+def test_formats_outside_the_readme_list_are_refused_whatever_the_suffix(tmp_path: Path, fmt: str) -> None:
+    """Pillow reads each of these; only PNG, JPEG, TIFF and BMP decoders may run (EPS starts Ghostscript)."""
+    path = tmp_path / "looks_fine.png"
+    Image.new("L", (16, 16), color=90).save(path, format=fmt)
+    for read in (read_image, inspect_image):
+        with pytest.raises(UnreadableImage, match="expected PNG, JPEG, TIFF or BMP"):
+            read(path)

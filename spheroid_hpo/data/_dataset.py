@@ -23,6 +23,7 @@ from spheroid_hpo.data._groups import groups_from_csv, groups_from_regex
 from spheroid_hpo.data._manifest import (
     DEFAULT_MANIFEST_NAME,
     ManifestRow,
+    content_digest,
     manifest_fingerprint,
     read_manifest,
     write_manifest,
@@ -86,6 +87,7 @@ class Dataset:
     manifest_path: Path
     fingerprint: str
     problems: tuple[tuple[str, str], ...]
+    content: str = ""  # see SplitPlan
     # Duplicate groups with files in more than one split of the manifest (see SplitPlan).
     straddling: tuple[dict, ...] = ()
     duplicates: Duplicates = Duplicates()
@@ -114,6 +116,8 @@ class SplitPlan:
     manifest_path: Path
     fingerprint: str
     duplicates: Duplicates = Duplicates()
+    # Digest of the listed files' bytes (content_digest): what the fingerprint's sizes cannot tell.
+    content: str = ""
     straddling: tuple[dict, ...] = ()
     relaxed: str | None = None
 
@@ -164,7 +168,7 @@ def prepare_split(
         )
     return SplitPlan(
         folder=folder, rows=tuple(rows), manifest_path=manifest, fingerprint=manifest_fingerprint(rows, root=root),
-        duplicates=duplicates, straddling=tuple(crossing), relaxed=relaxed,
+        duplicates=duplicates, content=content_digest(rows, root=root), straddling=tuple(crossing), relaxed=relaxed,
     )
 
 
@@ -201,6 +205,7 @@ def load_dataset(
         test=tensors["test"],
         manifest_path=plan.manifest_path,
         fingerprint=plan.fingerprint,
+        content=plan.content,
         problems=tuple(problems),
         straddling=plan.straddling,
         duplicates=plan.duplicates,

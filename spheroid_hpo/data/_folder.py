@@ -49,6 +49,7 @@ def scan_folder(root: str | os.PathLike[str], *, class_names: Sequence[str] | No
     _check_root(root)
     folders, ignored = _read_root(root)
     names = _choose_classes(root, folders, class_names)
+    _check_utf8_names(root, names)
     ignored += [f"{name}/" for name in folders if name not in names]
     files: list[LabeledFile] = []
     for label, name in enumerate(names):
@@ -151,6 +152,19 @@ def _walk_class(root: Path, name: str) -> tuple[list[str], list[str]]:
     """Relative POSIX paths (to ``root``) of the images and of the ignored entries under one class folder."""
     images, ignored = find_images(root / name)
     return [f"{name}/{path}" for path in images], [f"{name}/{path}" for path in ignored]
+
+
+def _check_utf8_names(root: Path, names: Sequence[str]) -> None:
+    """Class names reach model.pt, ONNX metadata (UTF-8 by the protobuf spec), figures and reports;
+    a folder name whose bytes are not UTF-8 (os gives it as surrogates) cannot go there."""
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"class folder name {os.fsencode(name)!r} in {root} is not valid UTF-8; rename the folder "
+                "(class names are written into the model, its exports and the reports)"
+            ) from None
 
 
 def _stray_images_message(root: Path, names: list[str]) -> str:

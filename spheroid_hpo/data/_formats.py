@@ -18,6 +18,12 @@ from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
+# The only Pillow decoders that may run, whatever a file's bytes say. Without this list Pillow
+# identifies any format it knows: PostScript named evil.png went to the EPS plugin, which runs
+# Ghostscript (an interpreter whose -dSAFER has been escaped before); an animated GIF named
+# .png was read too. TIFF is here for the LZW/JPEG TIFFs tifffile hands over.
+PIL_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "TIFF", "BMP")
+
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
 _PIL_BIT_DEPTHS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 _PIL_NATIVE_MODES = frozenset({"1", "L", "RGB", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -184,7 +190,7 @@ def _tiff_pixels(page: tifffile.TiffPage, pixels: np.ndarray) -> np.ndarray:
 
 def _open_pil(path: Path) -> Image.Image:
     try:
-        return Image.open(path)
+        return Image.open(path, formats=PIL_FORMATS)
     except UnidentifiedImageError as exc:
         raise UnreadableImage("not a recognised image (expected PNG, JPEG, TIFF or BMP data)") from exc
     except Image.DecompressionBombError as exc:

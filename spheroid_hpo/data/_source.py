@@ -28,19 +28,31 @@ class DataSource:
     demo: Mapping[str, int] | None
     image_size: int
     fingerprint: str
+    # Digest of the files' bytes (data.content_digest); None on studies recorded before it existed.
+    content: str | None = None
     # What the split gave up to near-duplicates when it was made (SplitPlan.relaxed), or None.
     split_relaxed: str | None = None
 
     def as_dict(self) -> dict:
         """The JSON-able form stored on a study."""
         return {"path": self.path, "demo": dict(self.demo) if self.demo is not None else None,
-                "image_size": self.image_size, "fingerprint": self.fingerprint, "split_relaxed": self.split_relaxed}
+                "image_size": self.image_size, "fingerprint": self.fingerprint, "content": self.content,
+                "split_relaxed": self.split_relaxed}
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> DataSource:
         """The inverse of ``as_dict``."""
         return cls(path=raw["path"], demo=raw.get("demo"), image_size=int(raw["image_size"]),
-                   fingerprint=raw["fingerprint"], split_relaxed=raw.get("split_relaxed"))
+                   fingerprint=raw["fingerprint"], content=raw.get("content"), split_relaxed=raw.get("split_relaxed"))
+
+    def difference(self, fingerprint: str, content: str | None) -> str | None:
+        """How data with this ``fingerprint`` and ``content`` differs from this data, or None."""
+        if fingerprint != self.fingerprint:
+            return f"fingerprint {fingerprint[:12]} != {self.fingerprint[:12]}: other files, classes, sizes or split"
+        if self.content is not None and content != self.content:
+            return (f"the same files and sizes, but other bytes (content {str(content)[:12]} != {self.content[:12]}): "
+                    f"images were replaced or swapped between classes")
+        return None
 
     def describe(self) -> str:
         """``the demo data`` or the folder's path, for messages."""
@@ -96,10 +108,10 @@ def load_recorded_dataset(
     dataset = load_dataset(
         folder, image_size=source.image_size, manifest_path=manifest_path, splits=splits, progress=progress
     )
-    if dataset.fingerprint != source.fingerprint:
+    difference = source.difference(dataset.fingerprint, dataset.content)
+    if difference is not None:
         raise InputError(
-            f"data folder {folder} differs from the data {owner} was created on "
-            f"(fingerprint {dataset.fingerprint[:12]} != {source.fingerprint[:12]}); "
-            f"pass --data with the same images (same files, classes and sizes)"
+            f"data folder {folder} differs from the data {owner} was created on ({difference}); "
+            f"pass --data with the same images (same files, classes and contents)"
         )
     return dataset

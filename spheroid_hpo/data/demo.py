@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spheroid_hpo.atomic_write import replacing_folder
+from spheroid_hpo.atomic_write import replacing_folder, require_writable
 from spheroid_hpo.defaults import DEMO_SETTINGS
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import REQUIRED, TomlTable
@@ -58,6 +58,7 @@ def write_demo_data(
     out_dir = Path(out_dir)
     settings = _validated_settings(per_class=per_class, size=size, seed=seed)
     _check_free(out_dir)
+    require_writable(out_dir, option="the demo data")
     try:
         with replacing_folder(out_dir, replace=False) as staging:
             counts = _write_images(staging, **settings)

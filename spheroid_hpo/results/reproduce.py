@@ -13,6 +13,7 @@ band derived from the recorded spread anywhere else. A trainer that learns less
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -230,6 +231,7 @@ def reproduce(
     if device is None:
         device = "cuda" if config.machine.device == "cuda" and torch.cuda.is_available() else "cpu"
     torch_device = resolve_device(device)
+    _check_threads(threads, recorded=config.machine.threads, path=path)
     threads = threads or config.machine.threads
     here = machine_fingerprint(torch_device, threads=threads, precision=config.precision)
     differences = config.machine.differences(here)
@@ -358,6 +360,15 @@ def _drawn_split(config: BestConfig, folder: Path, manifest: Path, *, source: st
             f"the same images"
         )
     return split.manifest_path
+
+
+def _check_threads(threads: int | None, *, recorded: int, path: Path) -> None:
+    """At most one thread per core: best.toml [machine] threads = 100000 ended in a segfault."""
+    cores = os.cpu_count() or 1
+    if (threads or recorded) > cores:
+        where = f"--threads {threads}" if threads else f"{path} records [machine] threads = {recorded}"
+        raise InputError(f"{where}, more than the {cores} CPU cores here; pass --threads {cores} or fewer "
+                         f"(the run is then compared as one on another machine)")
 
 
 @contextlib.contextmanager

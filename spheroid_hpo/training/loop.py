@@ -31,7 +31,7 @@ from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import device as device_policy
 from spheroid_hpo.training.device import autocast, resolve_precision
-from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, MIN_BATCH_SIZE, Hyperparams
+from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, MIN_BATCH_SIZE, PARAM_BOUNDS, Hyperparams
 from spheroid_hpo.training.inference import IMAGENET_MEAN, IMAGENET_STD, evaluate, normalise, stats_tensors
 
 __all__ = ["CheckpointMismatch", "EpochStats", "check_batch_size", "class_weights_for", "train"]
@@ -62,6 +62,14 @@ class EpochStats:
 
 
 EpochCallback = Callable[[EpochStats], None]
+
+
+def check_learning_rate(lr: float) -> None:
+    """The study file's bounds for lr, for every entry point: --lr inf passed `lr > 0` and ended
+    in a FloatingPointError traceback at the first epoch."""
+    low, high, _, _ = PARAM_BOUNDS["lr"]
+    if not (math.isfinite(lr) and low < lr <= high):
+        raise InputError(f"learning rate must be positive, finite and at most {high}, but got {lr=}")
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -125,8 +133,7 @@ def train(
     if epochs < 1:
         raise InputError(f"epochs must be at least 1, but got {epochs=}")
     check_batch_size(batch_size)
-    if not lr > 0:
-        raise InputError(f"learning rate must be positive, but got {lr=}")
+    check_learning_rate(lr)
     if len(train_images) == 0 or len(val_images) == 0:
         raise InputError("the train and validation splits must each hold at least one image")
 

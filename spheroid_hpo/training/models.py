@@ -5,8 +5,9 @@ into that shape and only then is the last layer replaced with one that has
 ``num_classes`` outputs (the paper's Table I, listed in ``training.architectures``).
 
 ``weights="imagenet"`` reads torchvision's checkpoint file from the torch hub
-cache; when it is absent it tries torchvision's normal download into that cache,
-and only when both fail says which file to fetch and where to put it.
+cache and never downloads it (the README promises that nothing is downloaded, and a
+worker on a cluster node should not reach out); when it is absent the error says which
+file to fetch and where to put it.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def create_model(
     """Build architecture ``name`` with a ``num_classes``-way head.
 
     ``weights``: "none" (random init), "imagenet" (torchvision's ImageNet
-    checkpoint from ``torch.hub.get_dir()/checkpoints``, downloaded there when absent), or a
+    checkpoint from ``torch.hub.get_dir()/checkpoints``, never downloaded), or a
     path to a state dict. The file may be torchvision-shaped or saved from a
     model this function built; its head is loaded only when its shape matches
     the new head, otherwise the new head keeps its fresh init.
@@ -145,12 +146,9 @@ def _weights_path(name: str, arch: Architecture, weights: str | os.PathLike[str]
         url = _imagenet_weights(arch).url
         path = _imagenet_checkpoint_path(name)
         if not path.is_file():
-            reason = _download_imagenet_checkpoint(url, path)
-        if not path.is_file():
             raise InputError(
-                f"ImageNet weights for {name} not found: {path.name} is not in {path.parent} and the download "
-                f"failed ({reason}); "
-                f"download {url} by hand into that folder (or set TORCH_HOME to a cache that holds it), "
+                f"ImageNet weights for {name} not found: {path.name} is not in {path.parent} (nothing is "
+                f"downloaded); download {url} into that folder (or set TORCH_HOME to a cache that holds it), "
                 "or pass weights='none'"
             )
     elif isinstance(weights, (str, os.PathLike)):
@@ -160,28 +158,6 @@ def _weights_path(name: str, arch: Architecture, weights: str | os.PathLike[str]
     else:
         raise InputError(f"weights={weights!r} is invalid; {_WEIGHTS_HELP}")
     return path
-
-
-def _download_imagenet_checkpoint(url: str, path: Path, *, timeout: float = 20.0) -> str:
-    """Fetch torchvision's checkpoint into the hub cache as torchvision would; return why not, or ""."""
-    import socket
-
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # an offline machine should fail in seconds, not hang
-    created = not path.parent.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The file name carries the first hex digits of its SHA-256, which torch checks.
-        hash_prefix = torch.hub.HASH_REGEX.search(path.name)
-        torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix.group(1) if hash_prefix else None)
-        return ""
-    except Exception as error:  # URLError, timeouts, a hash mismatch, a read-only cache
-        path.unlink(missing_ok=True)
-        if created and path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()  # leave the cache as it was
-        return f"{error.__class__.__name__}: {error}"[:200]
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _state_dict_from_file(path: Path) -> dict[str, torch.Tensor]:

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spheroid_hpo.data import validate_image_size
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.training.saved_model import ModelInfo
+from spheroid_hpo.training.saved_model import ModelInfo, check_info
 
 METADATA_KEY = "spheroid_hpo"
 INPUT_NAME = "image"
@@ -36,11 +37,20 @@ def info_to_json(info: ModelInfo) -> str:
 
 
 def info_from_json(text: str) -> ModelInfo:
-    """The ``ModelInfo`` that ``info_to_json`` wrote."""
-    data = json.loads(text)
-    for key in ("class_names", "mean", "std"):
-        data[key] = tuple(data[key])
-    return ModelInfo(**data)
+    """The ``ModelInfo`` that ``info_to_json`` wrote; InputError (without the file's name) when the
+    text is not that: not JSON, keys missing or unknown, or values ``check_info`` refuses."""
+    try:
+        data = json.loads(text)
+        for key in ("class_names", "mean", "std"):
+            if not isinstance(data[key], list):
+                raise TypeError(f"{key} must be a list, but got {data[key]!r}")
+            data[key] = tuple(data[key])
+        info = ModelInfo(**data)
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(f"malformed {METADATA_KEY} metadata ({error.__class__.__name__}: {error})") from None
+    validate_image_size(info.image_size)
+    check_info(info)
+    return info
 
 
 def require_onnxruntime():
@@ -68,13 +78,23 @@ def load_onnx_model(path: Path, *, batch_size: int = 64) -> tuple[Callable[[torc
             f"{path} is an ONNX model but not one exported by spheroid-hpo (no class names or statistics in it); "
             f"export it with `spheroid-hpo export RUN --format onnx`"
         )
-    info = info_from_json(metadata[METADATA_KEY])
+    fix = "export it again with `spheroid-hpo export RUN --format onnx`"
+    try:
+        info = info_from_json(metadata[METADATA_KEY])
+    except InputError as error:
+        raise InputError(f"{path}: {error}; {fix}") from None
+    widths = {o.name: o.shape[-1] for o in session.get_outputs() if o.shape}
+    if any(isinstance(width, int) and width != len(info.class_names) for width in widths.values()):
+        raise InputError(f"{path} names {len(info.class_names)} classes but its outputs have {widths} columns; {fix}")
 
     def logits_fn(images: torch.Tensor) -> torch.Tensor:
         outputs = []
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].float().cpu().contiguous().numpy()
             (logits,) = session.run(["logits"], {INPUT_NAME: batch})
+            if np.shape(logits)[-1] != len(info.class_names):  # a symbolic width, checked on real output
+                raise InputError(f"{path} names {len(info.class_names)} classes but gives "
+                                 f"{np.shape(logits)[-1]} outputs; {fix}")
             outputs.append(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
         return torch.cat(outputs) if outputs else torch.empty(0, len(info.class_names))
 

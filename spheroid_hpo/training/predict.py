@@ -14,13 +14,14 @@ and folders skipped. A file that cannot be read gets a row saying why.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from spheroid_hpo.atomic_write import replacing
+from spheroid_hpo.atomic_write import replacing, require_writable
 from spheroid_hpo.data import IMAGE_SUFFIXES, decode_images, find_images, is_image_name
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import inference
@@ -60,6 +61,7 @@ def predict_images(
         raise InputError("pass at least one image or folder to classify")
     if Path(out).is_dir():
         raise InputError(f"--out {out} is a folder; pass a CSV file path such as {Path(out) / 'predictions.csv'}")
+    require_writable(Path(out), option="--out")
     logits_fn, info = _load_predictor(Path(model), device=device, batch_size=batch_size)
     files = list(_image_files(inputs))
     if not files:
@@ -74,7 +76,7 @@ def predict_images(
     scoring = _Scoring(logits_fn=logits_fn, temperature=info.temperature if calibrated else 1.0, tta=tta,
                        uncertain_entropy=info.uncertain_entropy)
     errors = 0
-    with replacing(out) as partial, open(partial, "w", newline="") as handle:
+    with replacing(out) as partial, open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for start in range(0, len(files), CHUNK):
@@ -99,12 +101,18 @@ def _classify(files: list[tuple[str, str]], *, scoring: _Scoring, info) -> list[
     for path, reason in files:
         reason = reason or reasons.get(path, "")
         if reason:
-            rows.append([path, "", *blank, reason])
+            rows.append([_csv_path(path), "", *blank, reason])
             continue
         p = next(probabilities)
         best = max(range(len(p)), key=p.__getitem__)
-        rows.append([path, info.class_names[best], *(f"{value:.6f}" for value in p), *next(extras), ""])
+        rows.append([_csv_path(path), info.class_names[best], *(f"{value:.6f}" for value in p), *next(extras), ""])
     return rows
+
+
+def _csv_path(path: str) -> str:
+    """The path with bytes that are not UTF-8 shown as \\xNN (caf\\xe9.png from a Latin-1 share): the
+    CSV stays UTF-8 for pandas and spreadsheets. Written as is, one such name lost every row."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 def _image_files(inputs: Sequence[Path]) -> Iterator[tuple[str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.atomic_write import write_text_atomically
-from spheroid_hpo.data import DEFAULT_SPLIT, SplitSpec, load_dataset
+from spheroid_hpo.atomic_write import replacing, require_writable, write_text_atomically
+from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, DEFAULT_SPLIT, SplitSpec, load_dataset
 from spheroid_hpo.defaults import IMAGE_SIZE
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.calibration import calibrate, plot_reliability
@@ -29,6 +30,33 @@ from spheroid_hpo.training.models import check_image_size, count_parameters, cre
 from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, save_model
 
 METRICS_FILE = "metrics.json"  # beside model.pt in a run folder: TrainResult.as_dict()
+# The run's own copy of the split it trained with, so export and audit-labels never re-split
+# or write into the data folder (a relative manifest path in metrics.json did both from another cwd).
+RUN_SPLIT_FILE = DEFAULT_MANIFEST_NAME
+
+
+def run_split_manifest(run_dir: Path) -> Path | None:
+    """The split manifest a run folder (``train``, ``reproduce --out``) trained with, or None.
+
+    Its own copy, RUN_SPLIT_FILE, when present; for a run written before runs kept one, the
+    manifest its metrics.json names (an absolute path, or relative to the run folder) when that
+    file still exists. Reading it writes nothing; pass it as ``manifest_path`` to ``load_dataset``.
+    """
+    run_dir = Path(run_dir)
+    own = run_dir / RUN_SPLIT_FILE
+    if own.is_file():
+        return own
+    try:
+        recorded = json.loads((run_dir / METRICS_FILE).read_text()).get("split_manifest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    path = Path(recorded)
+    for candidate in ((path,) if path.is_absolute() else (run_dir / path, path)):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,7 +128,9 @@ def run_training(
     }
     # Before the data is decoded: these fail in seconds, not after minutes of loading.
     loop.check_batch_size(hyperparams.batch_size)
+    loop.check_learning_rate(hyperparams.lr)
     check_image_size(arch, image_size)
+    require_writable(Path(out_dir), option="--out")
     torch_device = resolve_device(device)
     dataset = load_dataset(
         data_dir, image_size=image_size, split=split, class_names=class_names, progress=progress,
@@ -138,6 +168,9 @@ def run_training(
         temperature=calibration.temperature, uncertain_entropy=calibration.uncertain_entropy,
     )
     save_model(out_dir / MODEL_FILE, model, info)
+    if dataset.manifest_path.resolve() != (out_dir / RUN_SPLIT_FILE).resolve():
+        with replacing(out_dir / RUN_SPLIT_FILE) as partial:
+            shutil.copyfile(dataset.manifest_path, partial)
     plot_reliability(calibration, out_dir / "reliability.png", title=f"{arch}: reliability before and after "
                      f"temperature scaling")
     history_dicts = [record.as_dict() for record in history]
@@ -155,7 +188,7 @@ def run_training(
         wall_time_seconds=time.perf_counter() - started,
         parameter_count=count_parameters(model),
         split_sizes={split: len(getattr(dataset, split).labels) for split in ("train", "val", "test")},
-        split_manifest=str(dataset.manifest_path),
+        split_manifest=str(dataset.manifest_path.resolve()),
         data_fingerprint=dataset.fingerprint,
         duplicate_groups_across_splits=tuple(dataset.straddling),
         split_relaxed=dataset.relaxed,

@@ -7,6 +7,7 @@ opens it without running any pickled code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,29 @@ class ModelInfo:
     # softmax; ``predict --tta`` flags images whose predictive entropy exceeds ``uncertain_entropy``.
     temperature: float = 1.0
     uncertain_entropy: float | None = None
+
+
+def check_info(info: ModelInfo) -> None:
+    """InputError naming the first value a crafted or damaged file got wrong; ``predict`` trusts the rest.
+
+    A temperature of -1 inverted every prediction and NaN gave NaN probabilities that still
+    named a class; ``class_names = "abcd"`` read as four classes a, b, c, d.
+    """
+    names = info.class_names
+    if not (isinstance(names, tuple) and len(names) >= 2 and all(isinstance(n, str) and n for n in names)):
+        raise InputError(f"class_names must list at least two non-empty names, but got {names!r}")
+    if len(set(names)) != len(names):
+        raise InputError(f"class_names repeat a name: {list(names)!r}")
+    for key in ("mean", "std"):
+        values = getattr(info, key)
+        if len(values) != 3 or not all(math.isfinite(v) for v in values) or (key == "std" and min(values) <= 0):
+            raise InputError(f"{key} must be three finite numbers{' above 0' if key == 'std' else ''}, "
+                             f"but got {list(values)!r}")
+    if not (math.isfinite(info.temperature) and info.temperature > 0):
+        raise InputError(f"temperature must be finite and above 0, but got {info.temperature!r}")
+    entropy = info.uncertain_entropy
+    if entropy is not None and not (isinstance(entropy, (int, float)) and math.isfinite(entropy) and entropy >= 0):
+        raise InputError(f"uncertain_entropy must be a finite number of at least 0, but got {entropy!r}")
 
 
 def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
@@ -74,6 +98,8 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
         raise InputError(f"{path} is not a spheroid-hpo model file: it lacks the architecture and weights")
     fix = "re-export it with `spheroid-hpo train` or `reproduce --out`, or pass another model.pt"
     try:
+        if not isinstance(payload.get("class_names"), (list, tuple)):
+            raise TypeError(f"class_names must be a list, but got {payload.get('class_names')!r}")
         info = ModelInfo(
             architecture=payload["architecture"],
             class_names=tuple(payload["class_names"]),
@@ -82,7 +108,7 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
             std=tuple(float(value) for value in payload["std"]),
             bn_momentum=payload.get("bn_momentum"),
             # Absent from files written before calibration: raw softmax, no uncertainty flag.
-            temperature=float(payload.get("temperature") or 1.0),
+            temperature=float(1.0 if payload.get("temperature") is None else payload["temperature"]),
             uncertain_entropy=payload.get("uncertain_entropy"),
         )
     except (KeyError, TypeError, ValueError) as error:  # a key missing, or "big" as image_size
@@ -91,6 +117,7 @@ def load_model(path: Path, *, device: torch.device | str = "cpu") -> tuple[nn.Mo
         ) from None
     try:  # the bounds every image size gets: training could not have written another, predict cannot use it
         validate_image_size(info.image_size, fix=fix)
+        check_info(info)
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
     model = create_model(info.architecture, num_classes=len(info.class_names), bn_momentum=info.bn_momentum)

@@ -89,5 +89,5 @@ def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[Dat
     folder = data_folder(config.data.path, demo=demo, runs_dir=runs_dir)
     split = prepare_split(folder, _study_split(config, runs_dir=runs_dir))
     source = DataSource(path=None if demo else str(folder.resolve()), demo=demo, image_size=config.data.image_size,
-                        fingerprint=split.fingerprint, split_relaxed=split.relaxed)
+                        fingerprint=split.fingerprint, content=split.content, split_relaxed=split.relaxed)
     return source, split.manifest_path.read_text()

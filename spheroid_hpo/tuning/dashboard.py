@@ -9,6 +9,7 @@ reaches it can rename, delete or add studies.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import socket
 from pathlib import Path
@@ -33,7 +34,26 @@ from spheroid_hpo.tuning.studies import find_study_family
 
 LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-EVERY_INTERFACE = frozenset({"0.0.0.0", "::", ""})
+
+
+def on_every_interface(host: str) -> bool:
+    """Whether binding to ``host`` listens on every interface: the unspecified address in any spelling.
+
+    Comparing with "0.0.0.0" and "::" missed "0" (inet_aton reads it as 0.0.0.0) and "::ffff:0.0.0.0",
+    which listened on the LAN without the warning.
+    """
+    if not host:
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)}
+    except (socket.gaierror, UnicodeError):  # a name, not an address: names of every interface are not a thing
+        return False
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%")[0])
+        mapped = getattr(address, "ipv4_mapped", None)
+        if address.is_unspecified or (mapped is not None and mapped.is_unspecified):
+            return True
+    return False
 
 
 def serve_dashboard(
@@ -74,7 +94,7 @@ def serve_dashboard(
         )
 
     server = _bind(optuna_dashboard.wsgi(storage, artifact_store=artifact_store), host=host, port=port)
-    if host in EVERY_INTERFACE:
+    if on_every_interface(host):
         errors.print(
             f"[yellow]warning: the dashboard listens on every network interface ({escape(host or '0.0.0.0')}): "
             f"anyone who reaches http://{escape(socket.gethostname())}:{server.server_port}/dashboard can read, "
@@ -91,7 +111,7 @@ def serve_dashboard(
 
 def browser_url(host: str, port: int) -> str:
     """The address to open for a server bound to ``host``: loopback when bound to every interface."""
-    if host in EVERY_INTERFACE:
+    if on_every_interface(host):
         host = LOCALHOST
     if ":" in host:
         host = f"[{host}]"

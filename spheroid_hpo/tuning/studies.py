@@ -126,11 +126,11 @@ def create_studies(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([config.metric])
         recorded = records.data_source(study.user_attrs)
-        if recorded is not None and recorded.fingerprint != data.fingerprint:
+        difference = recorded.difference(data.fingerprint, data.content) if recorded is not None else None
+        if difference is not None:
             raise InputError(
-                f"study {study.study_name} was created on other data (fingerprint {recorded.fingerprint[:12]}, "
-                f"data {recorded.path or 'demo'}) than {data.describe()} "
-                f"(fingerprint {data.fingerprint[:12]}); use a new study name or storage for new data"
+                f"study {study.study_name} was created on other data (data {recorded.path or 'demo'}) than "
+                f"{data.describe()} ({difference}); use a new study name or storage for new data"
             )
         if recorded is not None and data.split_relaxed is None:
             # A relaunch reads the split made at creation: what that split gave up still holds.

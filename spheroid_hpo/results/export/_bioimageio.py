@@ -19,11 +19,9 @@ place, with ``BIOIMAGEIO_PERFORM_IO_CHECKS=0`` so nothing is downloaded.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +50,6 @@ def export_bioimageio(network: nn.Module, source: ModelSource, out: Path, *, scr
     from bioimageio.core import test_model
     from bioimageio.spec import save_bioimageio_package
 
-    _pydantic_compat()
     started = time.perf_counter()
     folder = scratch / "package"
     folder.mkdir()
@@ -68,39 +65,6 @@ def export_bioimageio(network: nn.Module, source: ModelSource, out: Path, *, scr
         save_bioimageio_package(descr, output_path=partial)
     return {"path": str(out), "seconds": round(time.perf_counter() - started, 2), "test_model": summary.status,
             "weights": "pytorch_state_dict, torchscript, onnx"}
-
-
-def _pydantic_compat() -> None:
-    """Let bioimageio.spec 0.5.12 (which bioimageio.core 0.11 pins) serialise packages under pydantic >= 2.14.
-
-    Two of its wrap serializers call pydantic's handler as ``handler(value, info)``; pydantic 2.14 reads the
-    second argument as an index key and raises TypeError. bioimageio.spec 0.5.14 calls ``handler(value)``.
-    Each affected function gets, in place (serializers captured it at import time), code that hands the
-    original a handler taking the value only. Nothing is changed where the installed spec is already fixed.
-    """
-    import bioimageio.spec.model.v0_4 as v0_4
-    from bioimageio.spec._internal import io_packaging
-
-    for module, name in ((io_packaging, "package_file_descr_serializer"), (v0_4, "package_weights")):
-        function = getattr(module, name)
-        if getattr(function, "_spheroid_hpo_compat", False) or "info,  # pyright" not in _source_of(function):
-            continue
-        original = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__,
-                                      function.__closure__)
-
-        def value_only(value, handler, info, _original=original):
-            return _original(value, lambda v, *_: handler(v), info)
-
-        function.__code__ = value_only.__code__
-        function.__defaults__ = value_only.__defaults__
-        function._spheroid_hpo_compat = True
-
-
-def _source_of(function) -> str:
-    try:
-        return inspect.getsource(function)
-    except (OSError, TypeError):
-        return ""
 
 
 def _describe(network: nn.Module, source: ModelSource, folder: Path):

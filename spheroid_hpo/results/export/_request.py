@@ -9,12 +9,14 @@ from pathlib import Path
 
 import torch
 
+from spheroid_hpo.atomic_write import require_writable
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.export._formats import export_onnx, export_torchscript
 from spheroid_hpo.results.export._source import ModelSource, resolve_source
 from spheroid_hpo.training.onnx_model import EXTRA_HINT
-from spheroid_hpo.training.saved_model import load_model
+from spheroid_hpo.training.run import METRICS_FILE, RUN_SPLIT_FILE
+from spheroid_hpo.training.saved_model import MODEL_FILE, load_model
 
 # Each format, and the file it is written to when no --out is given (beside the model).
 DEFAULT_FILE_NAMES = {
@@ -63,6 +65,7 @@ def export_model(request: ExportRequest) -> ExportResult:
     if missing:
         raise InputError(f"export --format {request.format} needs {', '.join(missing)}; run {EXTRA_HINT}")
     out = Path(request.out) if request.out is not None else default_out(request)
+    _check_out(out, request)
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-export-") as scratch:
         source = resolve_source(
             request.source, study=request.study, storage_url=request.storage_url, artifact_dir=request.artifact_dir,
@@ -87,6 +90,19 @@ def default_out(request: ExportRequest) -> Path:
     folder = (source if source is not None and source.is_dir() else
               source.parent if source is not None else Path(request.runs_dir) / (request.study or "."))
     return folder / DEFAULT_FILE_NAMES[request.format]
+
+
+def _check_out(out: Path, request: ExportRequest) -> None:
+    """Refuse an ``out`` that is a file the source run needs (its model.pt, metrics.json or split): the
+    export was written over the run's own model, which then no longer loaded. Then ask that it be writable."""
+    if request.source is not None:
+        source = Path(request.source)
+        folder = source if source.is_dir() else source.parent
+        needed = {folder / name for name in (MODEL_FILE, METRICS_FILE, RUN_SPLIT_FILE)} | {source}
+        if any(out.resolve() == path.resolve() for path in needed):
+            raise InputError(f"--out {out} would overwrite a file of the run being exported; "
+                             f"choose another file name, e.g. {folder / DEFAULT_FILE_NAMES[request.format]}")
+    require_writable(out, option="--out")
 
 
 def _cpu_model(source: ModelSource):

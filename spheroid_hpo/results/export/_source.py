@@ -13,7 +13,8 @@ from pathlib import Path
 
 from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, DEFAULT_SPLIT, SplitSpec, SplitTensors, load_dataset
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.training.run import METRICS_FILE
+from spheroid_hpo.notices import notice
+from spheroid_hpo.training.run import METRICS_FILE, RUN_SPLIT_FILE, run_split_manifest
 from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, load_model
 
 
@@ -39,10 +40,10 @@ def resolve_source(
     if study is not None:
         return _study_source(study, storage_url=storage_url, artifact_dir=artifact_dir, data_dir=data_dir,
                              runs_dir=runs_dir, scratch=scratch)
-    return _run_source(Path(source), data_dir=data_dir)
+    return _run_source(Path(source), data_dir=data_dir, scratch=scratch)
 
 
-def _run_source(source: Path, *, data_dir: Path | None) -> ModelSource:
+def _run_source(source: Path, *, data_dir: Path | None, scratch: Path) -> ModelSource:
     model_path = source / MODEL_FILE if source.is_dir() else source
     _, info = load_model(model_path)  # InputError naming the fix when it is not a model file
     metrics_file = model_path.parent / METRICS_FILE
@@ -51,24 +52,42 @@ def _run_source(source: Path, *, data_dir: Path | None) -> ModelSource:
             f"{model_path} has no metrics.json next to it, so its data and test split are unknown; export the "
             f"run folder that `spheroid-hpo train --out` or `reproduce --out` wrote"
         )
-    metrics = json.loads(metrics_file.read_text())
-    config = dict(metrics.get("config", {}))
+    metrics = _read_metrics(metrics_file)
+    config = dict(metrics.get("config") or {})
     folder = Path(data_dir) if data_dir is not None else Path(config.get("data_dir", ""))
     if not folder.is_dir():
         raise InputError(
             f"the data folder the model trained on ({folder}) is not on this machine; pass --data with this "
             f"machine's copy, whose test images check the export"
         )
-    manifest = metrics.get("split_manifest")
+    manifest = run_split_manifest(model_path.parent)
+    if manifest is None:
+        # A run from before runs kept their split, whose manifest is gone: split again, into the
+        # scratch folder, never into the data folder.
+        notice(f"{model_path.parent} holds no {RUN_SPLIT_FILE} and its recorded split manifest is gone; "
+               f"the export is checked on a new split of {folder}")
+        manifest = scratch / DEFAULT_MANIFEST_NAME
     split = SplitSpec.from_dict(config["split"]) if "split" in config else DEFAULT_SPLIT
     dataset = load_dataset(
         folder, image_size=info.image_size, class_names=info.class_names, splits=("test",), split=split,
-        manifest_path=manifest if manifest and Path(manifest).is_file() else None,
+        manifest_path=manifest,
     )
     _require_test_images(dataset.test, folder)
     config["calibration"] = metrics.get("calibration")
     return ModelSource(model_path=model_path, info=info, description=f"run folder {model_path.parent}",
                        config=config, test=dataset.test, data_root=dataset.root)
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"cannot read {path} ({error}); export a run folder that train or reproduce --out "
+                         f"wrote completely") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("config", {}), dict):
+        raise InputError(f"{path} is not a run's metrics.json (expected a JSON object with a 'config' object); "
+                         f"export a run folder that train or reproduce --out wrote")
+    return metrics
 
 
 def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: Path, scratch: Path) -> ModelSource:
