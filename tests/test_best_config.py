@@ -314,7 +314,7 @@ def test_export_best_retrains_the_overall_best_trial_and_reads_back(finished_stu
     *_, architecture, trial = max(candidates, key=lambda c: c[:3])
     assert (best.architecture, best.trial) == (architecture, trial.number)
     assert best.params == trial.params and best.val.original == trial.value
-    assert (best.image_size, best.split_seed, best.fractions) == (32, 0, (0.7, 0.15, 0.15))
+    assert (best.image_size, best.split.seed, best.split.fractions) == (32, 0, (0.7, 0.15, 0.15))
     assert best.demo == {"per_class": 12, "size": 32, "seed": 0} and best.data_path is None
     # The thread count the trial recorded wins over --threads, which only fills in for trials without one.
     assert best.machine.threads == trial.user_attrs["torch_threads"] != 9999

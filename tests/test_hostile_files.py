@@ -398,11 +398,11 @@ def test_a_relaunch_on_data_whose_files_were_swapped_stops_in_one_line(tmp_path,
 
 def test_loading_a_studys_data_refuses_files_swapped_between_classes(tmp_path):
     """What report, export --study and every worker load the recorded data through."""
-    from spheroid_hpo.data import DataSource, load_recorded_dataset, prepare_split
+    from spheroid_hpo.data import DataSource, SplitSpec, load_recorded_dataset, prepare_split
     from spheroid_hpo.errors import InputError
 
     data = _tiff_folder(tmp_path / "data")
-    split = prepare_split(data, manifest_path=tmp_path / "splits.csv")
+    split = prepare_split(data, SplitSpec(manifest=tmp_path / "splits.csv"))
     source = DataSource(path=str(data), demo=None, image_size=32, fingerprint=split.fingerprint,
                         content=split.content)
     manifest_csv = (tmp_path / "splits.csv").read_text()
