@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from spheroid_hpo.data import DataSource
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.tuning import records
+from spheroid_hpo.tuning.distinct import DistinctSampler
+from spheroid_hpo.tuning.search_space import param_distributions
 from spheroid_hpo.tuning.study_file import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 
 Builder = TypeVar("Builder")
@@ -93,10 +96,11 @@ def _registered(kind: str, name: str, registry: Mapping[str, Builder]) -> Builde
         raise InputError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(registry)}") from None
 
 
-def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study file's sampler; each worker offsets the seed so workers do not propose the same points."""
-    seed = config.seed + worker_index
-    return _registered("sampler", config.name, SAMPLER_BUILDERS)(config, seed)
+def build_sampler(config: SamplerConfig, *, space: Mapping[str, BaseDistribution] | None = None) -> DistinctSampler:
+    """The study file's sampler, seeded anew for each trial from its number and never proposing a
+    point of ``space`` (the architecture's searched parameters) that the study already holds."""
+    builder = _registered("sampler", config.name, SAMPLER_BUILDERS)
+    return DistinctSampler(lambda seed: builder(config, seed), seed=config.seed, space=space or {})
 
 
 def build_pruner(config: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -189,9 +193,7 @@ def find_study_family(storage: optuna.storages.BaseStorage, name: str | None) ->
     return parse_study_text(text, source=Path(f"<study {name} in storage>")), text
 
 
-def load_studies(
-    config: StudyConfig, storage: optuna.storages.BaseStorage, *, worker_index: int = 0
-) -> dict[str, optuna.Study]:
+def load_studies(config: StudyConfig, storage: optuna.storages.BaseStorage) -> dict[str, optuna.Study]:
     """Load (never create) the per-architecture studies, with this worker's sampler and pruner."""
     studies = {}
     for architecture in config.architectures:
@@ -200,7 +202,9 @@ def load_studies(
             studies[architecture] = optuna.load_study(
                 study_name=name,
                 storage=storage,
-                sampler=build_sampler(config.sampler, worker_index=worker_index),
+                sampler=build_sampler(
+                    config.sampler, space=param_distributions(config.search_space, architecture=architecture)
+                ),
                 pruner=build_pruner(config.pruner, max_epochs=config.max_epochs),
             )
         except KeyError as error:

@@ -80,7 +80,7 @@ def run_worker(
     require_existing_sqlite(url)  # a worker joins a study; it never creates one
     storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
     config, _ = find_study_family(storage, study)
-    studies = load_studies(config, storage, worker_index=worker_index)
+    studies = load_studies(config, storage)
     # The weights file is read on this machine: a worker without it stops here, in one line,
     # instead of failing the study's trials one after another.
     check_weights(config.training.weights, architectures=config.architectures)
@@ -145,8 +145,8 @@ def default_worker_index() -> int:
     """A worker index from the host name and process id, for workers started without one.
 
     Replicas of a compose service and workers on different machines all start without
-    ``--worker-index``; equal indexes would give their samplers equal seeds, and equal
-    seeds propose the same trials.
+    ``--worker-index``; distinct indexes spread them over the architectures (the sampler's
+    seed comes from each trial's number, see ``tuning/distinct.py``).
     """
     return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000
 
