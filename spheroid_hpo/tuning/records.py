@@ -88,6 +88,11 @@ def record_recipe(study: optuna.Study, recipe: dict) -> dict:
     return recorded
 
 
+def recipe(study_attrs: Mapping) -> dict | None:
+    """The search space and training settings a study was created with (None on older studies)."""
+    return study_attrs.get(RECIPE)
+
+
 def data_source(study_attrs: Mapping) -> DataSource | None:
     """The data a study was created on, or None for a study ``launch`` did not make."""
     raw = study_attrs.get(DATA)

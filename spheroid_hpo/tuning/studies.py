@@ -9,6 +9,7 @@ other file.
 from __future__ import annotations
 
 import difflib
+import json
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -116,8 +117,10 @@ def create_studies(
 
     Re-running on the same storage resumes: finished trials stay, the baseline is
     not enqueued twice, and trials interrupted by Ctrl-C are queued again to go on
-    from their checkpoints. A study made on other data refuses to resume.
+    from their checkpoints. A study made on other data, or with another search space or other
+    fixed values, refuses to resume.
     """
+    refuse_changed_recipe(config, storage)
     studies = {}
     for architecture in config.architectures:
         study = optuna.create_study(
@@ -135,6 +138,7 @@ def create_studies(
                 f"data {recorded.path or 'demo'}) than {data.describe()} "
                 f"(fingerprint {data.fingerprint[:12]}); use a new study name or storage for new data"
             )
+        records.record_recipe(study, study_recipe(config, architecture))
         records.record_study(study, study_file_text=study_file_text, architecture=architecture,
                              budget=config.n_trials, data=data, manifest_csv=manifest_csv)
         if not study.trials and config.baseline:
@@ -144,6 +148,55 @@ def create_studies(
         requeue_interrupted(study)
         studies[architecture] = study
     return studies
+
+
+def study_recipe(config: StudyConfig, architecture: str) -> dict:
+    """What every trial of ``architecture`` trains with besides its sampled values, by study-file key:
+    the search space as written (ranges, choices, fixed values) and the training settings."""
+    applies = applicable_params(architecture)
+    recipe: dict = {}
+    for spec in config.search_space:
+        if spec.name not in applies:
+            continue  # BatchNorm momentum of SqueezeNet changes none of its trials
+        if spec.kind == "fixed":
+            recipe[f"search_space.{spec.name}"] = spec.value
+        elif spec.kind == "categorical":
+            recipe[f"search_space.{spec.name}"] = {"choices": list(spec.choices)}
+        else:
+            recipe[f"search_space.{spec.name}"] = {"low": spec.low, "high": spec.high, "log": spec.log,
+                                                   "step": spec.step}
+    recipe.update({
+        "training.precision": config.training.precision, "training.weights": config.training.weights,
+        "training.seed": config.training.seed, "data.image_size": config.data.image_size,
+        "data.cv_folds": config.data.cv_folds,
+    })
+    return json.loads(json.dumps(recipe))  # as the storage gives it back (lists, not tuples)
+
+
+def refuse_changed_recipe(config: StudyConfig, storage: optuna.storages.BaseStorage) -> None:
+    """Stop, before anything is written, when ``config`` would change what the existing studies' trials
+    train with; the error names each changed key with its old and new value."""
+    for architecture in config.architectures:
+        try:
+            study = optuna.load_study(study_name=config.study_name(architecture), storage=storage)
+        except KeyError:
+            continue  # a new study (or a new architecture of the family)
+        recorded = records.recipe(study.user_attrs)
+        if recorded is None:  # a study from before recipes were recorded: its stored file says
+            text = records.study_file_text(study.user_attrs)
+            if text is None:
+                continue
+            recorded = study_recipe(parse_study_text(text, source=Path(f"<study {config.name} in storage>")),
+                                    architecture)
+        new = study_recipe(config, architecture)
+        changed = [f"{key} {recorded.get(key)!r} -> {new.get(key)!r}" for key in sorted(recorded.keys() | new.keys())
+                   if recorded.get(key) != new.get(key)]
+        if changed:
+            raise InputError(
+                f"study {study.study_name} was created with other settings than {config.source}: "
+                f"{'; '.join(changed)}. Its trials trained with the old ones, so a relaunch keeps them: "
+                f"restore them in the file, or set [study] name to a new name to start a new study"
+            )
 
 
 def checkpoint_dir(study: optuna.Study, root: Path) -> Path:
