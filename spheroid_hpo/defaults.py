@@ -14,3 +14,7 @@ MAX_IMAGE_SIZE = 2048
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test
 # The generated demo data set, used when a study or `train` names no data folder.
 DEMO_SETTINGS = {"per_class": 40, "size": 64, "seed": 0}
+# `launch --workers`: above the CPU cores a warning (they share the cores); above this many per core
+# a refusal, since each worker is a process of about 300 MB that decodes the data set once and
+# holds at least one thread (the review started 1000 on 2 cores, and hit the process limit).
+MAX_WORKERS_PER_CORE = 4

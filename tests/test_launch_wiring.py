@@ -25,6 +25,8 @@ from spheroid_hpo.tuning.records import MANIFEST as MANIFEST_ATTR
 class RecordedWorker:
     """Stands in for a worker process: it has already exited with code 0."""
 
+    stdout = None  # no output to copy into its log
+
     def __init__(self, command, *, env, **_):
         self.command, self.env, self.returncode = command, env, 0
 
