@@ -132,6 +132,29 @@ CASES = {
     "demo-data size absurd": Case(("demo-data", "{tmp}/demo", "--size", "100000"), "size"),
     # small ones
     "hint names --runs-dir": Case(("report", "--runs-dir", "{tmp}/elsewhere"), "elsewhere/NAME/study.db"),
+    # issue 26, study files and launch: each of these was accepted (or a traceback)
+    "step nan": Case(("create", "--study", _study("lr={ low = 1e-4, high = 1e-3, step = nan }")),
+                     "lr.step must be a positive number"),
+    "step inf": Case(("create", "--study", _study("lr={ low = 1e-4, high = 1e-3, step = inf }")),
+                     "lr.step must be a positive number"),
+    "step larger than the range": Case(("create", "--study", _study("epochs={ low = 1, high = 2, step = 1000 }")),
+                                       "epochs.step = 1000 must divide high - low = 1"),
+    "range off the step grid": Case(("create", "--study", _study("epochs={ low = 1, high = 4, step = 2 }")),
+                                    "epochs.step = 2 must divide high - low = 3"),
+    "baseline off the step grid": Case(("create", "--study", _study(
+        "bn_momentum=0.1\n[baseline]\nepochs = 2;epochs={ low = 1, high = 3, step = 2 }")),
+        "baseline.epochs = 2 lies outside the search space (its range, choices or step)"),
+    "launch --timeout nan": Case(("launch", "--study", _study("n_trials=1"), "--timeout", "nan"),
+                                 "--timeout must be a number of seconds from 1 to"),
+    "launch --timeout inf": Case(("launch", "--study", _study("n_trials=1"), "--timeout", "inf"), "got inf"),
+    "launch --timeout negative": Case(("launch", "--study", _study("n_trials=1"), "--timeout", "-5"), "got -5"),
+    "worker --timeout nan": Case(("worker", "--study", "bad", "--timeout", "nan"), "--timeout must be a number"),
+    "launch --n-trials absurd": Case(("launch", "--study", _study("n_trials=1"), "--n-trials", "1000000000"),
+                                     "--n-trials must be from 1 to 100000"),
+    "launch --workers absurd": Case(("launch", "--study", _study("n_trials=1"), "--workers", "100000"),
+                                    "per CPU core"),
+    "launch --runs-dir under a file": Case(("launch", "--study", _study("n_trials=1"), "--runs-dir",
+                                            "{tmp}/bad.toml/runs"), "cannot write in --runs-dir"),
 }
 
 

@@ -24,7 +24,8 @@ _EXPORTS = {
     "_groups": ("groups_from_csv", "groups_from_regex"),
     "_manifest": ("DEFAULT_MANIFEST_NAME", "ManifestRow", "manifest_fingerprint", "read_manifest", "write_manifest"),
     "_source": ("DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"),
-    "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "validate_fractions"),
+    "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "check_fold_count",
+               "validate_fractions"),
     "_tensors": ("decode_images", "rotate_batch", "validate_image_size"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -38,7 +38,7 @@ from spheroid_hpo.tuning.storage import (
     study_manifest_path,
 )
 from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies
-from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.study_file import StudyConfig, check_timeout
 
 log = logging.getLogger("spheroid_hpo.tuning.worker")
 POLL_SECONDS = 2.0
@@ -74,6 +74,8 @@ def run_worker(
     """Join the study ``study`` in ``storage_url`` and run its trials until every budget is spent."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     started = time.monotonic()
+    if timeout is not None:
+        check_timeout(timeout, "--timeout")  # NaN compares false with everything: no trial ran, exit 0
     if threads is not None:
         torch.set_num_threads(threads)
     url = storage_url or default_storage_url(study or "", runs_dir=runs_dir)
