@@ -633,3 +633,33 @@ def _wait_for(condition, *, timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- issue 26: study files that reach the data --------------------------------------------------------
+
+
+def test_more_folds_than_the_smallest_class_has_images_stop_create_in_one_line(tmp_path, monkeypatch, capsys):
+    """Once accepted by create; then every worker exited with a 10 kB message naming each of 1000 folds."""
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path, n_trials=1)
+    path.write_text(path.read_text().replace("[data]\n", "[data]\ncv_folds = 1000\n"))
+    code, err = run_cli(monkeypatch, capsys, "create", "--study", str(path), "--runs-dir", str(tmp_path / "runs"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: cv_folds = 1000 is more than the ") and "at most" in lines[0], err
+    assert len(lines[0]) < 300
+
+
+def test_a_study_file_with_a_byte_order_mark_is_read(tmp_path, monkeypatch, capsys):
+    """Windows Notepad saves one; it gave "Invalid statement (at line 1, column 1)". Workers read the stored text."""
+    from spheroid_hpo.tuning.studies import find_study_family
+
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path, n_trials=1)
+    path.write_bytes("\ufeff".encode() + path.read_bytes())
+    code, err = run_cli(monkeypatch, capsys, "create", "--study", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert code == 0, err
+    storage = storage_module.open_storage(f"sqlite:///{tmp_path / 'runs' / 'bad' / 'study.db'}",
+                                          heartbeat_interval=None)
+    config, _ = find_study_family(storage, "bad")
+    assert config.architectures == ("squeezenet1_1",)
