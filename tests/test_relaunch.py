@@ -8,6 +8,8 @@ Changing ``lr`` from a range to choices made every new trial fail with no reason
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,3 +134,80 @@ def test_a_trial_records_its_fixed_values_and_the_report_shows_those(demo_dir, t
     family = StudyFamily(name="wiring", config=edited, storage_url="", storage=None, studies={}, data=None,
                          manifest_csv="")
     assert family.params(trial, "squeezenet1_1") == {"epochs": 1, "lr": 2e-3, "rotation": 10.0, "batch_size": 8}
+
+
+# --- real launches: three in a row, and two at once -------------------------------------------------------
+
+LAUNCHED = """
+[study]
+name = "NAME"
+architectures = ["squeezenet1_1"]
+n_trials = N_TRIALS
+
+[search_space]
+epochs = { low = 1, high = 2 }
+lr = { low = 1e-4, high = 1e-3, log = true }
+rotation = 10.0
+batch_size = 8
+
+[baseline]
+epochs = 1
+lr = 1e-4
+
+[pruner]
+name = "none"
+
+[data]
+image_size = 32
+
+[data.demo]
+per_class = 6
+size = 32
+"""
+
+
+def launch_command(path: Path, runs: Path, *more: str) -> list[str]:
+    return [sys.executable, "-m", "spheroid_hpo", "launch", "--study", str(path), "--runs-dir", str(runs), *more]
+
+
+def trials_of(runs: Path, name: str) -> list:
+    return optuna.load_study(study_name=f"{name}.squeezenet1_1",
+                             storage=f"sqlite:///{runs / name / 'study.db'}").get_trials(deepcopy=False)
+
+
+@pytest.mark.slow
+def test_three_launches_never_run_the_same_point_twice_and_keep_each_launchs_log(tmp_path):
+    """The review's reproduction (H2): launch, then --n-trials 3, then 4 gave trials #1, #2, #3 identical."""
+    path, runs = tmp_path / "rs.toml", tmp_path / "runs"
+    path.write_text(LAUNCHED.replace("NAME", "rs").replace("N_TRIALS", "2"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for more in ((), ("--n-trials", "3"), ("--n-trials", "4")):
+        result = subprocess.run(launch_command(path, runs, *more), cwd=tmp_path, capture_output=True, text=True,
+                                timeout=300, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    trials = trials_of(runs, "rs")
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == 4, points
+    logs = runs / "rs" / "logs"
+    assert sorted(p.name for p in logs.glob("worker-*.log")) == ["worker-0.log", "worker-1.log", "worker-2.log"]
+
+
+@pytest.mark.slow
+def test_two_launches_at_once_share_no_worker_index_log_or_point(tmp_path):
+    """The review started two launches on one new study: both workers were index 0, wrote worker-0.log,
+    and proposed the same point."""
+    path, runs = tmp_path / "dual.toml", tmp_path / "runs"
+    path.write_text(LAUNCHED.replace("NAME", "dual").replace("N_TRIALS", "3"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launches = [subprocess.Popen(launch_command(path, runs), cwd=tmp_path, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outputs = [launch.communicate(timeout=300)[0] for launch in launches]
+    assert [launch.returncode for launch in launches] == [0, 0], outputs
+    logs = runs / "dual" / "logs"
+    assert sorted(p.name for p in logs.glob("worker-*.log")) == ["worker-0.log", "worker-1.log"]
+    trials = trials_of(runs, "dual")
+    assert 3 <= len(trials) <= 4  # each launcher's worker may run one past the budget, never fewer
+    points = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(points)) == len(points), points
+    assert sum(1 for t in trials if t.user_attrs.get("baseline")) == 1

@@ -144,7 +144,8 @@ def create_studies(
         if not study.trials and config.baseline:
             applies = applicable_params(architecture)
             baseline = {name: value for name, value in config.baseline.items() if name in applies}
-            study.enqueue_trial(baseline, user_attrs=records.baseline_attrs())
+            # skip_if_exists: a second launch started at the same moment must not queue it twice.
+            study.enqueue_trial(baseline, user_attrs=records.baseline_attrs(), skip_if_exists=True)
         requeue_interrupted(study)
         studies[architecture] = study
     return studies
