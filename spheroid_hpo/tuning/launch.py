@@ -262,7 +262,7 @@ def _log_progress(studies, processes: list[subprocess.Popen], started: float, co
         if counts != last:
             last = counts
             console.print(f"[{time.monotonic() - started:5.0f} s] " + "; ".join(
-                f"{row.architecture}: {row.finished}/{row.budget} done ({row.complete} ok, {row.pruned} pruned, "
+                f"{row.architecture}: {row.done}/{row.budget} done ({row.complete} ok, {row.pruned} pruned, "
                 f"{row.failed} failed), {row.running} running, best "
                 + (f"{row.best_value:.3f}" if row.best_value is not None else "-")
                 for row in progress
@@ -283,7 +283,7 @@ def print_launch_summary(summary: LaunchSummary, console: Console | None = None)
     """Print the final table and where the results are; return the exit code for the CLI."""
     console = console or Console()
     console.print(progress_table(summary.progress, title=f"study {summary.study_name}"))
-    finished = sum(row.finished for row in summary.progress)
+    finished = sum(row.done for row in summary.progress)
     url = masked_url(summary.storage_url)
     if summary.interrupted:
         console.print(
@@ -334,7 +334,7 @@ def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> 
     for row in progress:
         table.add_row(
             row.architecture,
-            f"{row.finished}/{row.budget if row.budget is not None else '?'}",
+            f"{row.done}/{row.budget if row.budget is not None else '?'}",
             str(row.complete),
             str(row.pruned),
             str(row.failed),
