@@ -153,6 +153,8 @@ CASES = {
                                      "--n-trials must be from 1 to 100000"),
     "launch --workers absurd": Case(("launch", "--study", _study("n_trials=1"), "--workers", "100000"),
                                     "per CPU core"),
+    "launch --gpus it lacks": Case(("launch", "--study", _study("n_trials=1"), "--gpus", "99"),
+                                   "--gpus names GPU 99, but this machine has"),
     "launch --runs-dir under a file": Case(("launch", "--study", _study("n_trials=1"), "--runs-dir",
                                             "{tmp}/bad.toml/runs"), "cannot write in --runs-dir"),
 }

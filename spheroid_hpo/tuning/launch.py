@@ -59,7 +59,14 @@ class LaunchSummary:
 
 
 def worker_devices(workers: int, gpus: list[int] | None) -> list[str]:
-    """Device of each worker: GPU i mod n when GPUs are given or present, else the CPU."""
+    """Device of each worker: GPU i mod n when GPUs are given or present, else the CPU. A given GPU
+    this machine lacks is an error here, not in each worker after the launch has started."""
+    present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [gpu for gpu in gpus or () if not 0 <= gpu < present]
+    if missing:
+        have = f"{present} CUDA GPU(s), indexes 0 to {present - 1}" if present else "no CUDA GPU"
+        raise InputError(f"--gpus names GPU {', '.join(map(str, missing))}, but this machine has {have}; "
+                         f"leave --gpus out to use what there is")
     if gpus is None and torch.cuda.is_available():
         gpus = list(range(torch.cuda.device_count()))
     if not gpus:
@@ -101,6 +108,7 @@ def launch(
     """Create ``config``'s studies in storage, run ``workers`` worker processes to the end of the budget."""
     console = console or Console(stderr=True)
     check_worker_count(workers, console=console)
+    devices = worker_devices(workers, gpus)
     started = time.monotonic()
     log_dir = runs_dir / config.name / "logs"
     try:
@@ -114,7 +122,6 @@ def launch(
     storage_url, studies = family.storage_url, family.studies
     artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
 
-    devices = worker_devices(workers, gpus)
     threads = threads_per_worker(workers)
     console.print(
         f"study [bold]{config.name}[/] ({', '.join(config.architectures)}), {config.n_trials} trials each, "
