@@ -665,3 +665,18 @@ def test_a_study_file_with_a_byte_order_mark_is_read(tmp_path, monkeypatch, caps
                                           heartbeat_interval=None)
     config, _ = find_study_family(storage, "bad")
     assert config.architectures == ("squeezenet1_1",)
+
+
+def test_storage_urls_that_name_no_study_write_no_file(tmp_path, monkeypatch, capsys):
+    """Issue 26, L7 and L16: ``sqlite://runs/x.db`` (two slashes) left a 4 kB x.db in the working folder,
+    and `report` on a 0-byte study.db wrote Optuna's tables (114 kB) into it."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(monkeypatch, capsys, "report", "--storage", "sqlite://runs/x.db", "--study", "x")
+    assert code == 2 and "SQLite URLs take three slashes" in err and "sqlite:///runs/x.db" in err, err
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "study.db"
+    empty.touch()
+    for command in ("report", "worker"):
+        code, err = run_cli(monkeypatch, capsys, command, "--storage", f"sqlite:///{empty}", "--study", "x")
+        assert code == 2 and "is empty" in err, err
+    assert empty.stat().st_size == 0

@@ -136,9 +136,11 @@ def require_existing_sqlite(url: str) -> None:
     """
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).is_file():
+        path = Path(parsed.database)
+        if not path.is_file() or path.stat().st_size == 0:  # Optuna would write its tables into an empty file
+            state = "does not exist" if not path.is_file() else "is empty"
             raise InputError(
-                f"no study storage at {url}: the file {parsed.database} does not exist; pass --storage with the "
+                f"no study storage at {url}: the file {parsed.database} {state}; pass --storage with the "
                 "URL `spheroid-hpo launch` printed, or launch the study first"
             )
 
@@ -208,6 +210,12 @@ def _parse_url(url: str) -> sqlalchemy.engine.URL:
         raise InputError(
             f"storage URL {masked_url(url)} has an '@' in its user name or password; write it as %40 "
             "(percent-encode special characters, e.g. postgresql+psycopg://USER:PASS%40WORD@HOST:5432/DB)"
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.host:
+        # sqlite://runs/x.db reads "runs" as a host; SQLAlchemy refused it only after x.db was created.
+        raise InputError(
+            f"storage URL {url} has a host part ({parsed.host!r}); SQLite URLs take three slashes and a path: "
+            f"sqlite:///{parsed.host}/{parsed.database or ''} (four for an absolute path)"
         )
     if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
         raise InputError(
