@@ -31,7 +31,7 @@ from spheroid_hpo.training.hyperparams import (
 
 MAX_TRIALS = 100_000
 MAX_TIMEOUT_S = 365 * 24 * 3600
-MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
+MAX_SEED = 2**31 - 1 - 100_000  # kept from when worker indexes were added; now mixed with each trial number
 # The one list of sampler and pruner names: the parser checks names against these tuples without
 # importing Optuna, and tuning.studies keys its builder registries (SAMPLER_BUILDERS,
 # PRUNER_BUILDERS) by exactly these names; tests/test_samplers.py checks the two agree.
