@@ -20,3 +20,7 @@ DEMO_SETTINGS = {"per_class": 40, "size": 64, "seed": 0}
 # threads), and how long before its time limit a task is sent SIGTERM to stop its trial cleanly.
 SLURM_CPUS_PER_TASK = 4
 SLURM_SIGNAL_GRACE_S = 120
+# `launch --workers`: above the CPU cores a warning (they share the cores); above this many per core
+# a refusal, since each worker is a process of about 300 MB that decodes the data set once and
+# holds at least one thread (the review started 1000 on 2 cores, and hit the process limit).
+MAX_WORKERS_PER_CORE = 4

@@ -138,6 +138,31 @@ CASES = {
     "train lr 1e308": Case(("train", "--data", "{data}", "--lr", "1e308", "--out", "{tmp}/t"), "lr=1e+308"),
     # small ones
     "hint names --runs-dir": Case(("report", "--runs-dir", "{tmp}/elsewhere"), "elsewhere/NAME/study.db"),
+    # issue 26, study files and launch: each of these was accepted (or a traceback)
+    "step nan": Case(("create", "--study", _study("lr={ low = 1e-4, high = 1e-3, step = nan }")),
+                     "lr.step must be a positive number"),
+    "step inf": Case(("create", "--study", _study("lr={ low = 1e-4, high = 1e-3, step = inf }")),
+                     "lr.step must be a positive number"),
+    "step larger than the range": Case(("create", "--study", _study("epochs={ low = 1, high = 2, step = 1000 }")),
+                                       "epochs.step = 1000 must divide high - low = 1"),
+    "range off the step grid": Case(("create", "--study", _study("epochs={ low = 1, high = 4, step = 2 }")),
+                                    "epochs.step = 2 must divide high - low = 3"),
+    "baseline off the step grid": Case(("create", "--study", _study(
+        "bn_momentum=0.1\n[baseline]\nepochs = 2;epochs={ low = 1, high = 3, step = 2 }")),
+        "baseline.epochs = 2 lies outside the search space (its range, choices or step)"),
+    "launch --timeout nan": Case(("launch", "--study", _study("n_trials=1"), "--timeout", "nan"),
+                                 "--timeout must be a number of seconds from 1 to"),
+    "launch --timeout inf": Case(("launch", "--study", _study("n_trials=1"), "--timeout", "inf"), "got inf"),
+    "launch --timeout negative": Case(("launch", "--study", _study("n_trials=1"), "--timeout", "-5"), "got -5"),
+    "worker --timeout nan": Case(("worker", "--study", "bad", "--timeout", "nan"), "--timeout must be a number"),
+    "launch --n-trials absurd": Case(("launch", "--study", _study("n_trials=1"), "--n-trials", "1000000000"),
+                                     "--n-trials must be from 1 to 100000"),
+    "launch --workers absurd": Case(("launch", "--study", _study("n_trials=1"), "--workers", "100000"),
+                                    "per CPU core"),
+    "launch --gpus it lacks": Case(("launch", "--study", _study("n_trials=1"), "--gpus", "99"),
+                                   "--gpus names GPU 99, but this machine has"),
+    "launch --runs-dir under a file": Case(("launch", "--study", _study("n_trials=1"), "--runs-dir",
+                                            "{tmp}/bad.toml/runs"), "cannot write in --runs-dir"),
 }
 
 
@@ -639,3 +664,57 @@ def test_report_cleans_up_on_sigterm(tmp_path):
                              str(tmp_path / "artifacts")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 128 + signal.SIGTERM, result.stdout + result.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def _wait_for(condition, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# --- issue 26: study files that reach the data --------------------------------------------------------
+
+
+def test_more_folds_than_the_smallest_class_has_images_stop_create_in_one_line(tmp_path, monkeypatch, capsys):
+    """Once accepted by create; then every worker exited with a 10 kB message naming each of 1000 folds."""
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path, n_trials=1)
+    path.write_text(path.read_text().replace("[data]\n", "[data]\ncv_folds = 1000\n"))
+    code, err = run_cli(monkeypatch, capsys, "create", "--study", str(path), "--runs-dir", str(tmp_path / "runs"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: cv_folds = 1000 is more than the ") and "at most" in lines[0], err
+    assert len(lines[0]) < 300
+
+
+def test_a_study_file_with_a_byte_order_mark_is_read(tmp_path, monkeypatch, capsys):
+    """Windows Notepad saves one; it gave "Invalid statement (at line 1, column 1)". Workers read the stored text."""
+    from spheroid_hpo.tuning.studies import find_study_family
+
+    monkeypatch.chdir(tmp_path)
+    path = study_file(tmp_path, n_trials=1)
+    path.write_bytes("\ufeff".encode() + path.read_bytes())
+    code, err = run_cli(monkeypatch, capsys, "create", "--study", str(path), "--runs-dir", str(tmp_path / "runs"))
+    assert code == 0, err
+    storage = storage_module.open_storage(f"sqlite:///{tmp_path / 'runs' / 'bad' / 'study.db'}",
+                                          heartbeat_interval=None)
+    config, _ = find_study_family(storage, "bad")
+    assert config.architectures == ("squeezenet1_1",)
+
+
+def test_storage_urls_that_name_no_study_write_no_file(tmp_path, monkeypatch, capsys):
+    """Issue 26, L7 and L16: ``sqlite://runs/x.db`` (two slashes) left a 4 kB x.db in the working folder,
+    and `report` on a 0-byte study.db wrote Optuna's tables (114 kB) into it."""
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(monkeypatch, capsys, "report", "--storage", "sqlite://runs/x.db", "--study", "x")
+    assert code == 2 and "SQLite URLs take three slashes" in err and "sqlite:///runs/x.db" in err, err
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "study.db"
+    empty.touch()
+    for command in ("report", "worker"):
+        code, err = run_cli(monkeypatch, capsys, command, "--storage", f"sqlite:///{empty}", "--study", "x")
+        assert code == 2 and "is empty" in err, err
+    assert empty.stat().st_size == 0

@@ -11,11 +11,13 @@ import io
 import re
 from pathlib import Path
 
+import pytest
 from split_manifests import GROUP_BY
 from study_files import one_architecture_study
 from typer.testing import CliRunner
 
 from spheroid_hpo.cli import app
+from spheroid_hpo.errors import InputError
 from spheroid_hpo.tuning import launch as launch_module
 from spheroid_hpo.tuning import worker as worker_module
 from spheroid_hpo.tuning.launch import threads_per_worker, worker_devices
@@ -24,6 +26,8 @@ from spheroid_hpo.tuning.records import MANIFEST as MANIFEST_ATTR
 
 class RecordedWorker:
     """Stands in for a worker process: it has already exited with code 0."""
+
+    stdout = None  # no output to copy into its log
 
     def __init__(self, command, *, env, **_):
         self.command, self.env, self.returncode = command, env, 0
@@ -62,9 +66,15 @@ def invoke(*args: str):
 
 
 def test_worker_devices_spread_over_the_given_gpus_or_stay_on_the_cpu(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
     assert worker_devices(5, [0, 2]) == ["cuda:0", "cuda:2", "cuda:0", "cuda:2", "cuda:0"]
+    with pytest.raises(InputError, match=r"^--gpus names GPU 3, but this machine has 3 CUDA GPU\(s\), indexes 0 to 2"):
+        worker_devices(2, [0, 3])
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert worker_devices(2, None) == ["cpu", "cpu"]
+    with pytest.raises(InputError, match="but this machine has no CUDA GPU"):  # issue 26: the launch started
+        worker_devices(1, [3])
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 3)
     assert worker_devices(4, None) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
@@ -81,6 +91,8 @@ def test_launch_starts_each_worker_with_its_gpu_threads_timeout_and_the_grouped_
     monkeypatch.setattr(launch_module.subprocess, "Popen", lambda command, **kw: started.append(
         RecordedWorker(command, **kw)) or started[-1])
     monkeypatch.setattr(launch_module.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     study = grouped_study(tmp_path, "wired")
     runs = tmp_path / "runs"
 

@@ -30,3 +30,20 @@ def test_a_trial_interrupted_at_every_launch_is_queued_once_and_counted_once():
         assert waiting[0].user_attrs[RESUMES_TRIAL] == 0
         assert budget_used(study.trials) == 1  # one point of the search, however often it was interrupted
     assert requeue_interrupted(study) == 0  # a launch that was not interrupted queues nothing more
+
+
+def test_the_progress_table_counts_a_trial_and_its_retry_once():
+    """Issue 26, L13: after a retry the live table said "done 3/2" and launch "finished 3 trials"."""
+    from spheroid_hpo.tuning.progress import summarize
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+    try:
+        study.optimize(_interrupted, n_trials=1)
+    except KeyboardInterrupt:
+        pass
+    requeue_interrupted(study)
+    assert summarize("a", study.trials, budget=2).done == 0  # interrupted, its copy waits
+    study.optimize(lambda trial: trial.suggest_float("lr", 1e-5, 1e-3, log=True), n_trials=2)
+    row = summarize("a", study.trials, budget=2)
+    assert (row.finished, row.done) == (3, 2)  # the interrupted trial, its copy and one more

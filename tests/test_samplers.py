@@ -73,7 +73,7 @@ def test_the_registries_are_keyed_by_exactly_the_names_the_study_file_accepts():
 @pytest.mark.parametrize(("name", "kind"), SAMPLER_KINDS.items())
 def test_each_sampler_name_builds_that_sampler(name, kind):
     config = parse_study_text(STUDY.replace("NAME", name), source=Path("s.toml"))
-    sampler = build_sampler(config.sampler, worker_index=1)
+    sampler = build_sampler(config.sampler).base
     assert type(sampler) is kind
     if name != "random":
         assert sampler._n_startup_trials == 2
@@ -106,7 +106,7 @@ def test_an_unknown_name_reaching_a_builder_is_an_error_listing_the_valid_names(
 
 def test_the_gp_sampler_proposes_from_the_search_space_after_its_startup_trials():
     config = parse_study_text(STUDY.replace("NAME", "gp"), source=Path("s.toml"))
-    study = optuna.create_study(direction="maximize", sampler=build_sampler(config.sampler))
+    study = optuna.create_study(direction="maximize", sampler=build_sampler(config.sampler).base)
     for _ in range(4):  # 2 random startup trials, then 2 from the Gaussian process
         trial = study.ask()
         lr = trial.suggest_float("lr", 1e-5, 1e-2, log=True)

@@ -29,7 +29,6 @@ from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.tuning.create import create_study_family
 from spheroid_hpo.tuning.objective import build_objective
 from spheroid_hpo.tuning.records import budget_used
-from spheroid_hpo.tuning.search_space import suggest_params
 from spheroid_hpo.tuning.studies import load_studies
 from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.tuning.worker import run_worker
@@ -163,21 +162,6 @@ def test_each_pruner_a_study_file_names_is_the_one_that_prunes(name, kind):
 def test_no_pruner_prunes_nothing():
     pruner, pruned = lagging_trials_pruned("none")
     assert isinstance(pruner, optuna.pruners.NopPruner) and pruned == 0
-
-
-@pytest.mark.parametrize("sampler", ["tpe", "random"])
-def test_workers_with_different_indexes_propose_different_points(sampler):
-    config = parse_study_text(one_architecture_study(sampler=sampler), source=Path("s.toml"))
-
-    def first_proposals(worker_index: int) -> list[dict]:
-        storage = optuna.storages.InMemoryStorage()
-        optuna.create_study(study_name=config.study_name("squeezenet1_1"), storage=storage, direction="maximize")
-        (study,) = load_studies(config, storage, worker_index=worker_index).values()
-        return [suggest_params(study.ask(), config.search_space) for _ in range(2)]
-
-    assert first_proposals(0) == first_proposals(0)  # a worker's sampler is seeded
-    assert first_proposals(0) != first_proposals(1)
-    assert first_proposals(1) != first_proposals(2)
 
 
 # --- A worker process's loop, in-process -------------------------------------------------------------------

@@ -24,9 +24,9 @@ def main() -> None:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
     except Exception as error:
-        from spheroid_hpo.tuning.storage import locked_message
+        from spheroid_hpo.tuning.storage import fault_message
 
-        message = locked_message(error)
+        message = fault_message(error)
         if message is None:
             raise
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)

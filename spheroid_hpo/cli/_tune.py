@@ -49,7 +49,7 @@ def worker_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for this worker.")] = None,
     worker_index: Annotated[Optional[int], typer.Option(
-        min=0, help="Distinct per worker: offsets the sampler seed. Default: from the host name and process id.",
+        min=0, help="Distinct per worker: spreads workers over the architectures. Default: from host name and pid.",
     )] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Stop starting trials after this many seconds.")] = None,
     heartbeat_interval: Annotated[Optional[int], typer.Option(min=1, help="Seconds between trial heartbeats.")] = None,

@@ -25,7 +25,8 @@ _EXPORTS = {
     "_manifest": ("DEFAULT_MANIFEST_NAME", "ManifestRow", "content_digest", "manifest_fingerprint", "read_manifest",
                   "write_manifest"),
     "_source": ("DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"),
-    "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "validate_fractions"),
+    "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "check_fold_count",
+               "validate_fractions"),
     "_split_spec": ("DEFAULT_SPLIT", "NEAR_DUPLICATE_POLICIES", "SPLIT_KEYS", "SplitSpec", "parse_fractions"),
     "_tensors": ("decode_images", "rotate_batch", "validate_image_size"),
 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -272,6 +272,18 @@ def _ensure_every_class_everywhere(
         placement[best] = split
 
 
+def check_fold_count(labels: Sequence, folds: int) -> None:
+    """Refuse ``folds`` when a class of ``labels`` (train + val) has fewer images than folds: every
+    fold needs each class. (Refused later, the fold placer listed all K folds: 10 kB for 1000.)"""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, but got {folds=}; pass e.g. 5")
+    counts = Counter(labels)
+    label, smallest = min(counts.items(), key=lambda item: (item[1], str(item[0])), default=(None, 0))
+    if folds > smallest:
+        raise InputError(f"cv_folds = {folds} is more than the {smallest} train + val image(s) of class {label!r}, "
+                         f"and every fold needs each class; lower [data] cv_folds to at most {smallest}")
+
+
 def assign_folds(
     files: Sequence[LabeledFile],
     *,
@@ -282,8 +294,7 @@ def assign_folds(
 ) -> list[int]:
     """Fold (0 .. folds-1) of each file for cross-validation: stratified by label, every class
     in every fold, each group (``groups``) and each set of duplicates (``together``) in one fold."""
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise InputError(f"cross-validation needs at least 2 folds, but got {folds=}; pass e.g. 5")
+    check_fold_count([file.label for file in files], folds)
     if groups is not None and all(group is None for group in groups):
         groups = None
     if groups is not None:

@@ -63,11 +63,12 @@ class StudyFamily:
         """Every hyperparameter the trial of ``architecture`` trained with, in search-space order.
 
         Optuna records only suggested values; a fixed one (``bn_momentum = 0.1``) is
-        never suggested, yet a retraining needs it. Parameters that do not apply to the
+        never suggested, yet a retraining needs it: each trial records its own (trials from
+        before that take the study file's). Parameters that do not apply to the
         architecture (BatchNorm momentum of SqueezeNet) are left out, even from older trials.
         """
         fixed = {spec.name: spec.value for spec in self.config.search_space if spec.kind == "fixed"}
-        merged = {**fixed, **trial.params}
+        merged = records.trained_params(trial, fixed)
         applies = applicable_params(architecture)
         return {spec.name: merged[spec.name] for spec in self.config.search_space
                 if spec.name in merged and spec.name in applies}

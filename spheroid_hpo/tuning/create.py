@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from spheroid_hpo.data import DataSource, SplitSpec, data_folder, prepare_split
+from spheroid_hpo.data import DataSource, SplitSpec, check_fold_count, data_folder, prepare_split, read_manifest
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.models import check_weights
@@ -49,6 +49,9 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> Cr
     # Storage next: a wrong URL fails at once instead of after the data is scanned.
     storage = open_storage(storage_url, heartbeat_interval=None)
     data, manifest_csv = prepare_data(config, runs_dir=runs_dir)
+    if config.data.cv_folds is not None:  # here, not in every worker: one line, before any worker starts
+        rows = read_manifest(Path(_study_split(config, runs_dir=runs_dir).manifest))
+        check_fold_count([row.class_name for row in rows if row.split in ("train", "val")], config.data.cv_folds)
     studies = create_studies(config, storage, study_file_text=_without_password(config), data=data,
                              manifest_csv=manifest_csv)
     return CreatedStudies(study_name=config.name, storage_url=storage_url, studies=studies, data=data,

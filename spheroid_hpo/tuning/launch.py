@@ -25,16 +25,18 @@ import torch
 from rich import box
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from spheroid_hpo.defaults import RUNS_DIR
+from spheroid_hpo.defaults import MAX_WORKERS_PER_CORE, RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.hyperparams import format_params
 from spheroid_hpo.tuning.create import create_study_family
 from spheroid_hpo.tuning.progress import ArchitectureProgress, summarize_studies
 from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
 from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.worker_output import WorkerOutput
 
 POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 60.0
@@ -50,12 +52,21 @@ class LaunchSummary:
     log_dir: Path
     progress: list[ArchitectureProgress]
     worker_exit_codes: list[int]
+    worker_logs: list[Path]
+    worker_errors: list[str | None]  # the last error line each worker printed (its log may have lost it)
     interrupted: bool
     seconds: float
 
 
 def worker_devices(workers: int, gpus: list[int] | None) -> list[str]:
-    """Device of each worker: GPU i mod n when GPUs are given or present, else the CPU."""
+    """Device of each worker: GPU i mod n when GPUs are given or present, else the CPU. A given GPU
+    this machine lacks is an error here, not in each worker after the launch has started."""
+    present = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    missing = [gpu for gpu in gpus or () if not 0 <= gpu < present]
+    if missing:
+        have = f"{present} CUDA GPU(s), indexes 0 to {present - 1}" if present else "no CUDA GPU"
+        raise InputError(f"--gpus names GPU {', '.join(map(str, missing))}, but this machine has {have}; "
+                         f"leave --gpus out to use what there is")
     if gpus is None and torch.cuda.is_available():
         gpus = list(range(torch.cuda.device_count()))
     if not gpus:
@@ -95,19 +106,22 @@ def launch(
     console: Console | None = None,
 ) -> LaunchSummary:
     """Create ``config``'s studies in storage, run ``workers`` worker processes to the end of the budget."""
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, but got {workers=}")
     console = console or log_console(stderr=True)
+    check_worker_count(workers, console=console)
+    devices = worker_devices(workers, gpus)
     started = time.monotonic()
     log_dir = runs_dir / config.name / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot write in --runs-dir {runs_dir}: {error.strerror} ({error.filename}); "
+                         f"pass --runs-dir a folder you can write") from error
     # Optuna's INFO lines ("A new study created in RDB ...") would interleave with the live table.
     with optuna_messages_to(log_dir / "launch.log"):
         family = create_study_family(config=config, runs_dir=runs_dir)
     storage_url, studies = family.storage_url, family.studies
     artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
 
-    devices = worker_devices(workers, gpus)
     threads = threads_per_worker(workers)
     console.print(
         f"study [bold]{config.name}[/] ({', '.join(config.architectures)}), {config.n_trials} trials each, "
@@ -116,14 +130,22 @@ def launch(
         f"watch it in the browser: [bold]spheroid-hpo dashboard --storage {masked_url(storage_url)} "
         f"--artifacts {artifact_dir}[/]"
     )
-    processes = [
-        _start_worker(
-            index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
-            device=devices[index], threads=threads, heartbeat_interval=heartbeat_interval,
-            log_path=log_dir / f"worker-{index}.log",
-        )
-        for index in range(workers)
-    ]
+    logs = claim_worker_logs(log_dir, workers)
+    processes: list[subprocess.Popen] = []
+    outputs: list[WorkerOutput] = []
+    for (index, log_path), device in zip(logs, devices):
+        try:
+            processes.append(_start_worker(
+                index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
+                device=device, threads=threads, heartbeat_interval=heartbeat_interval,
+            ))
+            outputs.append(WorkerOutput(processes[-1].stdout, log_path))
+        except OSError as error:  # the process limit (ulimit -u), or memory: stop those already started
+            _stop_workers(processes)
+            raise InputError(
+                f"could not start worker {len(processes) + 1} of {workers}: {error.strerror or error} "
+                f"(a limit on processes or memory); launch fewer --workers (finished trials are kept)"
+            ) from error
     interrupted = False
     try:
         if console.is_terminal:
@@ -141,20 +163,55 @@ def launch(
     progress = summarize_studies(studies)
     return LaunchSummary(
         study_name=config.name, storage_url=storage_url, artifact_dir=artifact_dir, log_dir=log_dir, progress=progress,
-        worker_exit_codes=[process.returncode for process in processes], interrupted=interrupted,
+        worker_exit_codes=[process.returncode for process in processes], worker_logs=[path for _, path in logs],
+        worker_errors=[output.finish() for output in outputs], interrupted=interrupted,
         seconds=time.monotonic() - started,
     )
 
 
+def check_worker_count(workers: int, *, console: Console, cpu_count: int | None = None) -> None:
+    """Refuse a worker count no machine runs well (above ``MAX_WORKERS_PER_CORE`` per core); warn above the cores."""
+    cores = cpu_count or os.cpu_count() or 1
+    most = MAX_WORKERS_PER_CORE * cores
+    if not 1 <= workers <= most:
+        raise InputError(
+            f"--workers must be from 1 to {most} ({MAX_WORKERS_PER_CORE} per CPU core, {cores} cores here), but "
+            f"got {workers}: each worker is a process of about 300 MB with at least one thread"
+        )
+    if workers > cores:
+        console.print(f"warning: {workers} workers share {cores} CPU cores, one thread each; "
+                      f"they run no faster than {cores} would", highlight=False, soft_wrap=True)
+
+
+def claim_worker_logs(log_dir: Path, workers: int) -> list[tuple[int, Path]]:
+    """Worker indexes and log files for this launch: the lowest indexes whose log does not exist yet,
+    each file created exclusively. Two launches at once on one study never share an index or a log,
+    and a relaunch keeps the earlier launches' logs (a failed trial's traceback stays readable)."""
+    claimed: list[tuple[int, Path]] = []
+    index = 0
+    while len(claimed) < workers:
+        path = log_dir / f"worker-{index}.log"
+        try:
+            path.open("xb").close()  # O_EXCL: exactly one launcher creates it
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise InputError(f"cannot create the worker log {path}: {error.strerror}; free space on that disk, "
+                             f"or pass --runs-dir a folder you can write") from error
+        else:
+            claimed.append((index, path))
+        index += 1
+    return claimed
+
+
 def _start_worker(index: int, *, config: StudyConfig, storage_url: str, artifact_dir: Path, runs_dir: Path,
-                  device: str, threads: int, heartbeat_interval: int | None, log_path: Path) -> subprocess.Popen:
+                  device: str, threads: int, heartbeat_interval: int | None) -> subprocess.Popen:
     command, env = worker_command(
         index, config=config, storage_url=storage_url, artifact_dir=artifact_dir, runs_dir=runs_dir,
         device=device, threads=threads, heartbeat_interval=heartbeat_interval,
     )
-    log = open(log_path, "ab")
     return subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         # A session of its own keeps the terminal's Ctrl-C away from workers (the launcher
         # stops them in order); the parent-death signal stops them if the launcher is killed.
         start_new_session=True, preexec_fn=_terminate_with_parent,
@@ -226,7 +283,7 @@ def _log_progress(studies, processes: list[subprocess.Popen], started: float, co
         if counts != last:
             last = counts
             console.print(f"[{time.monotonic() - started:5.0f} s] " + "; ".join(
-                f"{row.architecture}: {row.finished}/{row.budget} done ({row.complete} ok, {row.pruned} pruned, "
+                f"{row.architecture}: {row.done}/{row.budget} done ({row.complete} ok, {row.pruned} pruned, "
                 f"{row.failed} failed), {row.running} running, best "
                 + (f"{row.best_value:.3f}" if row.best_value is not None else "-")
                 for row in progress
@@ -260,7 +317,7 @@ def print_launch_summary(summary: LaunchSummary, console: Console | None = None)
     """Print the final table and where the results are; return the exit code for the CLI."""
     console = console or log_console()
     console.print(progress_table(summary.progress, title=f"study {summary.study_name}"))
-    finished = sum(row.finished for row in summary.progress)
+    finished = sum(row.done for row in summary.progress)
     url = masked_url(summary.storage_url)
     if summary.interrupted:
         console.print(
@@ -272,18 +329,33 @@ def print_launch_summary(summary: LaunchSummary, console: Console | None = None)
     console.print(f"results: storage {url}, artifacts {summary.artifact_dir}/")
     console.print(f"dashboard: spheroid-hpo dashboard --storage {url} --artifacts {summary.artifact_dir}")
     console.print(f"report:    spheroid-hpo report --storage {url} --study {summary.study_name}")
-    failed = [code for code in summary.worker_exit_codes if code not in (0, None, -signal.SIGTERM)]
+    failed = [(code, log, error) for code, log, error
+              in zip(summary.worker_exit_codes, summary.worker_logs, summary.worker_errors)
+              if code not in (0, None, -signal.SIGTERM)]
     if failed and not summary.interrupted:
-        console.print(f"[red]{len(failed)} worker(s) exited with an error; see the logs in {summary.log_dir}/[/]")
+        reasons = "; ".join(f"{log.name}: {error or worker_failure(log, code)}" for code, log, error in failed)
+        console.print(f"[red]error: {len(failed)} worker(s) exited with an error ({escape(reasons)}); "
+                      f"see the logs in {summary.log_dir}/[/]", highlight=False, soft_wrap=True)
         return 1
     # A study whose every trial failed has no result: "finished" with exit 0 would hide that.
     hopeless = [row for row in summary.progress if row.failed and not row.complete and not row.pruned]
     if hopeless and not summary.interrupted:
         for row in hopeless:
             console.print(f"[red]error: every trial of {row.architecture} failed ({row.failed}); last reason: "
-                          f"{row.fail_reason or 'unknown'}; see the logs in {summary.log_dir}/[/]", highlight=False)
+                          f"{escape(row.fail_reason or 'unknown')}; see the logs in {summary.log_dir}/[/]",
+                          highlight=False)
         return 1
     return 130 if summary.interrupted else 0
+
+
+def worker_failure(log: Path, code: int) -> str:
+    """Why a worker that printed no error line ended: its exit code and the last line of its log."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    last = next((line.strip() for line in reversed(lines) if line.strip()), None)
+    return f"exit code {code}, last line: {last}" if last else f"exit code {code}, nothing in its log"
 
 
 def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> Group:
@@ -296,7 +368,7 @@ def progress_table(progress: list[ArchitectureProgress], *, title: str = "") -> 
     for row in progress:
         table.add_row(
             row.architecture,
-            f"{row.finished}/{row.budget if row.budget is not None else '?'}",
+            f"{row.done}/{row.budget if row.budget is not None else '?'}",
             str(row.complete),
             str(row.pruned),
             str(row.failed),

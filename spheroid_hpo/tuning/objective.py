@@ -35,7 +35,7 @@ from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import count_parameters, create_model
 from spheroid_hpo.training.saved_model import MODEL_FILE, ModelInfo, save_model
 from spheroid_hpo.tuning import records
-from spheroid_hpo.tuning.search_space import suggest_params
+from spheroid_hpo.tuning.search_space import fixed_values, suggest_params
 from spheroid_hpo.tuning.study_file import ParamSpec
 
 
@@ -78,6 +78,8 @@ def build_objective(
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, search_space, architecture=architecture)
+        # Optuna records only sampled values; the report shows what the trial trained with.
+        trial.set_user_attr(records.FIXED_VALUES, fixed_values(search_space, architecture=architecture))
         owner = records.checkpoint_owner(_frozen(trial))
         hyperparams = Hyperparams.from_params(params)
         started = time.perf_counter()

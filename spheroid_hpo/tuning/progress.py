@@ -28,11 +28,18 @@ class ArchitectureProgress:
     compute_seconds: float
     images_per_second: float | None
     fail_reason: str | None = None  # of the latest failed trial, to say why when none succeeded
+    counted: int | None = None  # ended trials that count against the budget (None: as ``finished``)
 
     @property
     def finished(self) -> int:
         """Trials that ended, whatever their state."""
         return self.complete + self.pruned + self.failed
+
+    @property
+    def done(self) -> int:
+        """Trials of the budget that ended: a failed trial that was run again counts once, as its retry
+        (after a retry the table said "done 3/2")."""
+        return self.finished if self.counted is None else self.counted
 
 
 def summarize(architecture: str, trials: Iterable[FrozenTrial], *, budget: int | None) -> ArchitectureProgress:
@@ -58,6 +65,7 @@ def summarize(architecture: str, trials: Iterable[FrozenTrial], *, budget: int |
         images_per_second=sum(speeds) / len(speeds) if speeds else None,
         fail_reason=next((records.fail_reason(t) for t in reversed(by_state[TrialState.FAIL])
                           if records.fail_reason(t)), None),
+        counted=records.budget_used(trials) - len(by_state[TrialState.RUNNING]) - len(by_state[TrialState.WAITING]),
     )
 
 

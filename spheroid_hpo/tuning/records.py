@@ -31,12 +31,19 @@ MANIFEST = "split_manifest_csv"  # the split every trial trained and validated o
 # A random id set when a study is first created: a study re-created under the same name
 # (its study.db deleted) gets a new one, so it never resumes the old study's checkpoints.
 CREATION_ID = "creation_id"
+# What every trial trains with beyond its sampled params: the search space (ranges, choices, fixed
+# values) and the training settings, set once when the study is created and never overwritten, so
+# a relaunch with an edited study file is compared against the study's own first file.
+RECIPE = "recipe"
 
 # --- trial attributes ------------------------------------------------------------------------
 BASELINE = "baseline"  # the paper's configuration, enqueued first
 RESUMES_TRIAL = "resumes_trial"  # on a re-queued interrupted trial: whose checkpoint it resumes
 REQUEUED_FROM = "requeued_from"  # on a re-queued interrupted trial: the trial it stands in for
 FAIL_REASON = "fail_reason"
+FIXED_VALUES = "fixed_values"  # the fixed values the trial trained with (Optuna records only suggested ones)
+# Optuna's own system attribute on a queued trial: the params it will run with.
+OPTUNA_QUEUED_PARAMS = "fixed_params"
 INTERRUPTED = "interrupted"  # the FAIL_REASON of a trial stopped by Ctrl-C or SIGTERM
 DEVICE = "device"
 TORCH_THREADS = "torch_threads"  # CPU results depend on the thread count (reduction order)
@@ -71,6 +78,20 @@ def record_study(study: optuna.Study, *, study_file_text: str, architecture: str
     study.set_user_attr(BUDGET, budget)
     study.set_user_attr(DATA, data.as_dict())
     study.set_user_attr(MANIFEST, manifest_csv)
+
+
+def record_recipe(study: optuna.Study, recipe: dict) -> dict:
+    """Record ``recipe`` on a new study; return the one the study holds (the first ever recorded)."""
+    recorded = study.user_attrs.get(RECIPE)
+    if recorded is None:
+        study.set_user_attr(RECIPE, recipe)
+        return recipe
+    return recorded
+
+
+def recipe(study_attrs: Mapping) -> dict | None:
+    """The search space and training settings a study was created with (None on older studies)."""
+    return study_attrs.get(RECIPE)
 
 
 def data_source(study_attrs: Mapping) -> DataSource | None:
@@ -109,6 +130,17 @@ def is_baseline(trial: FrozenTrial) -> bool:
 def baseline_attrs() -> dict:
     """User attributes that mark an enqueued trial as the baseline."""
     return {BASELINE: True}
+
+
+def planned_params(trial: FrozenTrial) -> dict:
+    """The params ``trial`` ran or runs with; for a queued trial, those it was queued with."""
+    return trial.params or dict(trial.system_attrs.get(OPTUNA_QUEUED_PARAMS) or {})
+
+
+def trained_params(trial: FrozenTrial, fixed: Mapping) -> dict:
+    """Every value ``trial`` trained with: its fixed values as recorded on it (``fixed``, the study
+    file's, for trials from before they were recorded), then its sampled params."""
+    return {**fixed, **trial.user_attrs.get(FIXED_VALUES, {}), **trial.params}
 
 
 def fail_reason(trial: FrozenTrial) -> str | None:

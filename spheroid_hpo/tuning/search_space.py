@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.tuning.study_file import ParamSpec
@@ -34,3 +35,26 @@ def suggest_params(
         else:
             params[spec.name] = trial.suggest_float(spec.name, spec.low, spec.high, step=spec.step, log=spec.log)
     return params
+
+
+def param_distributions(space: Sequence[ParamSpec], *, architecture: str) -> dict[str, BaseDistribution]:
+    """The distribution of every parameter ``suggest_params`` asks ``architecture``'s trials for."""
+    applies = applicable_params(architecture)
+    distributions: dict[str, BaseDistribution] = {}
+    for spec in space:
+        if spec.name not in applies or spec.kind == "fixed":
+            continue
+        if spec.kind == "categorical":
+            distributions[spec.name] = CategoricalDistribution(list(spec.choices))
+        elif spec.kind == "int":
+            distributions[spec.name] = IntDistribution(int(spec.low), int(spec.high), step=int(spec.step or 1),
+                                                       log=spec.log)
+        else:
+            distributions[spec.name] = FloatDistribution(spec.low, spec.high, step=spec.step, log=spec.log)
+    return distributions
+
+
+def fixed_values(space: Sequence[ParamSpec], *, architecture: str) -> dict[str, float | str]:
+    """The fixed values of ``space`` that apply to ``architecture``: what its trials train with unsampled."""
+    applies = applicable_params(architecture)
+    return {spec.name: spec.value for spec in space if spec.kind == "fixed" and spec.name in applies}

@@ -9,6 +9,7 @@ killed worker's trial into a retried one instead of a trial RUNNING forever.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import re
 import sqlite3
@@ -135,9 +136,11 @@ def require_existing_sqlite(url: str) -> None:
     """
     parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        if not Path(parsed.database).is_file():
+        path = Path(parsed.database)
+        if not path.is_file() or path.stat().st_size == 0:  # Optuna would write its tables into an empty file
+            state = "does not exist" if not path.is_file() else "is empty"
             raise InputError(
-                f"no study storage at {url}: the file {parsed.database} does not exist; pass --storage with the "
+                f"no study storage at {url}: the file {parsed.database} {state}; pass --storage with the "
                 "URL `spheroid-hpo launch` printed, or launch the study first"
             )
 
@@ -157,6 +160,32 @@ def locked_message(error: BaseException) -> str | None:
         "lock (a paused or hung worker?); resume or stop that process and run again, or use PostgreSQL "
         "for many workers"
     )
+
+
+def fault_message(error: BaseException) -> str | None:
+    """One line for a storage or disk fault anywhere in ``error``'s chain, else None: a SQLite file that
+    stayed locked, a full disk (no space for a checkpoint, or for the SQLite file to grow), or a damaged
+    SQLite file. Optuna wraps the driver's error (StorageInternalError "... e.g. exceeding max length",
+    then "Should not reach" when it cannot record the failed trial either), so look down the chain."""
+    locked = locked_message(error)
+    if locked is not None:
+        return locked
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(getattr(error, "orig", None) or error)
+        disk_full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+        if disk_full or "database or disk is full" in text:
+            where = f" ({error.filename})" if isinstance(error, OSError) and error.filename else ""
+            return (f"no space left on the disk{where}; free space and run again (finished trials are kept, "
+                    f"and a trial that was running is retried from its last checkpoint)")
+        if isinstance(error, (sqlite3.DatabaseError, sqlalchemy.exc.DatabaseError)) and (
+            "malformed" in text or "not a database" in text
+        ):
+            return (f"the SQLite storage file is damaged ({_first_line(error)}); restore it from a copy, or "
+                    f"save what it holds with `sqlite3 study.db .recover | sqlite3 recovered.db`")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def open_artifact_store(path: Path) -> FileSystemArtifactStore:
@@ -181,6 +210,12 @@ def _parse_url(url: str) -> sqlalchemy.engine.URL:
         raise InputError(
             f"storage URL {masked_url(url)} has an '@' in its user name or password; write it as %40 "
             "(percent-encode special characters, e.g. postgresql+psycopg://USER:PASS%40WORD@HOST:5432/DB)"
+        )
+    if parsed.get_backend_name() == "sqlite" and parsed.host:
+        # sqlite://runs/x.db reads "runs" as a host; SQLAlchemy refused it only after x.db was created.
+        raise InputError(
+            f"storage URL {url} has a host part ({parsed.host!r}); SQLite URLs take three slashes and a path: "
+            f"sqlite:///{parsed.host}/{parsed.database or ''} (four for an absolute path)"
         )
     if parsed.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
         raise InputError(

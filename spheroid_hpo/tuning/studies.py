@@ -9,6 +9,7 @@ other file.
 from __future__ import annotations
 
 import difflib
+import json
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import optuna
+from optuna.distributions import BaseDistribution
 
 from spheroid_hpo.data import DataSource
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.tuning import records
+from spheroid_hpo.tuning.distinct import DistinctSampler
+from spheroid_hpo.tuning.search_space import param_distributions
 from spheroid_hpo.tuning.study_file import PrunerConfig, SamplerConfig, StudyConfig, parse_study_text
 
 Builder = TypeVar("Builder")
@@ -94,10 +98,11 @@ def _registered(kind: str, name: str, registry: Mapping[str, Builder]) -> Builde
         raise InputError(f"unknown {kind} {name!r}{hint}; choose one of: {', '.join(registry)}") from None
 
 
-def build_sampler(config: SamplerConfig, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-    """The study file's sampler; each worker offsets the seed so workers do not propose the same points."""
-    seed = config.seed + worker_index
-    return _registered("sampler", config.name, SAMPLER_BUILDERS)(config, seed)
+def build_sampler(config: SamplerConfig, *, space: Mapping[str, BaseDistribution] | None = None) -> DistinctSampler:
+    """The study file's sampler, seeded anew for each trial from its number and never proposing a
+    point of ``space`` (the architecture's searched parameters) that the study already holds."""
+    builder = _registered("sampler", config.name, SAMPLER_BUILDERS)
+    return DistinctSampler(lambda seed: builder(config, seed), seed=config.seed, space=space or {})
 
 
 def build_pruner(config: PrunerConfig, *, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -113,8 +118,10 @@ def create_studies(
 
     Re-running on the same storage resumes: finished trials stay, the baseline is
     not enqueued twice, and trials interrupted by Ctrl-C are queued again to go on
-    from their checkpoints. A study made on other data refuses to resume.
+    from their checkpoints. A study made on other data, or with another search space or other
+    fixed values, refuses to resume.
     """
+    refuse_changed_recipe(config, storage)
     studies = {}
     for architecture in config.architectures:
         study = optuna.create_study(
@@ -135,15 +142,66 @@ def create_studies(
         if recorded is not None and data.split_relaxed is None:
             # A relaunch reads the split made at creation: what that split gave up still holds.
             data = replace(data, split_relaxed=recorded.split_relaxed)
+        records.record_recipe(study, study_recipe(config, architecture))
         records.record_study(study, study_file_text=study_file_text, architecture=architecture,
                              budget=config.n_trials, data=data, manifest_csv=manifest_csv)
         if not study.trials and config.baseline:
             applies = applicable_params(architecture)
             baseline = {name: value for name, value in config.baseline.items() if name in applies}
-            study.enqueue_trial(baseline, user_attrs=records.baseline_attrs())
+            # skip_if_exists: a second launch started at the same moment must not queue it twice.
+            study.enqueue_trial(baseline, user_attrs=records.baseline_attrs(), skip_if_exists=True)
         requeue_interrupted(study)
         studies[architecture] = study
     return studies
+
+
+def study_recipe(config: StudyConfig, architecture: str) -> dict:
+    """What every trial of ``architecture`` trains with besides its sampled values, by study-file key:
+    the search space as written (ranges, choices, fixed values) and the training settings."""
+    applies = applicable_params(architecture)
+    recipe: dict = {}
+    for spec in config.search_space:
+        if spec.name not in applies:
+            continue  # BatchNorm momentum of SqueezeNet changes none of its trials
+        if spec.kind == "fixed":
+            recipe[f"search_space.{spec.name}"] = spec.value
+        elif spec.kind == "categorical":
+            recipe[f"search_space.{spec.name}"] = {"choices": list(spec.choices)}
+        else:
+            recipe[f"search_space.{spec.name}"] = {"low": spec.low, "high": spec.high, "log": spec.log,
+                                                   "step": spec.step}
+    recipe.update({
+        "training.precision": config.training.precision, "training.weights": config.training.weights,
+        "training.seed": config.training.seed, "data.image_size": config.data.image_size,
+        "data.cv_folds": config.data.cv_folds,
+    })
+    return json.loads(json.dumps(recipe))  # as the storage gives it back (lists, not tuples)
+
+
+def refuse_changed_recipe(config: StudyConfig, storage: optuna.storages.BaseStorage) -> None:
+    """Stop, before anything is written, when ``config`` would change what the existing studies' trials
+    train with; the error names each changed key with its old and new value."""
+    for architecture in config.architectures:
+        try:
+            study = optuna.load_study(study_name=config.study_name(architecture), storage=storage)
+        except KeyError:
+            continue  # a new study (or a new architecture of the family)
+        recorded = records.recipe(study.user_attrs)
+        if recorded is None:  # a study from before recipes were recorded: its stored file says
+            text = records.study_file_text(study.user_attrs)
+            if text is None:
+                continue
+            recorded = study_recipe(parse_study_text(text, source=Path(f"<study {config.name} in storage>")),
+                                    architecture)
+        new = study_recipe(config, architecture)
+        changed = [f"{key} {recorded.get(key)!r} -> {new.get(key)!r}" for key in sorted(recorded.keys() | new.keys())
+                   if recorded.get(key) != new.get(key)]
+        if changed:
+            raise InputError(
+                f"study {study.study_name} was created with other settings than {config.source}: "
+                f"{'; '.join(changed)}. Its trials trained with the old ones, so a relaunch keeps them: "
+                f"restore them in the file, or set [study] name to a new name to start a new study"
+            )
 
 
 def checkpoint_dir(study: optuna.Study, root: Path) -> Path:
@@ -193,9 +251,7 @@ def find_study_family(storage: optuna.storages.BaseStorage, name: str | None) ->
     return parse_study_text(text, source=Path(f"<study {name} in storage>")), text
 
 
-def load_studies(
-    config: StudyConfig, storage: optuna.storages.BaseStorage, *, worker_index: int = 0
-) -> dict[str, optuna.Study]:
+def load_studies(config: StudyConfig, storage: optuna.storages.BaseStorage) -> dict[str, optuna.Study]:
     """Load (never create) the per-architecture studies, with this worker's sampler and pruner."""
     studies = {}
     for architecture in config.architectures:
@@ -204,7 +260,9 @@ def load_studies(
             studies[architecture] = optuna.load_study(
                 study_name=name,
                 storage=storage,
-                sampler=build_sampler(config.sampler, worker_index=worker_index),
+                sampler=build_sampler(
+                    config.sampler, space=param_distributions(config.search_space, architecture=architecture)
+                ),
                 pruner=build_pruner(config.pruner, max_epochs=config.max_epochs),
             )
         except KeyError as error:

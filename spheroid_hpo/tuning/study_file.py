@@ -7,10 +7,12 @@ raised before any work starts.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 
 from spheroid_hpo.data import DEFAULT_SPLIT, SPLIT_KEYS, SplitSpec
@@ -28,7 +30,8 @@ from spheroid_hpo.training.hyperparams import (
 )
 
 MAX_TRIALS = 100_000
-MAX_SEED = 2**31 - 1 - 100_000  # worker indexes (< 100 000) are added to the sampler seed
+MAX_TIMEOUT_S = 365 * 24 * 3600
+MAX_SEED = 2**31 - 1 - 100_000  # kept from when worker indexes were added; now mixed with each trial number
 # The one list of sampler and pruner names: the parser checks names against these tuples without
 # importing Optuna, and tuning.studies keys its builder registries (SAMPLER_BUILDERS,
 # PRUNER_BUILDERS) by exactly these names; tests/test_samplers.py checks the two agree.
@@ -62,7 +65,12 @@ class ParamSpec:
             return value == self.value
         if self.kind == "categorical":
             return value in self.choices
-        return self.low <= value <= self.high
+        return self.low <= value <= self.high and (self.step is None or on_grid(value, self.low, self.step))
+
+
+def on_grid(value: float, low: float, step: float) -> bool:
+    """Whether ``value`` is ``low`` plus a whole number of ``step``s, in the decimals the file wrote."""
+    return (Decimal(str(value)) - Decimal(str(low))) % Decimal(str(step)) == 0
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,7 @@ def load_study_config(
     if not path.is_file():
         raise InputError(f"study file {path} does not exist; pass --study with a file like studies/paper.toml")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read study file {path}: {error}") from error
     config = parse_study_text(text, source=path)
@@ -171,7 +179,8 @@ def load_study_config(
 def parse_study_text(text: str, *, source: Path) -> StudyConfig:
     """Parse the TOML ``text`` of a study file; ``source`` names it in error messages."""
     try:
-        raw = tomllib.loads(text)
+        # A byte-order mark (Windows Notepad saves one) is no TOML; the manifest reader accepts it too.
+        raw = tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"study file {source} is not valid TOML: {error}") from error
     return _parse_study(raw, source=Path(source))
@@ -191,14 +200,19 @@ def with_overrides(
     if storage is not None:
         config = replace(config, storage=storage)
     if n_trials is not None:
-        if n_trials < 1:
-            raise InputError(f"--n-trials must be at least 1, but got {n_trials=}")
+        if not 1 <= n_trials <= MAX_TRIALS:
+            raise InputError(f"--n-trials must be from 1 to {MAX_TRIALS} (as in a study file), but got {n_trials}")
         config = replace(config, n_trials=n_trials)
     if timeout is not None:
-        if timeout <= 0:
-            raise InputError(f"--timeout must be positive seconds, but got {timeout=}")
-        config = replace(config, timeout=timeout)
+        config = replace(config, timeout=check_timeout(timeout, "--timeout"))
     return config
+
+
+def check_timeout(seconds: float, name: str) -> float:
+    """``seconds`` if it is a timeout the study file would accept (NaN ran nothing, and exited 0)."""
+    if not (math.isfinite(seconds) and 1 <= seconds <= MAX_TIMEOUT_S):
+        raise InputError(f"{name} must be a number of seconds from 1 to {MAX_TIMEOUT_S} (a year), but got {seconds}")
+    return seconds
 
 
 def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
@@ -241,7 +255,7 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
         search_space=search_space,
         baseline=baseline,
         n_trials=study.positive("n_trials", int, 20, maximum=MAX_TRIALS),
-        timeout=study.positive("timeout", float, None, minimum=1, maximum=365 * 24 * 3600),
+        timeout=study.positive("timeout", float, None, minimum=1, maximum=MAX_TIMEOUT_S),
         metric=study.choice("metric", METRICS, METRICS[0]),
         storage=study.get("storage", str, None),
         sampler=_parse_sampler(top.table("sampler")),
@@ -278,8 +292,12 @@ def _parse_search_space(table: TomlTable) -> tuple[ParamSpec, ...]:
             raise param.error("low", f"({low}) is greater than high ({high}); swap them")
         if log and low <= 0:
             raise param.error("low", f"must be positive on a log scale, but got {low}; set log = false or raise low")
-        if step is not None and (step <= 0 or log):
-            raise param.error("step", f"must be positive and cannot combine with log = true, but got {step}")
+        if step is not None and not (math.isfinite(step) and step > 0) or step is not None and log:
+            raise param.error("step", f"must be a positive number and cannot combine with log = true, but got {step}")
+        if step is not None and (step > high - low or not on_grid(high, low, step)):
+            # Optuna would silently move high onto the grid: step 1000 on [1, 2] searched [1, 1] only.
+            raise param.error("step", f"= {step} must divide high - low = {high - low} into whole steps; "
+                                      f"change low, high or step")
         for end in ("low", "high"):  # the checks a fixed value gets, on both ends
             read_param(param, end, name)
         specs.append(ParamSpec(name=name, kind=kind.__name__, low=low, high=high, log=log, step=step))
@@ -312,7 +330,8 @@ def _parse_baseline(table: TomlTable, search_space: tuple[ParamSpec, ...]) -> di
     for name in table.raw:
         value = table.get(name, TUNABLE_PARAMS[name], None)
         if not specs[name].contains(value):
-            raise table.error(name, f"= {value} lies outside the search space; the baseline must be a point in it")
+            raise table.error(name, f"= {value} lies outside the search space (its range, choices or step); "
+                                    f"the baseline must be a point in it")
         baseline[name] = value
     return baseline
 

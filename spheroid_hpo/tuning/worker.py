@@ -38,7 +38,7 @@ from spheroid_hpo.tuning.storage import (
     study_manifest_path,
 )
 from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies, requeue_interrupted
-from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.study_file import StudyConfig, check_timeout
 
 log = logging.getLogger("spheroid_hpo.tuning.worker")
 POLL_SECONDS = 2.0
@@ -74,13 +74,15 @@ def run_worker(
     """Join the study ``study`` in ``storage_url`` and run its trials until every budget is spent."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     started = time.monotonic()
+    if timeout is not None:
+        check_timeout(timeout, "--timeout")  # NaN compares false with everything: no trial ran, exit 0
     if threads is not None:
         torch.set_num_threads(threads)
     url = storage_url or default_storage_url(study or "", runs_dir=runs_dir)
     require_existing_sqlite(url)  # a worker joins a study; it never creates one
     storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
     config, _ = find_study_family(storage, study)
-    studies = load_studies(config, storage, worker_index=worker_index)
+    studies = load_studies(config, storage)
     # The weights file is read on this machine: a worker without it stops here, in one line,
     # instead of failing the study's trials one after another.
     check_weights(config.training.weights, architectures=config.architectures)
@@ -150,8 +152,8 @@ def default_worker_index() -> int:
     """A worker index from the host name and process id, for workers started without one.
 
     Replicas of a compose service and workers on different machines all start without
-    ``--worker-index``; equal indexes would give their samplers equal seeds, and equal
-    seeds propose the same trials.
+    ``--worker-index``; distinct indexes spread them over the architectures (the sampler's
+    seed comes from each trial's number, see ``tuning/distinct.py``).
     """
     return zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 100_000
 
