@@ -14,3 +14,6 @@ MAX_IMAGE_SIZE = 2048
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test
 # The generated demo data set, used when a study or `train` names no data folder.
 DEMO_SETTINGS = {"per_class": 40, "size": 64, "seed": 0}
+# `audit-labels`: folds of train+val retrained for out-of-sample probabilities, and suspects shown as thumbnails.
+AUDIT_FOLDS = 5
+AUDIT_PAGE_SUSPECTS = 60
