@@ -24,3 +24,6 @@ SLURM_SIGNAL_GRACE_S = 120
 # a refusal, since each worker is a process of about 300 MB that decodes the data set once and
 # holds at least one thread (the review started 1000 on 2 cores, and hit the process limit).
 MAX_WORKERS_PER_CORE = 4
+# `audit-labels`: folds of train+val retrained for out-of-sample probabilities, and suspects shown as thumbnails.
+AUDIT_FOLDS = 5
+AUDIT_PAGE_SUSPECTS = 60

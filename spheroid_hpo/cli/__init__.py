@@ -9,6 +9,8 @@ from spheroid_hpo.cli._app import app
 from spheroid_hpo.cli._main import main
 
 # Importing the command modules registers their commands on ``app``.
-from spheroid_hpo.cli import _create, _dashboard, _data, _export, _predict, _report, _slurm, _train, _tune  # noqa: E402,F401  isort: skip
+from spheroid_hpo.cli import (  # noqa: E402,F401  isort: skip
+    _audit, _create, _dashboard, _data, _export, _predict, _report, _slurm, _train, _tune,
+)
 
 __all__ = ["app", "main"]

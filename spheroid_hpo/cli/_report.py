@@ -39,7 +39,8 @@ def report_command(
     for row in result.tuned:
         typer.echo(f"{row.architecture:<22} trial #{row.trial_number:<4} test macro-F1 {row.mean_f1:.3f}  "
                    f"(val {row.val_macro_f1:.3f})")
-    typer.echo(f"wrote {result.out_dir}/report.md, report.html, table3.csv, table3.tex ({result.seconds:.0f} s)")
+    typer.echo(f"wrote {result.out_dir}/report.md, report.html, checklist.json, table3.csv, table3.tex "
+               f"({result.seconds:.0f} s)")
 
 
 @app.command("export-best")

@@ -122,6 +122,12 @@ def creation_id(study: optuna.Study) -> str:
 
 # --- trial records ---------------------------------------------------------------------------
 
+def machine_of(trial: FrozenTrial) -> tuple[str | None, str | None, int | None]:
+    """Where ``trial`` ran, as it recorded: (device, host, CPU thread count); None where it did not say."""
+    attrs = trial.user_attrs
+    return attrs.get(DEVICE), attrs.get(HOST), attrs.get(TORCH_THREADS)
+
+
 def is_baseline(trial: FrozenTrial) -> bool:
     """Whether ``trial`` is (a re-queued copy of) the paper's configuration."""
     return bool(trial.user_attrs.get(BASELINE))

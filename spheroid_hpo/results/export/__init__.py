@@ -8,6 +8,14 @@ probability difference <= ``TOLERANCE``); a bioimage.io package with
 """
 
 from spheroid_hpo.results.export._formats import TOLERANCE, ExportCheckError
-from spheroid_hpo.results.export._request import FORMATS, ExportRequest, ExportResult, export_model
+from spheroid_hpo.results.export._request import (
+    DEFAULT_FILE_NAMES,
+    FORMATS,
+    ExportRequest,
+    ExportResult,
+    export_model,
+)
 
-__all__ = ["FORMATS", "TOLERANCE", "ExportCheckError", "ExportRequest", "ExportResult", "export_model"]
+__all__ = [
+    "DEFAULT_FILE_NAMES",
+    "FORMATS", "TOLERANCE", "ExportCheckError", "ExportRequest", "ExportResult", "export_model"]

@@ -6,18 +6,23 @@ too, for ``reproduce`` and for notebooks; a study family is ``spheroid_hpo.resul
 """
 
 from spheroid_hpo.results.report._build import ReportResult, write_report
+from spheroid_hpo.results.report._checklist import CHECKLIST_FILE, SECTIONS, ChecklistItem, build_checklist
 from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
 from spheroid_hpo.results.report._paired import PairedComparison, paired_comparison, sign_flip_p_value
 from spheroid_hpo.results.report._summary import StudySummary, summarize_study
 from spheroid_hpo.results.report._table import PUBLISHED_ROWS, Table3Row, table3_columns
 
 __all__ = [
+    "CHECKLIST_FILE",
+    "SECTIONS",
+    "ChecklistItem",
     "PUBLISHED_ROWS",
     "PairedComparison",
     "ReportResult",
     "StudySummary",
     "Table3Row",
     "TestEvaluation",
+    "build_checklist",
     "evaluate_on_test",
     "paired_comparison",
     "sign_flip_p_value",

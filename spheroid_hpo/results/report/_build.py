@@ -26,6 +26,7 @@ from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_history, download_model
 from spheroid_hpo.results.family import StudyFamily, open_family, require_best_trials
+from spheroid_hpo.results.report._checklist import CHECKLIST_FILE, build_checklist, checklist_blocks, checklist_json
 from spheroid_hpo.results.report._content import ReportContent, report_blocks
 from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
 from spheroid_hpo.results.report._figures import (
@@ -154,6 +155,10 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
         evaluations=evaluations,
     )
     title, blocks = report_blocks(content)
+    checklist = build_checklist(content, duplicates=dataset.duplicates, straddling=dataset.straddling,
+                                runs_dir=runs_dir)
+    blocks += checklist_blocks(checklist)
+    (staging / CHECKLIST_FILE).write_text(checklist_json(checklist, study=family.name))
     (staging / "report.md").write_text(render_markdown(title, blocks))
     (staging / "report.html").write_text(render_html(title, blocks, folder=staging))
     return {
