@@ -38,6 +38,10 @@ from spheroid_hpo.training.run import run_training
 ROOT = Path(__file__).resolve().parents[1]
 TWO_CLASSES = ("0_background", "3_live_inside")  # empty field vs a spheroid: learnt in a few epochs
 
+# Each test here trains several small nets (a run folder, then an audit of 3 to 5 folds): minutes on 2
+# cores, so the whole module is in the slow set that CI runs.
+pytestmark = pytest.mark.slow
+
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """``spheroid-hpo ARGS`` through the console-script entry point; (exit code, stdout, stderr)."""

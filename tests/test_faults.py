@@ -170,7 +170,7 @@ def test_killed_worker_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path
     result = subprocess.run(
         [sys.executable, "-m", "spheroid_hpo", "worker", "--study", "kill", "--storage", url,
          "--runs-dir", str(runs), "--heartbeat-interval", "1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=900,  # 37 epochs left took 300 s at load 5 on 2 cores
     )
     assert result.returncode == 0, result.stdout + result.stderr
     trials = optuna.load_study(study_name="kill.squeezenet1_1", storage=url).trials

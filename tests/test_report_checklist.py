@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from optuna.trial import TrialState
 
 from spheroid_hpo.results.audit import AuditRequest, audit_labels
@@ -74,6 +75,7 @@ def test_the_checklist_is_filled_from_the_study_and_in_every_output(finished_stu
     assert f"<li>sampler: {sampler['value']} [{RECORDED}]</li>" in page
 
 
+@pytest.mark.slow  # an audit of the study's winner: 76 s at load 4 on 2 cores
 def test_the_checklist_carries_the_label_audit_once_it_has_run(finished_study, tmp_path):
     runs_dir = tmp_path / "runs"
     # A runs folder of its own, so the session's study folder gets no audit of ours.
