@@ -167,7 +167,9 @@ def test_the_launch_summary_keeps_an_error_on_one_line_in_a_log(tmp_path, capsys
                                   waiting=0, best_value=None, best_params={}, best_trial=None, compute_seconds=1.0,
                                   images_per_second=None, fail_reason=reason)
     summary = LaunchSummary(study_name="hopeless", storage_url="sqlite:///study.db", artifact_dir=tmp_path,
-                            log_dir=log_dir, progress=[failed], worker_exit_codes=[0], interrupted=False, seconds=1.0)
+                            log_dir=log_dir, progress=[failed], worker_exit_codes=[0],
+                            worker_logs=[log_dir / "worker-0.log"], worker_errors=[None], interrupted=False,
+                            seconds=1.0)
     assert print_launch_summary(summary) == 1
     (line,) = [line for line in capsys.readouterr().out.splitlines() if "every trial of squeezenet1_1" in line]
     assert reason in line and f"{log_dir}/" in line

@@ -164,5 +164,5 @@ def test_report_repeats_retrain_on_the_studys_split(monkeypatch, tmp_path):
     manifest = tmp_path / "splits.csv"
     repeats_module.repeat_best(family, {"squeezenet1_1": SimpleNamespace(number=0)}, data_dir=tmp_path,
                                manifest_path=manifest, repeats=2, device="cpu")
-    assert len(calls) == 2 and all(call["split_manifest"] == manifest for call in calls)
+    assert len(calls) == 2 and all(call["split"].manifest == str(manifest) for call in calls)
     assert [call["seed"] for call in calls] == [0, 1]
