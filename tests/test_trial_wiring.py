@@ -22,6 +22,7 @@ from torch import nn
 from typer.testing import CliRunner
 from waiting import wait_for
 
+import spheroid_hpo.tuning.worker as worker_module
 from spheroid_hpo.cli import app
 from spheroid_hpo.data import TrainingData, load_dataset
 from spheroid_hpo.training import inference, loop
@@ -195,12 +196,15 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_
     assert trials[1].user_attrs["torch_threads"] == 1  # --threads reached the trial
 
 
-def test_a_worker_starts_no_trial_after_its_timeout(tmp_path):
+def test_a_worker_starts_no_trial_after_its_timeout(tmp_path, monkeypatch):
     study_file = write_one_architecture_study(tmp_path, name="timeout", n_trials=2)
     runs = tmp_path / "runs"
     family = create_study_family(config=parse_study_text(study_file.read_text(), source=study_file), runs_dir=runs)
+    # The smallest timeout a worker takes is 1 s; its clock jumps 2 s per reading, so it has always run out.
+    ticks = iter(range(0, 10**6, 2))
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: float(next(ticks)))
     summary = run_worker(study="timeout", storage_url=family.storage_url, runs_dir=runs, device="cpu",
-                         timeout=1e-9)
+                         timeout=1)
     assert summary.trials_run == 0
     assert optuna.load_study(study_name="timeout.squeezenet1_1", storage=family.storage_url).trials == []
 

@@ -151,13 +151,14 @@ def prepare_split(
             notice(f"split manifest {manifest} was made without groups, and it is reused as it is; "
                    f"delete it to split by group")
     else:
-        imbalance = imbalance_warning(Counter(folder.class_names[file.label] for file in folder.files))
-        if imbalance:
-            notice(imbalance)
         if split.near_duplicates == "apart" and duplicates.near:
             notice(f"{len(duplicates.near)} group(s) of near-duplicate images may be split across train, "
                    f"val and test (near_duplicates = \"apart\"): test scores may be inflated")
         rows, relaxed = _new_manifest(manifest, folder, split, duplicates)
+        # After the split is made: a folder that cannot be split gets its one error line alone.
+        imbalance = imbalance_warning(Counter(folder.class_names[file.label] for file in folder.files))
+        if imbalance:
+            notice(imbalance)
     crossing = straddling(duplicates.groups(near=True), {row.path: row.split for row in rows})
     if crossing and reused:
         first = ", ".join(f"{path} ({name})" for path, name in crossing[0]["files"].items())
