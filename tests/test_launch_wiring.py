@@ -96,10 +96,11 @@ def test_launch_starts_each_worker_with_its_gpu_threads_timeout_and_the_grouped_
     study = grouped_study(tmp_path, "wired")
     runs = tmp_path / "runs"
 
-    invoke("launch", "--workers", "3", "--gpus", "0,1", "--timeout", "45", "--study", str(study),
+    # GPUs named out of order: left out, --gpus would mean all of them from 0 up.
+    invoke("launch", "--workers", "3", "--gpus", "1,0", "--timeout", "45", "--study", str(study),
            "--runs-dir", str(runs))
 
-    assert [w.option("--device") for w in started] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert [w.option("--device") for w in started] == ["cuda:1", "cuda:0", "cuda:1"]
     assert [w.option("--worker-index") for w in started] == ["0", "1", "2"]
     assert {w.option("--threads") for w in started} == {"2"}  # 8 cores / 3 workers
     assert {w.env["OMP_NUM_THREADS"] for w in started} == {"2"}

@@ -103,6 +103,23 @@ def test_a_trials_validation_scores_are_its_model_on_the_manifests_validation_sp
     assert trial.user_attrs["val_accuracy"] == pytest.approx(float(np.mean(predicted == val.labels.numpy())))
 
 
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+def test_a_lagging_trial_is_pruned_before_its_last_epoch_never_after_it(demo_dir, tmp_path):
+    """Pruning after the last epoch saves nothing: that trial completes and its value reaches the sampler."""
+    objective, *_ = objective_on_an_uneven_split(demo_dir, tmp_path, architecture="squeezenet1_1")
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    study.enqueue_trial({"epochs": 2, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
+    study.enqueue_trial({"epochs": 1, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
+    study.optimize(objective, n_trials=2)
+    pruned, complete = study.trials
+    assert pruned.state == TrialState.PRUNED and sorted(pruned.intermediate_values) == [1]
+    assert complete.state == TrialState.COMPLETE and sorted(complete.intermediate_values) == [1]
+
+
 def test_a_searched_bn_momentum_reaches_the_trained_model(demo_dir, tmp_path, monkeypatch):
     from spheroid_hpo.tuning import objective as objective_module
 

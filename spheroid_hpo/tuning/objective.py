@@ -98,7 +98,9 @@ def build_objective(
             if data.folds:
                 return  # cross-validated trials report once per fold, below
             trial.report(stats.val_macro_f1, stats.epoch)
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial completes, and its
+            # value tells the sampler more than a pruned state would.
+            if stats.epoch < hyperparams.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {stats.epoch} at val macro-F1 {stats.val_macro_f1:.3f}")
 
         def record_failure(error: Exception, checkpoint: Path) -> None:
@@ -141,7 +143,7 @@ def build_objective(
                     trial.set_user_attr(records.CV_SCORES, list(fold_scores))
                     checkpoint.unlink(missing_ok=True)
                     trial.report(statistics.fmean(fold_scores), fold)
-                    if trial.should_prune():
+                    if fold <= max(data.folds) and trial.should_prune():  # never after the last fold
                         raise optuna.TrialPruned(
                             f"pruned after fold {fold} at mean val macro-F1 {statistics.fmean(fold_scores):.3f}"
                         )
