@@ -31,8 +31,8 @@ from _common import describe_machine, format_table, load_average, run
 from optuna.trial import TrialState
 from rich.console import Console
 
-from spheroid_hpo.tuning.launch import launch
 from spheroid_hpo.training.hyperparams import format_params
+from spheroid_hpo.tuning.launch import launch
 from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.tuning.study_file import load_study_config
 
