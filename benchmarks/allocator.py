@@ -98,7 +98,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="processes per setting (default 3)")
     parser.add_argument("--mode", default="parent", help=argparse.SUPPRESS)
     parser.add_argument("--no-reuse", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(arch="squeezenet1_1", images=4, epochs=1, rounds=1)
+    return args
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def planted_recall(detector: Detector, root: Path, pairs: list[tuple[str, str, s
     return {kind: float(np.mean(found)) for kind, found in hits.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=20, help="copies planted per kind and set")
     parser.add_argument("--ifc", type=Path, default=IFC, help="the ifc_cellcycle folder")
@@ -101,7 +101,12 @@ def main() -> None:
                         help="imagededup Hamming thresholds to try (its default is 10)")
     parser.add_argument("--part", choices=("both", "precision", "recall"), default="both")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny folders, no ifc_cellcycle, one copy per kind, ours only: does it run")
+    args = parser.parse_args(argv)
+    per_class, background = 80, 90
+    if args.smoke:
+        args.copies, args.no_library, args.ifc, per_class, background = 1, True, None, 8, 6
     detectors: dict[str, Detector] = {"ours": ours}
     if not args.no_library:
         import imagededup.methods  # noqa: F401  (creates its loggers, each with a level of its own)
@@ -114,11 +119,11 @@ def main() -> None:
     print(load_average())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        clean = {"ifc_cellcycle 40px": args.ifc}
+        clean = {"ifc_cellcycle 40px": args.ifc} if args.ifc else {}
         for size in (64, 256):
-            write_demo_data(tmp / f"demo{size}", per_class=80, size=size, seed=args.seed)
+            write_demo_data(tmp / f"demo{size}", per_class=per_class, size=size, seed=args.seed)
             clean[f"demo {size}px"] = tmp / f"demo{size}"
-        write_background_set(tmp / "background", count=90, seed=args.seed)
+        write_background_set(tmp / "background", count=background, seed=args.seed)
         clean["background 150-330px"] = tmp / "background"
 
         if args.part != "recall":
@@ -134,14 +139,15 @@ def main() -> None:
         if args.part == "precision":
             return
         # Enough demo images to plant every copy next to an original of its own.
-        per_class = max(80, -(-args.copies * len(COPY_KINDS) // 4) + 20)
-        if per_class > 80:
+        needed = max(per_class, -(-args.copies * len(COPY_KINDS) // 4) + 20)
+        if needed > per_class:
+            per_class = needed
             for size in (64, 256):
                 shutil.rmtree(tmp / f"demo{size}")
                 write_demo_data(tmp / f"demo{size}", per_class=per_class, size=size, seed=args.seed)
 
         recall: dict[str, dict[str, dict[str, float]]] = {}
-        for index, name in enumerate(("ifc_cellcycle 40px", "demo 64px", "demo 256px")):
+        for index, name in enumerate(name for name in clean if not name.startswith("background")):
             target = tmp / f"planted-{index}"
             pairs = plant_copies(clean[name], target, copies=args.copies, seed=args.seed)
             recall[name] = {det: planted_recall(fn, target, pairs) for det, fn in detectors.items()}
@@ -149,7 +155,7 @@ def main() -> None:
         headers = ["kind of copy"] + [f"{det} {name.split()[-1]}" for det in detectors for name in sets]
         rows = [[kind] + [f"{100 * recall[name][det][kind]:.0f}%" for det in detectors for name in sets]
                 for kind in COPY_KINDS]
-        print(f"\nPlanted copies found ({args.copies} per kind and folder; ifc 40px, demo 64px, demo 256px):\n")
+        print(f"\nPlanted copies found ({args.copies} per kind and folder; {', '.join(sets)}):\n")
         print(format_table(headers, rows))
     print(f"\n{load_average()}")
 

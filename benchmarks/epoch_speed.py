@@ -233,7 +233,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", help="ours: auto, fp32, bf16 or fp16 (default auto)")
     parser.add_argument("--loader-workers", type=int, default=0, help="baseline DataLoader workers (default 0)")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per architecture (default 3)")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(archs=["squeezenet1_1"], per_class=3, source_size=32, image_size=32, repeats=1)
+    return args
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from spheroid_hpo.training.hyperparams import Hyperparams
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="data folder to copy and flip (default: demo data like ci.toml's)")
     parser.add_argument("--best", type=Path, default=ROOT / "studies" / "best.toml")
@@ -42,7 +42,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="which files are flipped")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, help="keep the audit's files here")
-    args = parser.parse_args()
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch, 2 folds: does it run")
+    args = parser.parse_args(argv)
+    demo = None
+    if args.smoke:
+        args.epochs, args.folds, args.image_size, args.fraction = 1, 2, 32, 0.2
+        demo = {"per_class": 8, "size": 32, "seed": 0}
     torch.set_num_threads(args.threads)
     best = read_best_config(args.best)
     params = dict(best.params)
@@ -55,7 +60,7 @@ def main() -> None:
         source = args.data
         if source is None:
             source = scratch / "demo"
-            write_demo_data(source, **(best.demo or {}))
+            write_demo_data(source, **(demo or best.demo or {}))
         truth = plant_flips(source, scratch / "flipped", fraction=args.fraction, seed=args.seed)
         plan = plan_for_folder(scratch / "flipped", architecture=best.architecture,
                                hyperparams=Hyperparams.from_params(params), image_size=image_size,

@@ -183,7 +183,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed-repeats", type=int, default=3, help="timed 224 px epochs per precision")
     parser.add_argument("--bf16-depthwise-fp32", action="store_true",
                         help="in the bf16 runs, keep depthwise convolutions in fp32 (a variant the engine dropped)")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(archs=["squeezenet1_1"], seeds=[0], epochs=1, image_size=32, per_class=4, speed_repeats=1)
+    return args
 
 
 if __name__ == "__main__":

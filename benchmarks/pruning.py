@@ -36,6 +36,32 @@ from spheroid_hpo.tuning.launch import launch
 from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.tuning.study_file import load_study_config
 
+# --smoke: the smallest study that launches, trains and can prune (a median pruner from the first epoch).
+SMOKE_STUDY = """
+[study]
+name = "smoke"
+architectures = ["squeezenet1_1"]
+n_trials = 2
+
+[search_space]
+epochs = 2
+lr = { low = 1e-4, high = 1e-3, log = true }
+rotation = 10.0
+batch_size = 4
+
+[pruner]
+name = "median"
+n_startup_trials = 1
+n_warmup_steps = 0
+
+[data]
+image_size = 32
+
+[data.demo]
+per_class = 4
+size = 32
+"""
+
 # The [pruner] table of a study file: from its header to the next table or the end.
 PRUNER_TABLE = re.compile(r"^\[pruner\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", re.MULTILINE)
 
@@ -43,7 +69,7 @@ PRUNER_TABLE = re.compile(r"^\[pruner\][^\n]*\n(?:(?!\[)[^\n]*\n?)*", re.MULTILI
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    text = args.study.read_text()
+    text = SMOKE_STUDY if args.smoke else args.study.read_text()
     if args.pruner:
         text = _with_pruner(text, "\n".join(args.pruner))
     configured = PRUNER_TABLE.search(text)
@@ -130,6 +156,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--n-trials", type=int, default=None, help="trials per architecture (default: the file's)")
     parser.add_argument("--pruner", action="append", default=[],
                         help="replace the file's [pruner] table with these TOML lines (repeatable)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny study, one round: does it run")
     return parser.parse_args(argv)
 
 

@@ -28,7 +28,9 @@ best and the epochs saved against the same sampler without pruning.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -100,13 +102,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"task: {args.study.name}, {architecture}, {config.n_trials} trials per run (the baseline first), "
           f"seeds {args.seeds}; default pair {default}; pruner options {dict(_pruner_options(args))}\n")
 
-    with tempfile.TemporaryDirectory(prefix="spheroid-bench-") as scratch:
-        data = _training_data(config, Path(scratch), smoke=args.smoke)
-        runs = []
-        for seed in args.seeds:
-            for method in methods:  # interleaved: each seed runs every method before the next seed
-                runs.append(_search(config, data, architecture=architecture, method=method, seed=seed,
-                                    scratch=Path(scratch), args=args))
+    # Interleaved: each seed runs every method before the next seed. With --jobs, runs go to
+    # fresh (spawned) processes of --threads threads each, so seconds stay comparable across methods.
+    jobs = [(method, seed) for seed in args.seeds for method in methods]
+    runs = []
+    if args.jobs == 1:
+        for method, seed in jobs:
+            runs.append(_search_job(method, seed, architecture=architecture, args=args))
+            print(_run_line(runs[-1]), flush=True)
+    else:
+        spawn = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+            futures = [pool.submit(_search_job, method, seed, architecture=architecture, args=args)
+                       for method, seed in jobs]
+            for future in futures:
+                runs.append(future.result())
                 print(_run_line(runs[-1]), flush=True)
 
     best_found = max(r.best() for r in runs)
@@ -120,6 +130,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ))
     print(f"\nmedians over the seeds that reached the target; a seed that never did counts as its whole run. "
           f"{load_average()} at end")
+
+
+def _search_job(method: str, seed: int, *, architecture: str, args) -> Run:
+    """One run in a scratch folder of its own, on the study file's demo data (written and decoded here)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    torch.set_num_threads(args.threads)
+    config = load_study_config(args.study, n_trials=args.n_trials)
+    with tempfile.TemporaryDirectory(prefix="spheroid-bench-") as scratch:
+        data = _training_data(config, Path(scratch), smoke=args.smoke)
+        return _search(config, data, architecture=architecture, method=method, seed=seed, scratch=Path(scratch),
+                       args=args)
 
 
 def _training_data(config: StudyConfig, scratch: Path, *, smoke: bool) -> TrainingData:
@@ -211,7 +232,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pruner-option", action="append", default=[],
                         help="a [pruner] setting for every pruned strategy, NAME=VALUE, repeatable")
     parser.add_argument("--tolerance", type=float, default=0.02)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1, as each of 2 workers)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run (default 1, as each of 2 workers)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
     parser.add_argument("--smoke", action="store_true", help="one tiny run per default strategy: does it work")
     args = parser.parse_args(argv)
     if args.smoke:

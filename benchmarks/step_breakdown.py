@@ -189,7 +189,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each variant (default 7)")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(archs=["squeezenet1_1"], repeats=1, batch_size=2)
+    return args
 
 
 if __name__ == "__main__":

@@ -133,7 +133,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3, help="launches per worker count (default 3)")
-    return parser.parse_args(argv)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        vars(args).update(workers=[1], n_trials=1, epochs=1, image_size=32, per_class=4, repeats=1)
+    return args
 
 
 if __name__ == "__main__":

@@ -323,6 +323,8 @@ def test_export_best_retrains_the_overall_best_trial_and_reads_back(finished_stu
     assert best.fingerprint == family.data.fingerprint
     assert best.seeds == (0, 1) and len(best.val.per_seed) == len(best.test.per_seed) == 2
     assert best.machine.torch == torch.__version__ and best.machine.device == "cpu"
+    # The study trained with precision "auto": best.toml records what that resolved to on the worker.
+    assert best.precision == best.machine.precision == trial.user_attrs["precision"] != "auto"
 
     # The original test score is scikit-learn's macro-F1 of the trial's own model on the test split.
     model, info, test = trial_model_and_split(finished_study, family, trial, "test", tmp_path)

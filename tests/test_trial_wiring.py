@@ -38,7 +38,7 @@ from spheroid_hpo.tuning.worker import run_worker
 
 
 def objective_on_an_uneven_split(demo_dir: Path, folder: Path, *, architecture: str, extra_space: str = "",
-                                 weights: str = "none"):
+                                 weights: str = "none", precision: str = "fp32"):
     """``build_objective`` for one architecture on an uneven split: (objective, store, manifest, dataset)."""
     manifest = folder / "splits.csv"
     write_uneven_manifest(demo_dir, manifest)
@@ -51,7 +51,7 @@ def objective_on_an_uneven_split(demo_dir: Path, folder: Path, *, architecture: 
         architecture=architecture,
         data=TrainingData(train=dataset.train, val=dataset.val, class_names=dataset.class_names, image_size=32),
         search_space=config.search_space, device=torch.device("cpu"), artifact_store=store,
-        checkpoint_dir=folder / "checkpoints", precision="fp32", weights=weights,
+        checkpoint_dir=folder / "checkpoints", precision=precision, weights=weights,
     )
     return objective, store, manifest, dataset
 
@@ -101,6 +101,19 @@ def test_a_trials_validation_scores_are_its_model_on_the_manifests_validation_sp
     # The trial's value is the last epoch's validation macro-F1: the same model on the same split.
     assert trial.value == pytest.approx(float(np.mean(expected)), abs=1e-6)
     assert trial.user_attrs["val_accuracy"] == pytest.approx(float(np.mean(predicted == val.labels.numpy())))
+
+
+@pytest.mark.parametrize("architecture", ["squeezenet1_1", "mobilenet_v3_large"])
+def test_a_trial_records_the_precision_auto_resolved_to(demo_dir, tmp_path, architecture):
+    """Recorded resolved, so export-best and reproduce train in it on any machine (not what "auto" picks there)."""
+    objective, *_ = objective_on_an_uneven_split(demo_dir, tmp_path, architecture=architecture, precision="auto")
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"epochs": 1, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
+    study.optimize(objective, n_trials=1)
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    # MobileNet V3's depthwise convolutions stay fp32 (resolve_precision says why).
+    expected = "bf16" if native_bf16 and architecture == "squeezenet1_1" else "fp32"
+    assert study.trials[0].user_attrs["precision"] == expected
 
 
 class AlwaysPrune(optuna.pruners.BasePruner):

@@ -47,7 +47,7 @@ from spheroid_hpo.results.best_file import (
 from spheroid_hpo.results.family import open_family
 from spheroid_hpo.results.report import evaluate_on_test
 from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.training.device import resolve_device, resolve_precision, resolved_precision, seed_everything
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.machine import MachineFingerprint, machine_fingerprint
 from spheroid_hpo.training.models import create_model
@@ -113,19 +113,23 @@ def export_best(
         dataset = family.load_data(folder, manifest_path=scratch / DEFAULT_MANIFEST_NAME)
         model = download_model(trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
                                study_name=config.study_name(architecture), folder=scratch)
+        # What the trial trained in ("auto" resolved on its worker); best.toml records that, so every
+        # reproduction trains in it whatever "auto" would pick on its own machine.
+        precision = (RunRecord.of(trial).precision
+                     or resolved_precision(config.training.precision, torch_device, model=model))
         original_test = evaluate_on_test(
             model, architecture=architecture, trial_number=trial.number, test=dataset.test,
-            class_names=dataset.class_names, precision=config.training.precision, device=torch_device,
+            class_names=dataset.class_names, precision=precision, device=torch_device,
         ).metrics.macro_f1
         unscored = SeedScores(per_seed=(), original=0.0)
         best = BestConfig(
             study=family.name, architecture=architecture, trial=trial.number, params=family.params(trial, architecture),
-            image_size=family.data.image_size, precision=config.training.precision,
+            image_size=family.data.image_size, precision=precision,
             weights=config.training.weights, data_path=family.data.path,
             demo=dict(family.data.demo) if family.data.path is None else None,
             split=config.data.split,
             cv_folds=config.data.cv_folds, fingerprint=family.data.fingerprint,
-            machine=machine_fingerprint(torch_device, threads=threads, precision=config.training.precision),
+            machine=machine_fingerprint(torch_device, threads=threads, precision=precision),
             seeds=tuple(range(config.training.seed, config.training.seed + seeds)), val=unscored, test=unscored,
         )
         split_manifest = _drawn_split(best, folder, scratch / "drawn.csv", source=f"study {family.name}")

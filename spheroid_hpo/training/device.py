@@ -13,7 +13,10 @@ from torch import nn
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.hyperparams import PRECISIONS
 
-__all__ = ["autocast", "resolve_device", "resolve_precision", "reuse_freed_memory", "seed_everything"]
+__all__ = [
+    "PRECISION_NAMES", "autocast", "resolve_device", "resolve_precision", "resolved_precision", "reuse_freed_memory",
+    "seed_everything",
+]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -57,6 +60,19 @@ def resolve_precision(
     if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return torch.bfloat16
     return None
+
+
+def resolved_precision(precision: str, device: torch.device, *, model: nn.Module | None = None) -> str:
+    """What ``precision`` trains in on ``device``: ``fp32``, ``bf16`` or ``fp16``, never ``auto``.
+
+    This, not ``auto``, is what a trial, a run folder and best.toml record, so a reproduction
+    on another machine trains in the same precision whatever ``auto`` would pick there.
+    """
+    return PRECISION_NAMES[resolve_precision(precision, device, model=model)]
+
+
+# autocast dtype (None: plain fp32) -> its name in study files, best.toml and trial records.
+PRECISION_NAMES: dict[torch.dtype | None, str] = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def _has_depthwise_convolutions(model: nn.Module) -> bool:

@@ -23,7 +23,7 @@ from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, DEFAULT_SPLIT, SplitSpec, l
 from spheroid_hpo.defaults import IMAGE_SIZE
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.calibration import calibrate, plot_reliability
-from spheroid_hpo.training.device import resolve_device, resolve_precision, seed_everything
+from spheroid_hpo.training.device import resolve_device, resolve_precision, resolved_precision, seed_everything
 from spheroid_hpo.training.figures import plot_confusion, plot_curves
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import check_image_size, count_parameters, create_model
@@ -140,6 +140,7 @@ def run_training(
     seed_everything(seed)
     model = create_model(arch, num_classes=num_classes, weights=weights, bn_momentum=hyperparams.bn_momentum)
     model.to(torch_device, memory_format=torch.channels_last)
+    config["precision"] = resolved_precision(precision, torch_device, model=model)  # what it trains in, not "auto"
     history = loop.train(
         model,
         train_images=dataset.train.images, train_labels=dataset.train.labels,

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from spheroid_hpo.data import TrainingData
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.calibration import calibrate
-from spheroid_hpo.training.device import resolve_precision, seed_everything
+from spheroid_hpo.training.device import resolve_precision, resolved_precision, seed_everything
 from spheroid_hpo.training.figures import plot_confusion, plot_curves
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import count_parameters, create_model
@@ -129,6 +129,7 @@ def build_objective(
                     architecture, num_classes=num_classes, weights=weights, bn_momentum=hyperparams.bn_momentum
                 ).to(device, memory_format=torch.channels_last)
                 trial.set_user_attr(records.PARAMETER_COUNT, count_parameters(model))
+                trial.set_user_attr(records.PRECISION, resolved_precision(precision, device, model=model))
                 loop.train(
                     model,
                     train_images=train.images, train_labels=train.labels,

@@ -46,6 +46,7 @@ FIXED_VALUES = "fixed_values"  # the fixed values the trial trained with (Optuna
 OPTUNA_QUEUED_PARAMS = "fixed_params"
 INTERRUPTED = "interrupted"  # the FAIL_REASON of a trial stopped by Ctrl-C or SIGTERM
 DEVICE = "device"
+PRECISION = "precision"  # what the trial trained in: fp32, bf16 or fp16 (precision "auto" resolved)
 TORCH_THREADS = "torch_threads"  # CPU results depend on the thread count (reduction order)
 HOST = "host"  # the machine (container) that ran the trial
 SLURM_TASK = "slurm_task"  # under SLURM, the array task (JOB_TASK, as scancel takes it) that ran the trial
@@ -228,6 +229,7 @@ class RunRecord:
     model_artifact_id: str | None
     calibration: dict | None
     cv_scores: tuple[float, ...]
+    precision: str | None  # None: recorded before precisions were (then the study file's value holds)
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> RunRecord:
@@ -243,6 +245,7 @@ class RunRecord:
             model_artifact_id=attrs.get(MODEL_ARTIFACT_ID),
             calibration=attrs.get(CALIBRATION),
             cv_scores=tuple(attrs.get(CV_SCORES) or ()),
+            precision=attrs.get(PRECISION),
         )
 
     @property

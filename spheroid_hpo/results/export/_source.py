@@ -112,7 +112,8 @@ def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: 
     config = {
         "study": family.name, "architecture": architecture, "trial": trial.number,
         "val_macro_f1": trial.value, **family.params(trial, architecture),
-        "precision": family.config.training.precision, "calibration": RunRecord.of(trial).calibration,
+        "precision": RunRecord.of(trial).precision or family.config.training.precision,
+        "calibration": RunRecord.of(trial).calibration,
     }
     return ModelSource(model_path=model_path, info=info,
                        description=f"study {family.name}, best trial {trial.number} ({architecture})",

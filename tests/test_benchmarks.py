@@ -1,0 +1,52 @@
+"""Every benchmark script still runs: its --smoke mode, one tiny round, in this process.
+
+The scripts are run by hand on a quiet machine, rarely; without this a refactor can break one
+silently (benchmarks/pruning.py once stopped importing and nobody noticed for weeks). Each
+smoke run goes through the script's real code path (data, training, the table it prints); only
+the sizes are tiny, so what is asserted is that the table comes out, never a timing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+# script -> what its printed output must hold after a smoke run
+EXPECTED = {
+    "epoch_speed": r"squeezenet1_1 .* \d+\.\d\dx",
+    "step_breakdown": r"squeezenet1_1",
+    "precision": r"squeezenet1_1 +0\.0003 ",
+    "allocator": r"glibc default .* 1\.00x",
+    "worker_scaling": r"trials/hour",
+    "pruning": r"epochs saved",
+    "search_efficiency": r"random:none +\d+ +1\.00",
+    "train_process": r"squeezenet1_1 .* \d+\.\d\dx",
+    "duplicates": r"Planted copies found",
+    "label_audit": r"precision \d\.\d{3} +recall \d\.\d{3}",
+}
+
+
+def test_every_script_has_a_smoke_run_here():
+    scripts = {path.stem for path in BENCHMARKS.glob("*.py") if not path.stem.startswith("_")}
+    assert scripts == set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_the_benchmark_runs_one_tiny_round(script, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--smoke"])
+    module = importlib.import_module(script)
+    threads = torch.get_num_threads()
+    try:
+        module.main(["--smoke"])
+    finally:
+        torch.set_num_threads(threads)  # a script may set its own; the tests after it keep theirs
+    out = capsys.readouterr().out
+    assert re.search(EXPECTED[script], out), out[-3000:]
