@@ -8,6 +8,7 @@ needs far more data and epochs than a unit test can spend.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -51,16 +52,17 @@ def demo(tmp_path_factory):
 
 
 def train_small(demo, *, seed: int = 0, epochs: int, precision: str = "fp32", model: nn.Module | None = None,
-                **options) -> tuple[nn.Module, list[loop.EpochStats]]:
+                lr_schedule: str = "constant", **options) -> tuple[nn.Module, list[loop.EpochStats]]:
     seed_everything(seed)
     model = model if model is not None else small_cnn()
     history = loop.train(
         model, train_images=demo.train.images, train_labels=demo.train.labels,
         val_images=demo.val.images, val_labels=demo.val.labels, num_classes=NUM_CLASSES,
-        hyperparams=Hyperparams(epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0), seed=seed, precision=precision,
-        **options,
+        hyperparams=Hyperparams(epochs=epochs, lr=3e-3, batch_size=16, rotation=15.0, lr_schedule=lr_schedule),
+        seed=seed, precision=precision, **options,
     )
     return model, history
+
 
 
 def metrics_of(history: list[loop.EpochStats]) -> list[dict]:
@@ -99,12 +101,33 @@ def test_same_seed_gives_identical_metrics_and_on_epoch_sees_each_epoch(demo):
     assert seen == first and [s.epoch for s in seen] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_each_epoch_steps_at_its_scheduled_learning_rate(demo, monkeypatch, lr_schedule):
+    rates: list[tuple[int, float]] = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    epochs_seen = []
+    train_small(demo, epochs=4, lr_schedule=lr_schedule, on_epoch=lambda s: epochs_seen.append(len(rates)))
+    per_epoch = [rates[end - 1] for end in epochs_seen]
+    # Computed here, not by Hyperparams.learning_rate: half a cosine from 3e-3 down towards 0.
+    expected = ([3e-3] * 4 if lr_schedule == "constant"
+                else [3e-3 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+    assert per_epoch == pytest.approx(expected, rel=1e-12)
+    assert len(set(rates[:epochs_seen[0]])) == 1  # one rate through each epoch
+
+
 class _Killed(Exception):
     """Stands in for a worker killed right after an epoch's checkpoint was written."""
 
 
-def test_resuming_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(demo, tmp_path):
-    uninterrupted_model, uninterrupted = train_small(demo, epochs=4)
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_resuming_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(demo, tmp_path, lr_schedule):
+    uninterrupted_model, uninterrupted = train_small(demo, epochs=4, lr_schedule=lr_schedule)
 
     checkpoint = tmp_path / "trial.pt"
 
@@ -113,11 +136,12 @@ def test_resuming_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(demo, t
             raise _Killed
 
     with pytest.raises(_Killed):
-        train_small(demo, epochs=4, checkpoint_path=checkpoint, on_epoch=kill_after_two)
+        train_small(demo, epochs=4, lr_schedule=lr_schedule, checkpoint_path=checkpoint, on_epoch=kill_after_two)
     assert checkpoint.exists()
     # A new process: seeded again, fresh weights, global RNG back at the seed.
     seen = []
-    resumed_model, resumed = train_small(demo, epochs=4, checkpoint_path=checkpoint, on_epoch=seen.append)
+    resumed_model, resumed = train_small(demo, epochs=4, lr_schedule=lr_schedule, checkpoint_path=checkpoint,
+                                         on_epoch=seen.append)
 
     assert metrics_of(resumed) == metrics_of(uninterrupted)
     assert [(s.epoch, s.restored) for s in seen] == [(1, True), (2, True), (3, False), (4, False)]

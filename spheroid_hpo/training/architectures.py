@@ -22,7 +22,7 @@ from spheroid_hpo.errors import InputError
 __all__ = ["Architecture", "applicable_params", "architecture", "architecture_names", "check_image_size"]
 
 # Tunables that mean something for every architecture; BN_TUNABLES only where BatchNorm is.
-COMMON_TUNABLES = ("epochs", "lr", "rotation", "batch_size", "class_weights")
+COMMON_TUNABLES = ("epochs", "lr", "rotation", "batch_size", "class_weights", "lr_schedule")
 BN_TUNABLES = ("bn_momentum",)
 
 

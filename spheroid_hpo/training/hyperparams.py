@@ -7,6 +7,7 @@ gets the same checks and is written the same way everywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
@@ -14,12 +15,16 @@ from typing import Any
 from spheroid_hpo.toml_table import TomlTable
 
 __all__ = [
-    "CATEGORICAL_VALUES", "CLASS_WEIGHTS", "MIN_BATCH_SIZE", "PARAM_BOUNDS", "PRECISIONS", "REQUIRED_PARAMS",
-    "TUNABLE_PARAMS", "Hyperparams", "format_param", "format_params", "param_label", "read_param",
+    "CATEGORICAL_VALUES", "CLASS_WEIGHTS", "LR_SCHEDULES", "MIN_BATCH_SIZE", "PARAM_BOUNDS", "PRECISIONS",
+    "REQUIRED_PARAMS", "TUNABLE_PARAMS", "Hyperparams", "format_param", "format_params", "param_label", "read_param",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CLASS_WEIGHTS = ("none", "balanced")
+# constant: the paper's Adam at one learning rate. cosine: the rate falls along half a cosine
+# from lr in the first epoch to nearly 0 in the last, so the last epochs (whose validation score
+# is the trial's value) move the weights little and that score stops jumping from epoch to epoch.
+LR_SCHEDULES = ("constant", "cosine")
 MIN_BATCH_SIZE = 2  # BatchNorm cannot normalise a batch of one image in train mode
 
 # The hyperparameters a trial can vary, and the type each takes.
@@ -30,9 +35,10 @@ TUNABLE_PARAMS: dict[str, type] = {
     "batch_size": int,
     "bn_momentum": float,
     "class_weights": str,
+    "lr_schedule": str,
 }
 # The values a string-valued tunable may take.
-CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS}
+CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS, "lr_schedule": LR_SCHEDULES}
 # The values each numeric hyperparameter may take, fixed or as a range's ends: (low, high,
 # low excluded?, why). One table, so a fixed value gets exactly the checks a range gets.
 PARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
@@ -50,6 +56,7 @@ _LABELS = {
     "batch_size": ("bs", "batch size", "Batch size"),
     "bn_momentum": ("bnm", "BN momentum", "BN momentum"),
     "class_weights": ("cw", "class weights", "Class weights"),
+    "lr_schedule": ("sched", "lr schedule", "LR schedule"),
 }
 _STYLES = ("short", "title", "latex")
 
@@ -64,6 +71,7 @@ class Hyperparams:
     batch_size: int
     bn_momentum: float | None = None  # None: each net's own BatchNorm momentum
     class_weights: str = "none"
+    lr_schedule: str = "constant"
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> Hyperparams:
@@ -76,7 +84,14 @@ class Hyperparams:
             batch_size=int(params["batch_size"]),
             bn_momentum=float(params["bn_momentum"]) if params.get("bn_momentum") is not None else None,
             class_weights=str(params.get("class_weights", "none")),
+            lr_schedule=str(params.get("lr_schedule", "constant")),
         )
+
+    def learning_rate(self, epoch: int) -> float:
+        """Adam's learning rate in ``epoch`` (1 .. epochs) under ``lr_schedule``."""
+        if self.lr_schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / self.epochs))
+        return self.lr
 
     def as_dict(self) -> dict:
         """Every field, for metrics.json."""

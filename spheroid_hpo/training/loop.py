@@ -31,7 +31,7 @@ from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import device as device_policy
 from spheroid_hpo.training.device import autocast, resolve_precision
-from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, MIN_BATCH_SIZE, PARAM_BOUNDS, Hyperparams
+from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, LR_SCHEDULES, MIN_BATCH_SIZE, PARAM_BOUNDS, Hyperparams
 from spheroid_hpo.training.inference import IMAGENET_MEAN, IMAGENET_STD, evaluate, normalise, stats_tensors
 
 __all__ = ["CheckpointMismatch", "EpochStats", "check_batch_size", "class_weights_for", "train"]
@@ -134,6 +134,8 @@ def train(
         raise InputError(f"epochs must be at least 1, but got {epochs=}")
     check_batch_size(batch_size)
     check_learning_rate(lr)
+    if hyperparams.lr_schedule not in LR_SCHEDULES:
+        raise InputError(f"lr_schedule is {hyperparams.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
     if len(train_images) == 0 or len(val_images) == 0:
         raise InputError("the train and validation splits must each hold at least one image")
 
@@ -182,6 +184,9 @@ def train(
     with bar:
         for epoch in range(len(history) + 1, epochs + 1):
             started = time.perf_counter()
+            # Set from the epoch number alone, so a run resumed from a checkpoint gets the same rates.
+            for group in optimizer.param_groups:
+                group["lr"] = hyperparams.learning_rate(epoch)
             model.train()
             order = torch.randperm(len(train_images), generator=generator).to(device)
             loss_sum = torch.zeros((), device=device)
