@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny folders, no ifc_cellcycle, one copy per kind, ours only: does it run")
     args = parser.parse_args(argv)
-    per_class, background = 80, 90
+    per_class, background, sizes = 80, 90, (64, 256)
     if args.smoke:
-        args.copies, args.no_library, args.ifc, per_class, background = 1, True, None, 8, 6
+        args.copies, args.no_library, args.ifc, per_class, background, sizes = 1, True, None, 8, 6, (64,)
     detectors: dict[str, Detector] = {"ours": ours}
     if not args.no_library:
         import imagededup.methods  # noqa: F401  (creates its loggers, each with a level of its own)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clean = {"ifc_cellcycle 40px": args.ifc} if args.ifc else {}
-        for size in (64, 256):
+        for size in sizes:
             write_demo_data(tmp / f"demo{size}", per_class=per_class, size=size, seed=args.seed)
             clean[f"demo {size}px"] = tmp / f"demo{size}"
         write_background_set(tmp / "background", count=background, seed=args.seed)
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         needed = max(per_class, -(-args.copies * len(COPY_KINDS) // 4) + 20)
         if needed > per_class:
             per_class = needed
-            for size in (64, 256):
+            for size in sizes:
                 shutil.rmtree(tmp / f"demo{size}")
                 write_demo_data(tmp / f"demo{size}", per_class=per_class, size=size, seed=args.seed)
 

@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     print(f"{architecture} seed {seed} {precision}: val macro-F1 per epoch "
                           f"{[round(s.val_macro_f1, 2) for s in history]}", flush=True)
             speed = _images_per_second(architecture, device=device, repeats=args.speed_repeats,
-                                       depthwise_fp32=args.bf16_depthwise_fp32)
+                                       depthwise_fp32=args.bf16_depthwise_fp32, size=args.speed_size)
             rows.append(_row(architecture, lr, scores, speed))
     print()
     print(format_table(
@@ -117,10 +117,10 @@ def _train(architecture, dataset, *, device, seed, lr, precision, args) -> list[
 
 
 def _images_per_second(architecture: str, *, device: torch.device, repeats: int,
-                       depthwise_fp32: bool) -> dict[str, float]:
+                       depthwise_fp32: bool, size: int = 224) -> dict[str, float]:
     """Training throughput of ``loop.train`` at 224 px, batch size 10, per precision: median, interleaved."""
     generator = torch.Generator().manual_seed(0)
-    images = torch.rand(40, 3, 224, 224, generator=generator).half().to(device)
+    images = torch.rand(40, 3, size, size, generator=generator).half().to(device)
     labels = (torch.arange(40) % 4).to(device)
     models = {name: create_model(architecture, num_classes=4).to(device) for name in ("fp32", "bf16")}
     if depthwise_fp32:
@@ -181,12 +181,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--per-class", type=int, default=50)
     parser.add_argument("--speed-repeats", type=int, default=3, help="timed 224 px epochs per precision")
+    parser.add_argument("--speed-size", type=int, default=224, help=argparse.SUPPRESS)
     parser.add_argument("--bf16-depthwise-fp32", action="store_true",
                         help="in the bf16 runs, keep depthwise convolutions in fp32 (a variant the engine dropped)")
     parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
     args = parser.parse_args(argv)
     if args.smoke:
-        vars(args).update(archs=["squeezenet1_1"], seeds=[0], epochs=1, image_size=32, per_class=4, speed_repeats=1)
+        vars(args).update(archs=["squeezenet1_1"], seeds=[0], epochs=1, image_size=32, per_class=4, speed_repeats=1,
+                          speed_size=32)
     return args
 
 

@@ -1,7 +1,8 @@
 """What a search strategy buys: compute until a good configuration is found, against random search.
 
-One fixed CPU-sized task (a study file's demo data, search space and baseline trial; one
-architecture) is searched by several strategies, each over several sampler seeds:
+One fixed CPU-sized task (``benchmarks/search_task.toml``: quickstart.toml's search space,
+sampler and pruner on smaller demo data, SqueezeNet 1.1; or any study file's demo data, search
+space and baseline trial, for one architecture) is searched by several strategies, each over several sampler seeds:
 
 - **random, no pruning**: the baseline every ratio is against;
 - **the study file's own sampler and pruner** (the shipped default pair);
@@ -19,7 +20,7 @@ best, and the epochs in all. The summary gives per strategy the median over seed
 epochs to that target, its ratio to random search, how many seeds reached it, the mean final
 best and the epochs saved against the same sampler without pruning.
 
-    python benchmarks/search_efficiency.py                          # quickstart task, 5 seeds, ~20 min on 2 cores
+    python benchmarks/search_efficiency.py --jobs 2     # benchmarks/search_task.toml, 5 seeds, ~20 min on 2 cores
     python benchmarks/search_efficiency.py --seeds 0 1 2 3 4 5 6 7 --n-trials 24
     python benchmarks/search_efficiency.py --method tpe:median --pruner-option n_warmup_steps=8
     python benchmarks/search_efficiency.py --smoke                  # one seed, two tiny trials: does it run
@@ -137,6 +138,11 @@ def _search_job(method: str, seed: int, *, architecture: str, args) -> Run:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(args.threads)
     config = load_study_config(args.study, n_trials=args.n_trials)
+    if args.smoke:  # two epochs a trial, whatever the file says
+        config = dataclasses.replace(
+            config, baseline={**config.baseline, "epochs": 2},
+            search_space=tuple(dataclasses.replace(spec, kind="int", low=1, high=2) if spec.name == "epochs" else spec
+                               for spec in config.search_space))
     with tempfile.TemporaryDirectory(prefix="spheroid-bench-") as scratch:
         data = _training_data(config, Path(scratch), smoke=args.smoke)
         return _search(config, data, architecture=architecture, method=method, seed=seed, scratch=Path(scratch),
@@ -222,7 +228,7 @@ def _summary_row(method: str, runs: Sequence[Run], target: float) -> list[str]:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", type=Path, default=ROOT / "studies" / "quickstart.toml",
+    parser.add_argument("--study", type=Path, default=Path(__file__).resolve().parent / "search_task.toml",
                         help="the task: study file whose data, search space and baseline are searched")
     parser.add_argument("--arch", default=None, help="architecture (default: the study file's last)")
     parser.add_argument("--n-trials", type=int, default=None, help="trials per run (default: the file's)")

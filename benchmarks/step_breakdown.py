@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(describe_machine(device))
     print(f"{load_average()} at start; native bf16: {'yes' if bf16 else 'no'}\n")
     generator = torch.Generator().manual_seed(0)
-    cache = torch.rand(100, 3, 224, 224, generator=generator).half().to(device, memory_format=torch.channels_last)
+    cache = torch.rand(100, 3, args.image_size, args.image_size, generator=generator).half()
+    cache = cache.to(device, memory_format=torch.channels_last)
     index = torch.randperm(100, generator=generator)[: args.batch_size].to(device)
     labels = torch.arange(args.batch_size, device=device) % 4
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1)
@@ -100,7 +101,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                          f"{threads[1]:.0f} -> {threads[cores]:.0f}", f"{threads[1] / threads[cores]:.2f}x"])
         print(f"{architecture} done ({load_average()})", flush=True)
     print()
-    print(format_table(["architecture", "training step at batch size 10, 224 px", "ms", "vs paper-style"], rows))
+    step = f"training step at batch size {args.batch_size}, {args.image_size} px"
+    print(format_table(["architecture", step, "ms", "vs paper-style"], rows))
     print(f"\nmedians of {args.repeats} interleaved runs; {load_average()} at end")
 
 
@@ -189,10 +191,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each variant (default 7)")
+    parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--smoke", action="store_true", help="one tiny round: does it run")
     args = parser.parse_args(argv)
     if args.smoke:
-        vars(args).update(archs=["squeezenet1_1"], repeats=1, batch_size=2)
+        vars(args).update(archs=["squeezenet1_1"], repeats=1, batch_size=2, image_size=32)
     return args
 
 

@@ -38,7 +38,26 @@ def test_every_script_has_a_smoke_run_here():
     assert scripts == set(EXPECTED)
 
 
-@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_the_search_benchmark_measures_the_shipped_default_pair():
+    """search_task.toml is a smaller copy of the quickstart task: its sampler and pruner must be the shipped ones."""
+    from spheroid_hpo.tuning.study_file import load_study_config
+
+    task = load_study_config(BENCHMARKS / "search_task.toml")
+    shipped = load_study_config(BENCHMARKS.parent / "studies" / "quickstart.toml")
+    assert (task.sampler, task.pruner) == (shipped.sampler, shipped.pruner)
+    assert {s.name: s for s in task.search_space}["lr"] == {s.name: s for s in shipped.search_space}["lr"]
+
+
+# These start child processes (workers, a script per pipeline, one per allocator setting: about
+# 10 s each of interpreter start-ups) or time several 224 px variants even in smoke mode, so they
+# run with the slow set, which CI runs; the default set keeps the three cheapest.
+SLOW = {"pruning", "train_process", "allocator", "worker_scaling", "step_breakdown", "precision", "epoch_speed"}
+
+
+@pytest.mark.parametrize("script", [
+    pytest.param(script, marks=pytest.mark.slow) if script in SLOW else script
+    for script in sorted(EXPECTED)
+])
 def test_the_benchmark_runs_one_tiny_round(script, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.setattr(sys, "argv", [f"{script}.py", "--smoke"])
