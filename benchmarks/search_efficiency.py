@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     methods = list(dict.fromkeys([BASELINE, default, f"{config.sampler.name}:none", "gp:none", *args.method]))
     if args.smoke:
         methods = [BASELINE, default]
+    if args.only:
+        methods = args.only
     print(describe_machine(torch.device("cpu")))
     print(f"{load_average()} at start")
     print(f"task: {args.study.name}, {architecture}, {config.n_trials} trials per run (the baseline first), "
@@ -201,7 +203,9 @@ def _pruner_options(args) -> dict[str, int]:
 
 def _run_line(run: Run) -> str:
     pruned = sum(t.value is None for t in run.trials)
-    curve = " ".join(f"{t.value:.2f}" if t.value is not None else "p" for t in run.trials)
+    # Each trial as value/epochs trained ("p" for pruned), so runs printed by separate invocations
+    # can be summarised together by hand.
+    curve = " ".join(f"{t.value:.2f}/{t.epochs}" if t.value is not None else f"p/{t.epochs}" for t in run.trials)
     return (f"{run.method:<16} seed {run.seed}: best {run.best():.3f}, {run.epochs()} epochs, "
             f"{sum(t.seconds for t in run.trials):.0f} s, {pruned} pruned  [{curve}]")
 
@@ -213,14 +217,14 @@ def _summary_row(method: str, runs: Sequence[Run], target: float) -> list[str]:
     baseline = [r.cost_to(target) or (r.epochs(), sum(t.seconds for t in r.trials))
                 for r in runs if r.method == BASELINE]
     epochs = statistics.median(c[0] for c in costs)
-    ratio = epochs / statistics.median(c[0] for c in baseline)
+    ratio = f"{epochs / statistics.median(c[0] for c in baseline):.2f}" if baseline else "-"
     sampler = method.split(":")[0]
     unpruned = [r for r in runs if r.method == f"{sampler}:none"]
     saved = "-"
     if method.split(":")[1] != "none" and unpruned:
         saved = f"{1 - statistics.fmean(r.epochs() for r in mine) / statistics.fmean(r.epochs() for r in unpruned):.0%}"
     return [
-        method, f"{epochs:.0f}", f"{ratio:.2f}", f"{statistics.median(c[1] for c in costs):.0f}",
+        method, f"{epochs:.0f}", ratio, f"{statistics.median(c[1] for c in costs):.0f}",
         f"{reached}/{len(mine)}", f"{statistics.fmean(r.best() for r in mine):.3f}",
         f"{statistics.fmean(r.epochs() for r in mine):.0f}", saved,
     ]
@@ -235,6 +239,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--method", action="append", default=[],
                         help="another strategy, SAMPLER:PRUNER (names as in study files), repeatable")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="run just these strategies (SAMPLER:PRUNER), e.g. to add one to an earlier run's table")
     parser.add_argument("--pruner-option", action="append", default=[],
                         help="a [pruner] setting for every pruned strategy, NAME=VALUE, repeatable")
     parser.add_argument("--tolerance", type=float, default=0.02)
