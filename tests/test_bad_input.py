@@ -666,15 +666,6 @@ def test_report_cleans_up_on_sigterm(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def _wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 # --- issue 26: study files that reach the data --------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
-def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
+def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3, epochs=1):
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=tmp_path / "splits.csv", splits=("train", "val"))
     files = [LabeledFile(p, int(label))
              for s in (dataset.train, dataset.val) for p, label in zip(s.paths, s.labels.tolist())]
@@ -87,7 +87,7 @@ def _cv_trial(demo_dir, tmp_path, monkeypatch, *, pruner=None, folds=3):
         return real_train(model, **kwargs)
 
     monkeypatch.setattr(objective_module.loop, "train", spy)
-    config = parse_study_text(one_architecture_study(), source=Path("s.toml"))
+    config = parse_study_text(one_architecture_study(epochs=epochs), source=Path("s.toml"))
     (tmp_path / "artifacts").mkdir()
     objective = build_objective(
         architecture="squeezenet1_1", data=data, search_space=config.search_space, device=torch.device("cpu"),
@@ -116,7 +116,9 @@ def test_a_cross_validated_trial_trains_once_per_fold_and_scores_the_mean(demo_d
 
 
 def test_pruning_judges_the_running_mean_after_each_fold(demo_dir, tmp_path, monkeypatch):
-    trial, runs, _ = _cv_trial(demo_dir, tmp_path, monkeypatch, pruner=_AlwaysPrune())
+    # Two epochs a fold: with one, an epoch-level report would be the fold's own score at step 1 and
+    # (never pruned after its last epoch) the trial would look the same.
+    trial, runs, _ = _cv_trial(demo_dir, tmp_path, monkeypatch, pruner=_AlwaysPrune(), epochs=2)
     assert trial.state == TrialState.PRUNED
     assert len(runs) == 1 and list(trial.intermediate_values) == [1]  # fold 1, not an epoch
     assert trial.intermediate_values[1] == pytest.approx(trial.user_attrs[CV_SCORES][0])

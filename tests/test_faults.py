@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
+from waiting import wait_for
 
 # Real launches killed and interrupted mid-trial, 30 to 40 epochs each: CI runs them, the default run
 # leaves them out (the default run's finished_study fixture still launches a real worker process).
@@ -98,16 +98,6 @@ def what_happened(url: str, study_name: str) -> str:
     return "\n".join(parts)
 
 
-def wait_for(condition, *, timeout: float, what: str, explain=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{explain()}")
-
-
 def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, launcher: subprocess.Popen,
                             timeout: float) -> None:
     """Wait until a RUNNING trial of ``study_name`` has reported ``epochs`` epochs.
@@ -123,7 +113,7 @@ def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, launcher:
     # starved the launcher's switch to WAL until SQLite's 120 s busy timeout (CI, 2026-12-01).
     first_worker_log = database.parent / "logs" / "worker-0.log"
     wait_for(lambda: first_worker_log.exists() or launcher.poll() is not None, timeout=timeout,
-             what=f"{first_worker_log} to be created", explain=explain)
+             what=f"{first_worker_log} to be created", explain=explain, interval=0.05)
     storage = optuna.storages.RDBStorage(url)
 
     def reported() -> bool:
@@ -138,7 +128,7 @@ def wait_for_running_epochs(url: str, study_name: str, epochs: int, *, launcher:
                                  f"{epochs} epochs\n{explain()}")
         return False
 
-    wait_for(reported, timeout=timeout, what=f"{epochs} epochs of a running trial", explain=explain)
+    wait_for(reported, timeout=timeout, what=f"{epochs} epochs of a running trial", explain=explain, interval=0.05)
 
 
 # Trials long enough that a poll cannot miss the moment to kill or stop one: about 0.2 s an

@@ -46,16 +46,52 @@ def test_the_default_run_leaves_every_heavy_marker_out_and_names_the_command_for
     pytester.runpytest("-m", "").assert_outcomes(passed=1 + len(HEAVY))
 
 
-def test_the_mutation_check_runs_named_heavy_tests_too(pytester, tmp_path):
+@pytest.mark.parametrize("runner", ["fresh interpreter", "fork server"])
+def test_the_mutation_check_runs_named_heavy_tests_too(pytester, runner):
     """Deselected by the default marker expression, a named test would not run, and its breakage would
-    count as caught."""
+    count as caught; in a fork server's child as in a fresh interpreter."""
     _project_pytest_settings(pytester)
-    pytester.makepyfile(test_heavy="import pytest\n\n@pytest.mark.slow\ndef test_fails():\n    assert False\n")
-    passed, output = check_mutations.run_tests(pytester.path, ("test_heavy.py::test_fails",))
-    assert not passed and "1 failed" in output, output
-    pytester.makepyfile(test_heavy="import pytest\n\n@pytest.mark.slow\ndef test_passes():\n    pass\n")
-    passed, output = check_mutations.run_tests(pytester.path, ("test_heavy.py::test_passes",))
-    assert passed and "1 passed" in output, output
+    server = check_mutations.ForkServer(pytester.path, preload=()) if runner == "fork server" else None
+    try:
+        pytester.makepyfile(test_heavy="import pytest\n\n@pytest.mark.slow\ndef test_fails():\n    assert False\n")
+        passed, output = check_mutations.run_tests(pytester.path, ("test_heavy.py::test_fails",), server)
+        assert not passed and "1 failed" in output, output
+        pytester.makepyfile(test_heavy="import pytest\n\n@pytest.mark.slow\ndef test_passes():\n    pass\n")
+        passed, output = check_mutations.run_tests(pytester.path, ("test_heavy.py::test_passes",), server)
+        assert passed and "1 passed" in output, output
+    finally:
+        if server is not None:
+            server.close()
+
+
+def test_a_fork_servers_child_imports_the_broken_file_afresh_and_each_verdict_is_told(pytester, capsys):
+    """The server imports third-party modules once; the module an entry breaks is imported by each
+    child from the file as it is then, so a breakage is caught (KILLED), a harmless change survives
+    (SURVIVED), and an entry naming no test is an error, never a breakage caught."""
+    _project_pytest_settings(pytester)
+    pytester.makepyfile(
+        shapes="def area(width, height):\n    return width * height\n",
+        test_shapes="from shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n",
+    )
+    unbroken = (pytester.path / "shapes.py").read_text()
+    server = check_mutations.ForkServer(pytester.path, preload=())
+    try:
+        def check(name, broken, tests=("test_shapes.py::test_area",)):
+            entry = check_mutations.Mutation(name=name, file="shapes.py", tests=tests,
+                                             original="    return width * height", broken=broken)
+            return check_mutations.check_entry(entry, pytester.path, server=server)
+
+        assert check("area-adds", "    return width + height") is True
+        assert check("area-commutes", "    return height * width") is False
+        assert check("area-adds-untested", "    return width + height", ("test_shapes.py::test_volume",)) is False
+        assert check("area-adds-again", "    return width + height") is True  # restored after each
+    finally:
+        server.close()
+    lines = capsys.readouterr().out.splitlines()
+    verdicts = [" ".join(line.split()[:2]) for line in lines if line.startswith(("KILLED", "SURVIVED", "ERROR"))]
+    assert verdicts == ["KILLED area-adds", "SURVIVED area-commutes", "ERROR area-adds-untested:",
+                        "KILLED area-adds-again"], lines
+    assert (pytester.path / "shapes.py").read_text() == unbroken
 
 
 def test_a_child_process_that_times_out_fails_with_what_it_printed(pytester):

@@ -38,7 +38,7 @@ from spheroid_hpo.tuning.worker import run_worker
 
 
 def objective_on_an_uneven_split(demo_dir: Path, folder: Path, *, architecture: str, extra_space: str = "",
-                                 weights: str = "none", precision: str = "fp32", epochs: int = 1):
+                                 weights: str = "none", precision: str = "fp32", epochs: int | str = 1):
     """``build_objective`` for one architecture on an uneven split: (objective, store, manifest, dataset)."""
     manifest = folder / "splits.csv"
     write_uneven_manifest(demo_dir, manifest)
@@ -123,16 +123,14 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 def test_a_lagging_trial_is_pruned_before_its_last_epoch_never_after_it(demo_dir, tmp_path):
     """Pruning after the last epoch saves nothing: that trial completes and its value reaches the sampler."""
-    trials = []
-    for epochs in (2, 1):
-        folder = tmp_path / f"epochs{epochs}"
-        folder.mkdir()
-        objective, *_ = objective_on_an_uneven_split(demo_dir, folder, architecture="squeezenet1_1", epochs=epochs)
-        study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
-        study.enqueue_trial({"lr": 2e-3, "rotation": 10.0, "batch_size": 8})
-        study.optimize(objective, n_trials=1)
-        trials += study.trials
-    pruned, complete = trials
+    # epochs searched, so each enqueued trial trains its own count (a fixed `epochs = 1` gave both one epoch)
+    objective, *_ = objective_on_an_uneven_split(demo_dir, tmp_path, architecture="squeezenet1_1",
+                                                 epochs="{ low = 1, high = 2 }")
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    study.enqueue_trial({"epochs": 2, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
+    study.enqueue_trial({"epochs": 1, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
+    study.optimize(objective, n_trials=2)
+    pruned, complete = study.trials
     assert pruned.state == TrialState.PRUNED and sorted(pruned.intermediate_values) == [1]
     assert complete.state == TrialState.COMPLETE and sorted(complete.intermediate_values) == [1]
 
