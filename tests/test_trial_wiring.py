@@ -38,12 +38,13 @@ from spheroid_hpo.tuning.worker import run_worker
 
 
 def objective_on_an_uneven_split(demo_dir: Path, folder: Path, *, architecture: str, extra_space: str = "",
-                                 weights: str = "none"):
+                                 weights: str = "none", epochs: int | str = 1):
     """``build_objective`` for one architecture on an uneven split: (objective, store, manifest, dataset)."""
     manifest = folder / "splits.csv"
     write_uneven_manifest(demo_dir, manifest)
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=manifest, splits=("train", "val"))
-    config = parse_study_text(one_architecture_study(architecture=architecture, extra_space=extra_space),
+    config = parse_study_text(one_architecture_study(architecture=architecture, extra_space=extra_space,
+                                                     epochs=epochs),
                               source=Path("wiring.toml"))
     store = FileSystemArtifactStore(str(folder / "artifacts"))
     (folder / "artifacts").mkdir()
@@ -110,7 +111,9 @@ class AlwaysPrune(optuna.pruners.BasePruner):
 
 def test_a_lagging_trial_is_pruned_before_its_last_epoch_never_after_it(demo_dir, tmp_path):
     """Pruning after the last epoch saves nothing: that trial completes and its value reaches the sampler."""
-    objective, *_ = objective_on_an_uneven_split(demo_dir, tmp_path, architecture="squeezenet1_1")
+    # epochs searched, not fixed: a fixed value would override the enqueued 2 and train one epoch
+    objective, *_ = objective_on_an_uneven_split(demo_dir, tmp_path, architecture="squeezenet1_1",
+                                                 epochs="{ low = 1, high = 2 }")
     study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
     study.enqueue_trial({"epochs": 2, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
     study.enqueue_trial({"epochs": 1, "lr": 2e-3, "rotation": 10.0, "batch_size": 8})
