@@ -103,7 +103,7 @@ CASES = {
     "demo per_class absurd": Case(("create", "--study", _study("per_class=100000000")), "per_class"),
     # 3. batch size 1 is refused everywhere, with the reason
     "train batch size 1": Case(("train", "--data", "{data}", "--batch-size", "1", "--out", "{tmp}/t"),
-                               "batch size must be at least 2 (BatchNorm"),
+                               "batch_size must lie in [2, 4096] (BatchNorm"),
     "train alexnet at 32 px": Case(("train", "--data", "{data}", "--arch", "alexnet", "--image-size", "32",
                                     "--out", "{tmp}/t"), "at least 64 px"),
     "train image size huge": Case(("train", "--data", "{data}", "--image-size", "100000", "--out", "{tmp}/t"),
@@ -134,8 +134,8 @@ CASES = {
     "demo-data size absurd": Case(("demo-data", "{tmp}/demo", "--size", "100000"), "size"),
     # issue 26: learning rates are finite, as the study file bounds them
     "train lr inf": Case(("train", "--data", "{data}", "--lr", "inf", "--out", "{tmp}/t"),
-                         "learning rate must be positive, finite and at most 1.0"),
-    "train lr 1e308": Case(("train", "--data", "{data}", "--lr", "1e308", "--out", "{tmp}/t"), "lr=1e+308"),
+                         "lr must lie in (0.0, 1.0] (Adam's learning rate is positive), but got lr = inf"),
+    "train lr 1e308": Case(("train", "--data", "{data}", "--lr", "1e308", "--out", "{tmp}/t"), "lr = 1e+308"),
     # small ones
     "hint names --runs-dir": Case(("report", "--runs-dir", "{tmp}/elsewhere"), "elsewhere/NAME/study.db"),
     # issue 26, study files and launch: each of these was accepted (or a traceback)

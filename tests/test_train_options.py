@@ -73,7 +73,7 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
         "weights": str(weights), "precision": "fp32", "bn_momentum": 0.05,
         "split": {"split_seed": 5, "fractions": [0.6, 0.2, 0.2], "group_by": None, "groups_csv": None,
                   "split_manifest": str(manifest), "near_duplicates": "apart"},
-        "class_names": list(REVERSED_CLASSES), "class_weights": "balanced",
+        "class_names": list(REVERSED_CLASSES), "class_weights": "balanced", "cv_folds": None,
     }
     assert metrics["class_names"] == list(REVERSED_CLASSES)
     assert metrics["split_manifest"] == str(manifest)

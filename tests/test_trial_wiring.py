@@ -124,16 +124,16 @@ def test_a_lagging_trial_is_pruned_before_its_last_epoch_never_after_it(demo_dir
 
 
 def test_a_searched_bn_momentum_reaches_the_trained_model(demo_dir, tmp_path, monkeypatch):
-    from spheroid_hpo.tuning import objective as objective_module
+    from spheroid_hpo.training import recipe as recipe_module
 
     built: list[nn.Module] = []
-    real_create_model = objective_module.create_model
+    real_create_model = recipe_module.create_model
 
     def recording_create_model(*args, **kwargs):
         built.append(real_create_model(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(objective_module, "create_model", recording_create_model)
+    monkeypatch.setattr(recipe_module, "create_model", recording_create_model)
     params = {"epochs": 1, "lr": 1e-3, "rotation": 0.0, "batch_size": 8, "bn_momentum": 0.037}
     trial, model_file, _, _ = run_one_trial(
         demo_dir, tmp_path, architecture="resnet18", params=params,

@@ -80,8 +80,8 @@ class BestConfig:
     seeds: tuple[int, ...]  # the first is the study's own training seed
     val: SeedScores
     test: SeedScores
-    # The study's [data] cv_folds: its trial's value was a mean over folds (the retrainings
-    # here train once on the train split, like the seeds' expected scores below).
+    # The study's [data] cv_folds: its trial's value was a mean over folds, and each retraining
+    # (export-best's seeds, reproduce) trains the same folds, so the expected scores are such means.
     cv_folds: int | None = None
 
     @property

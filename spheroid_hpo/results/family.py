@@ -13,6 +13,7 @@ from spheroid_hpo.data import Dataset, DataSource, data_folder, load_recorded_da
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.records import best_trial
 from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
@@ -59,19 +60,22 @@ class StudyFamily:
             data_dir=folder, runs_dir=Path("."), splits=splits,
         )
 
-    def params(self, trial: FrozenTrial, architecture: str) -> dict[str, float]:
-        """Every hyperparameter the trial of ``architecture`` trained with, in search-space order.
+    def params(self, trial: FrozenTrial, architecture: str) -> dict[str, float | str]:
+        """The hyperparameters the study names (searched or fixed) that the trial of ``architecture``
+        trained with, as the trial recorded them, in search-space order: what tables and best.toml show.
 
-        Optuna records only suggested values; a fixed one (``bn_momentum = 0.1``) is
-        never suggested, yet a retraining needs it: each trial records its own (trials from
-        before that take the study file's). Parameters that do not apply to the
-        architecture (BatchNorm momentum of SqueezeNet) are left out, even from older trials.
+        Parameters that do not apply to the architecture (BatchNorm momentum of SqueezeNet) are
+        left out, even from older trials.
         """
-        fixed = {spec.name: spec.value for spec in self.config.search_space if spec.kind == "fixed"}
-        merged = records.trained_params(trial, fixed)
+        trained = records.trained_params(trial)
         applies = applicable_params(architecture)
-        return {spec.name: merged[spec.name] for spec in self.config.search_space
-                if spec.name in merged and spec.name in applies}
+        return {spec.name: trained[spec.name] for spec in self.config.search_space
+                if trained.get(spec.name) is not None and spec.name in applies}
+
+    @staticmethod
+    def hyperparams(trial: FrozenTrial) -> Hyperparams:
+        """The whole configuration the trial trained with, as it recorded it: what a retraining trains."""
+        return records.trained_hyperparams(trial)
 
 
 def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = RUNS_DIR) -> StudyFamily:

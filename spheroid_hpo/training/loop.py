@@ -31,10 +31,10 @@ from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import device as device_policy
 from spheroid_hpo.training.device import autocast, resolve_precision
-from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, MIN_BATCH_SIZE, PARAM_BOUNDS, Hyperparams
+from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, Hyperparams
 from spheroid_hpo.training.inference import IMAGENET_MEAN, IMAGENET_STD, evaluate, normalise, stats_tensors
 
-__all__ = ["CheckpointMismatch", "EpochStats", "check_batch_size", "class_weights_for", "train"]
+__all__ = ["CheckpointMismatch", "EpochStats", "class_weights_for", "train"]
 
 
 class CheckpointMismatch(InputError):
@@ -62,24 +62,6 @@ class EpochStats:
 
 
 EpochCallback = Callable[[EpochStats], None]
-
-
-def check_learning_rate(lr: float) -> None:
-    """The study file's bounds for lr, for every entry point: --lr inf passed `lr > 0` and ended
-    in a FloatingPointError traceback at the first epoch."""
-    low, high, _, _ = PARAM_BOUNDS["lr"]
-    if not (math.isfinite(lr) and low < lr <= high):
-        raise InputError(f"learning rate must be positive, finite and at most {high}, but got {lr=}")
-
-
-def check_batch_size(batch_size: int) -> int:
-    """``batch_size``, or an InputError below MIN_BATCH_SIZE: a batch of one trains nothing."""
-    if batch_size < MIN_BATCH_SIZE:
-        raise InputError(
-            f"batch size must be at least {MIN_BATCH_SIZE} (BatchNorm cannot train on one image), "
-            f"but got {batch_size=}"
-        )
-    return batch_size
 
 
 def class_weights_for(labels: torch.Tensor, *, num_classes: int, mode: str) -> torch.Tensor | None:
@@ -129,11 +111,8 @@ def train(
     ``train_labels`` (see ``class_weights_for``); validation loss stays unweighted.
     (``bn_momentum`` is the model's, set when it was built.)
     """
+    # Hyperparams checked its own bounds when it was made (lr finite and in (0, 1], batch size >= 2, ...).
     epochs, lr, batch_size, rotation = hyperparams.epochs, hyperparams.lr, hyperparams.batch_size, hyperparams.rotation
-    if epochs < 1:
-        raise InputError(f"epochs must be at least 1, but got {epochs=}")
-    check_batch_size(batch_size)
-    check_learning_rate(lr)
     if len(train_images) == 0 or len(val_images) == 0:
         raise InputError("the train and validation splits must each hold at least one image")
 
