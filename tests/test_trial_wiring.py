@@ -25,6 +25,7 @@ from waiting import wait_for
 import spheroid_hpo.tuning.worker as worker_module
 from spheroid_hpo.cli import app
 from spheroid_hpo.data import TrainingData, load_dataset
+from spheroid_hpo.results.report import report_output_names
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.tuning.create import create_study_family
@@ -243,6 +244,8 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
                                       "--runs-dir", str(runs), "--out", str(out), "--repeats", "2",
                                       "--device", "cpu"])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    # Every registered output is written, and the command names each.
+    assert all((out / name).is_file() and name in result.output for name in report_output_names()), result.output
 
     markdown = (out / "report.md").read_text()
     assert "Each architecture's best configuration retrained with seeds 0, 1 on the study's split" in markdown
