@@ -16,9 +16,10 @@ from spheroid_hpo.training.architectures import applicable_params
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.records import best_trial
-from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
+from spheroid_hpo.tuning.storage import masked_url, open_storage, require_existing_sqlite
 from spheroid_hpo.tuning.studies import find_study_family
 from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.workspace import Workspace
 
 __all__ = ["StudyFamily", "open_family", "require_best_trials"]
 
@@ -34,6 +35,10 @@ class StudyFamily:
     studies: dict[str, optuna.Study]  # architecture -> its study, in the study file's order
     data: DataSource  # what the studies were created on
     manifest_csv: str  # the split every trial trained and validated on
+
+    def workspace(self, *, runs_dir: Path, artifact_dir: Path | None = None) -> Workspace:
+        """The study's folders on this machine (``artifact_dir`` given on the command line wins)."""
+        return Workspace.of(self.name, runs_dir=runs_dir, storage_url=self.storage_url, artifact_dir=artifact_dir)
 
     def trials(self, architecture: str) -> list[FrozenTrial]:
         """Every trial of ``architecture``'s study, in creation order."""
@@ -82,10 +87,9 @@ def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = 
     """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""
     if storage_url is None:
         if study is None:
-            raise InputError(
-                f"pass --study NAME (and --storage URL unless it is in {Path(runs_dir) / 'NAME' / 'study.db'})"
-            )
-        storage_url = default_storage_url(study, runs_dir=runs_dir)
+            sqlite_file = Workspace.of("NAME", runs_dir=runs_dir).storage_file
+            raise InputError(f"pass --study NAME (and --storage URL unless it is in {sqlite_file})")
+        storage_url = Workspace.default_storage_url(study, runs_dir=runs_dir)
     require_existing_sqlite(storage_url)
     storage = open_storage(storage_url, heartbeat_interval=None)
     config, _ = find_study_family(storage, study)

@@ -44,7 +44,7 @@ from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.machine import MachineFingerprint, machine_fingerprint
 from spheroid_hpo.training.run import run_training
 from spheroid_hpo.tuning.records import RunRecord
-from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.tuning.storage import open_artifact_store
 
 Log = Callable[[str], None]
 
@@ -91,10 +91,7 @@ def export_best(
         )
     architecture, trial = best
     config = family.config
-    artifact_dir = (Path(artifact_dir) if artifact_dir is not None
-                    else default_artifact_dir(family.name, runs_dir=runs_dir))
-    if not artifact_dir.is_dir():
-        raise InputError(f"artifact folder {artifact_dir} does not exist; pass --artifacts with the study's folder")
+    artifact_dir = family.workspace(runs_dir=runs_dir, artifact_dir=artifact_dir).existing_artifacts()
     threads = RunRecord.of(trial).torch_threads or threads or torch.get_num_threads()
     torch_device = resolve_device(device)
 

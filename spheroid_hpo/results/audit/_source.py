@@ -63,7 +63,7 @@ def plan_from_study(*, study: str | None, storage_url: str | None, runs_dir: Pat
         architecture=architecture, hyperparams=family.hyperparams(trial),
         precision=config.training.precision, weights=config.training.weights, seed=config.training.seed,
         split_seed=config.data.split.seed, cv_folds=config.data.cv_folds,
-        out_dir=Path(runs_dir) / family.name / AUDIT_DIR,
+        out_dir=family.workspace(runs_dir=runs_dir).folder / AUDIT_DIR,
     )
 
 

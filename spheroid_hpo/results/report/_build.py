@@ -43,7 +43,7 @@ from spheroid_hpo.results.report._table import Table3Row
 from spheroid_hpo.training.calibration import plot_reliability
 from spheroid_hpo.training.device import resolve_device
 from spheroid_hpo.tuning.records import RunRecord, baseline_trial
-from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.tuning.storage import open_artifact_store
 
 _MARKER = ".spheroid-hpo-report"  # marks a folder this command may replace
 
@@ -88,15 +88,10 @@ def write_report(
     runs_dir = Path(runs_dir)
     family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
     best = require_best_trials(family)
-    out_dir = Path(out_dir) if out_dir is not None else runs_dir / family.name / "report"
+    workspace = family.workspace(runs_dir=runs_dir, artifact_dir=artifact_dir)
+    out_dir = Path(out_dir) if out_dir is not None else workspace.report
     _check_out_dir(out_dir)
-    artifact_dir = (Path(artifact_dir) if artifact_dir is not None
-                    else default_artifact_dir(family.name, runs_dir=runs_dir))
-    if not artifact_dir.is_dir():
-        raise InputError(
-            f"artifact folder {artifact_dir} does not exist; pass --artifacts with the folder the study's workers "
-            f"wrote models to (launch prints it)"
-        )
+    artifact_dir = workspace.existing_artifacts()
     torch_device = resolve_device(device)
     say = _printer(progress)
 

@@ -60,7 +60,7 @@ class ChecklistItem:
 def build_checklist(content: ReportContent, *, duplicates: Duplicates, straddling: Sequence[dict],
                     runs_dir: Path) -> tuple[ChecklistItem, ...]:
     """Every checklist item, filled from ``content`` (the report's), the data scan and the study's folder."""
-    study_dir = Path(runs_dir) / content.family.name
+    study_dir = content.family.workspace(runs_dir=runs_dir).folder
     return (*_data(content, duplicates, straddling, study_dir), *_optimisation(content), *_model(content, study_dir),
             *_evaluation(content))
 
