@@ -1,4 +1,4 @@
-"""The one training recipe (``training.recipe.fit``) and the one validated configuration.
+"""The one training recipe (``training.recipe.fit``) and the one validated configuration (issue 24).
 
 A retraining (``report --repeats``, ``reproduce``, ``export-best``) trains as the trial did: its
 folds and its class weights included, so with the trial's seed it lands on the trial's very value.
@@ -21,6 +21,7 @@ from study_files import one_architecture_study
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import SplitSpec, load_dataset, training_data
+from spheroid_hpo.defaults import given_over
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.best_file import BestConfig, SeedScores
 from spheroid_hpo.results.family import StudyFamily
@@ -28,8 +29,9 @@ from spheroid_hpo.results.report._repeats import repeat_best
 from spheroid_hpo.results.reproduce import _retrain
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.machine import machine_fingerprint
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS, TrainingSettings
 from spheroid_hpo.tuning.objective import build_objective
-from spheroid_hpo.tuning.study_file import parse_study_text
+from spheroid_hpo.tuning.study_file import StudyConfig, parse_study_text, with_overrides
 
 PARAMS = {"lr": 1e-3, "rotation": 5.0, "batch_size": 8}
 FOLDS = 3
@@ -116,3 +118,19 @@ def test_train_and_a_study_file_refuse_an_lr_of_5_with_the_same_line(monkeypatch
 def test_hyperparams_refuse_what_a_study_file_refuses_when_made(field, value, message):
     with pytest.raises(InputError, match=message):
         Hyperparams(**{"epochs": 1, "lr": 1e-3, "rotation": 0.0, "batch_size": 8, field: value})
+
+
+def test_training_settings_are_one_schema_read_alike_with_one_precedence_rule():
+    with_training = one_architecture_study(n_trials=2) + '\n[training]\nprecision = "fp8"\n'
+    with pytest.raises(InputError, match=r"s.toml: training.precision is 'fp8'; choose one of: auto, fp32, bf16, "
+                                         r"fp16$"):
+        parse_study_text(with_training, source=Path("s.toml"))
+    with pytest.raises(InputError, match=r"^precision is 'fp8'; choose one of: auto, fp32, bf16, fp16$"):
+        TrainingSettings(precision="fp8")  # what train --precision fp8 and run_training get
+    config = parse_study_text(with_training.replace('"fp8"', '"fp32"'), source=Path("s.toml"))
+    assert config.training == TrainingSettings(precision="fp32")  # the rest from the one set of defaults
+    # command line > file > default
+    assert with_overrides(config, n_trials=5).n_trials == 5 and with_overrides(config).n_trials == 2
+    assert parse_study_text(with_training.replace("n_trials = 2\n", "").replace('"fp8"', '"fp32"'),
+                            source=Path("s.toml")).n_trials == StudyConfig.n_trials
+    assert given_over(TRAINING_DEFAULTS, seed=3, precision=None) == TrainingSettings(seed=3)

@@ -17,6 +17,7 @@ from spheroid_hpo.defaults import (
     SPLIT_FRACTIONS,
     SPLIT_SEED,
 )
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS
 
 
 def _data_or_demo(data: Path | None) -> Path:
@@ -38,10 +39,10 @@ def train_command(
     rotation: Annotated[float, typer.Option(help="Random rotation range in degrees, +/- (0 to 180).")] = 20.0,
     batch_size: Annotated[int, typer.Option(help="Batch size, at least 2 (paper: 5-15).")] = 10,
     image_size: Annotated[int, typer.Option(help=f"Images are resized once to this square size, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px.")] = IMAGE_SIZE,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and rotations.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling and rotations.")] = TRAINING_DEFAULTS.seed,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")] = "auto",
-    weights: Annotated[str, typer.Option(help="none, imagenet (from the local torch hub cache) or a state-dict path.")] = "none",
-    precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), fp32, bf16 or fp16.")] = "auto",
+    weights: Annotated[str, typer.Option(help="none, imagenet (from the local torch hub cache) or a state-dict path.")] = TRAINING_DEFAULTS.weights,
+    precision: Annotated[str, typer.Option(help="auto (bf16 where the hardware has it), fp32, bf16 or fp16.")] = TRAINING_DEFAULTS.precision,
     bn_momentum: Annotated[Optional[float], typer.Option(help="Override BatchNorm momentum of every layer.")] = None,
     split_seed: Annotated[int, typer.Option(help="Seed of a new split (a study file's [data] split_seed).")] = SPLIT_SEED,
     fractions: Annotated[Optional[str], typer.Option(help="Train,val,test fractions of a new split, e.g. 0.7,0.15,0.15.")] = None,

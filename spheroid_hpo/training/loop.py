@@ -33,6 +33,7 @@ from spheroid_hpo.training import device as device_policy
 from spheroid_hpo.training.device import autocast, resolve_precision
 from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, Hyperparams
 from spheroid_hpo.training.inference import IMAGENET_MEAN, IMAGENET_STD, evaluate, normalise, stats_tensors
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS
 
 __all__ = ["CheckpointMismatch", "EpochStats", "class_weights_for", "train"]
 
@@ -89,7 +90,7 @@ def train(
     seed: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    precision: str = "auto",
+    precision: str = TRAINING_DEFAULTS.precision,
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
     checkpoint_tag: dict | None = None,

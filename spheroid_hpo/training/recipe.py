@@ -27,11 +27,12 @@ from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.architectures import architecture_names
 from spheroid_hpo.training.calibration import Calibration, calibrate
 from spheroid_hpo.training.device import resolve_precision, seed_everything
-from spheroid_hpo.training.hyperparams import PRECISIONS, Hyperparams
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.loop import EpochStats
 from spheroid_hpo.training.metrics import ClassificationMetrics
 from spheroid_hpo.training.models import count_parameters, create_model
 from spheroid_hpo.training.saved_model import ModelInfo
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS, TrainingSettings
 
 __all__ = ["Checkpoint", "Evaluation", "FitHooks", "FitResult", "TrainSpec", "fit"]
 
@@ -43,16 +44,15 @@ class TrainSpec:
 
     architecture: str
     hyperparams: Hyperparams
-    seed: int = 0
-    precision: str = "auto"
-    weights: str = "none"
+    seed: int = TRAINING_DEFAULTS.seed
+    precision: str = TRAINING_DEFAULTS.precision
+    weights: str = TRAINING_DEFAULTS.weights
 
     def __post_init__(self) -> None:
         if self.architecture not in architecture_names():
             raise InputError(f"unknown architecture {self.architecture!r}; choose one of: "
                              f"{', '.join(architecture_names())}")
-        if self.precision not in PRECISIONS:
-            raise InputError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        TrainingSettings(precision=self.precision, weights=self.weights, seed=self.seed)  # its checks, once
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import check_image_size
 from spheroid_hpo.training.recipe import TrainSpec, fit
 from spheroid_hpo.training.saved_model import MODEL_FILE, save_model
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS
 
 METRICS_FILE = "metrics.json"  # beside model.pt in a run folder: TrainResult.as_dict()
 # The run's own copy of the split it trained with, so export and audit-labels never re-split
@@ -117,10 +118,10 @@ def run_training(
     arch: str,
     hyperparams: Hyperparams,
     image_size: int = IMAGE_SIZE,
-    seed: int = 0,
+    seed: int = TRAINING_DEFAULTS.seed,
     device: str = "auto",
-    weights: str = "none",
-    precision: str = "auto",
+    weights: str = TRAINING_DEFAULTS.weights,
+    precision: str = TRAINING_DEFAULTS.precision,
     split: SplitSpec = DEFAULT_SPLIT,
     cv_folds: int | None = None,
     class_names: Sequence[str] | None = None,

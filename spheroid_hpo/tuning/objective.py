@@ -33,6 +33,7 @@ from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.models import count_parameters
 from spheroid_hpo.training.recipe import Checkpoint, FitHooks, FitResult, TrainSpec, fit
 from spheroid_hpo.training.saved_model import MODEL_FILE, save_model
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.search_space import suggest_params
 from spheroid_hpo.tuning.study_file import ParamSpec
@@ -120,9 +121,9 @@ def build_objective(
     device: torch.device,
     artifact_store,
     checkpoint_dir: Path,
-    precision: str = "auto",
-    weights: str = "none",
-    seed: int = 0,
+    precision: str = TRAINING_DEFAULTS.precision,
+    weights: str = TRAINING_DEFAULTS.weights,
+    seed: int = TRAINING_DEFAULTS.seed,
 ) -> Callable[[optuna.Trial], float]:
     """The function ``study.optimize`` calls for each trial of ``architecture``: suggest a point,
     train it with the one recipe (``training.recipe.fit``), record it and upload its artifacts."""
