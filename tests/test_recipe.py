@@ -134,3 +134,33 @@ def test_training_settings_are_one_schema_read_alike_with_one_precedence_rule():
     assert parse_study_text(with_training.replace("n_trials = 2\n", "").replace('"fp8"', '"fp32"'),
                             source=Path("s.toml")).n_trials == StudyConfig.n_trials
     assert given_over(TRAINING_DEFAULTS, seed=3, precision=None) == TrainingSettings(seed=3)
+
+
+def test_a_searched_weight_decay_reaches_adam_and_the_trials_record(demo_dir, tmp_path, monkeypatch):
+    """Adam's weight decay, added as the README's "Where to change what" says; default 0, the paper's."""
+    handed: list[float] = []
+    real_adam = torch.optim.Adam
+
+    def spy(params, **kwargs):
+        handed.append(kwargs.get("weight_decay", 0.0))
+        return real_adam(params, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "Adam", spy)
+    dataset = load_dataset(demo_dir, image_size=32, manifest_path=tmp_path / "splits.csv", splits=("train", "val"))
+    data = training_data(dataset, manifest=tmp_path / "splits.csv", cv_folds=None, split_seed=0)
+    (tmp_path / "artifacts").mkdir()
+    for extra_space, enqueued in (("weight_decay = { low = 1e-5, high = 1e-2, log = true }", {"weight_decay": 3e-4}),
+                                  ("", {})):
+        config = parse_study_text(one_architecture_study(extra_space=extra_space), source=Path("s.toml"))
+        objective = build_objective(
+            architecture="squeezenet1_1", data=data, search_space=config.search_space, device=torch.device("cpu"),
+            artifact_store=FileSystemArtifactStore(str(tmp_path / "artifacts")),
+            checkpoint_dir=tmp_path / "checkpoints", precision="fp32",
+        )
+        study = optuna.create_study(direction="maximize")
+        study.enqueue_trial({**PARAMS, **enqueued})
+        study.optimize(objective, n_trials=1)
+        (trial,) = study.trials
+        assert trial.state == TrialState.COMPLETE, trial.user_attrs
+        assert StudyFamily.hyperparams(trial).weight_decay == enqueued.get("weight_decay", 0.0)
+    assert handed == [3e-4, 0.0]

@@ -52,6 +52,7 @@ def train_command(
     near_duplicates: Annotated[str, typer.Option(help="together (default: near-duplicate images share a split, relaxed with one line when that leaves no split) or apart.")] = NEAR_DUPLICATES,
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
     class_weights: Annotated[str, typer.Option(help="none, or balanced: weight the loss by inverse class frequency in the train split.")] = "none",
+    weight_decay: Annotated[float, typer.Option(help="Adam's weight decay (L2 penalty), 0 to 1 (paper: 0).")] = 0.0,
 ) -> None:
     """Train one CNN on a folder of images and write its run folder."""
     from spheroid_hpo.data import SplitSpec, parse_fractions
@@ -59,7 +60,7 @@ def train_command(
     from spheroid_hpo.training.run import run_training
 
     hyperparams = Hyperparams(epochs=epochs, lr=lr, rotation=rotation, batch_size=batch_size,
-                              bn_momentum=bn_momentum, class_weights=class_weights)
+                              bn_momentum=bn_momentum, class_weights=class_weights, weight_decay=weight_decay)
     result = run_training(
         data_dir=_data_or_demo(data), out_dir=out, arch=arch, hyperparams=hyperparams, image_size=image_size,
         seed=seed, device=device, weights=weights, precision=precision, class_names=split_names(classes),

@@ -33,6 +33,7 @@ TUNABLE_PARAMS: dict[str, type] = {
     "batch_size": int,
     "bn_momentum": float,
     "class_weights": str,
+    "weight_decay": float,
 }
 # The values a string-valued tunable may take.
 CATEGORICAL_VALUES: dict[str, tuple[str, ...]] = {"class_weights": CLASS_WEIGHTS}
@@ -44,6 +45,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
     "rotation": (0.0, 180.0, False, "rotation is +/- degrees"),
     "batch_size": (MIN_BATCH_SIZE, 4096, False, "BatchNorm needs two images per batch"),
     "bn_momentum": (0.0, 1.0, True, "BatchNorm momentum lies in (0, 1]"),
+    "weight_decay": (0.0, 1.0, False, "Adam's L2 penalty is not negative"),
 }
 # How each is labelled: (short, in prose, in LaTeX).
 _LABELS = {
@@ -53,6 +55,7 @@ _LABELS = {
     "batch_size": ("bs", "batch size", "Batch size"),
     "bn_momentum": ("bnm", "BN momentum", "BN momentum"),
     "class_weights": ("cw", "class weights", "Class weights"),
+    "weight_decay": ("wd", "weight decay", "Weight decay"),
 }
 _STYLES = ("short", "title", "latex")
 
@@ -72,6 +75,7 @@ class Hyperparams:
     batch_size: int
     bn_momentum: float | None = None  # None: each net's own BatchNorm momentum
     class_weights: str = "none"
+    weight_decay: float = 0.0  # Adam's L2 penalty; the paper trained without one
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -147,7 +151,7 @@ def format_param(name: str, value) -> str:
         return "–"
     if isinstance(value, str):  # a categorical choice, e.g. class_weights
         return value
-    if name in ("lr", "bn_momentum"):
+    if name in ("lr", "bn_momentum", "weight_decay"):
         return f"{value:.1e}"
     if isinstance(value, float) and not value.is_integer():
         return f"{value:.1f}"

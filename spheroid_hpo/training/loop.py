@@ -133,7 +133,8 @@ def train(
     # The fused kernel updates every parameter in one pass: 4 ms instead of foreach's 12 ms
     # per MobileNet step on the benchmark CPU (BENCHMARKS.md).
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused, foreach=None if fused else True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=hyperparams.weight_decay, fused=fused,
+                                 foreach=None if fused else True)
     history: list[EpochStats] = []
 
     if checkpoint_path is not None and Path(checkpoint_path).exists():
