@@ -7,6 +7,7 @@ And ``Hyperparams`` refuses out-of-range values itself, with the line a study fi
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -164,3 +165,20 @@ def test_a_searched_weight_decay_reaches_adam_and_the_trials_record(demo_dir, tm
         assert trial.state == TrialState.COMPLETE, trial.user_attrs
         assert StudyFamily.hyperparams(trial).weight_decay == enqueued.get("weight_decay", 0.0)
     assert handed == [3e-4, 0.0]
+
+
+def test_train_takes_cv_folds_as_a_study_file_does(demo_dir, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    code, err = _cli_error(monkeypatch, capsys, "train", "--data", str(data), "--cv-folds", "1",
+                           "--out", str(tmp_path / "refused"))
+    assert code == 2 and "cross-validation needs at least 2 folds" in err and err.count("\n") == 1, err
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", "train", "--data", str(demo_dir), "--arch", "squeezenet1_1",
+                                      "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--device", "cpu",
+                                      "--precision", "fp32", "--split-manifest", str(tmp_path / "splits.csv"),
+                                      "--cv-folds", "3", "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as finished:
+        main()
+    assert finished.value.code in (0, None)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["config"]["cv_folds"] == 3 and len(metrics["cv_fold_val_macro_f1"]) == 3
+    assert "mean validation macro-F1 over 3 folds" in capsys.readouterr().out

@@ -53,6 +53,7 @@ def train_command(
     classes: Annotated[Optional[str], typer.Option(help="Comma-separated class names, in label order.")] = None,
     class_weights: Annotated[str, typer.Option(help="none, or balanced: weight the loss by inverse class frequency in the train split.")] = "none",
     weight_decay: Annotated[float, typer.Option(help="Adam's weight decay (L2 penalty), 0 to 1 (paper: 0).")] = 0.0,
+    cv_folds: Annotated[Optional[int], typer.Option(help="Train once per fold of train+val, as a study with [data] cv_folds does; the model is the last fold's.")] = None,
 ) -> None:
     """Train one CNN on a folder of images and write its run folder."""
     from spheroid_hpo.data import SplitSpec, parse_fractions
@@ -67,10 +68,14 @@ def train_command(
         split=SplitSpec(seed=split_seed, fractions=parse_fractions(fractions) if fractions else SPLIT_FRACTIONS,
                         group_by=group_by, groups_csv=groups_csv, manifest=split_manifest,
                         near_duplicates=near_duplicates),
+        cv_folds=cv_folds,
     )
     crossing = result.duplicate_groups_across_splits
     typer.echo(f"duplicate groups across splits in {result.split_manifest}: {len(crossing)}")
     val, test = result.validation, result.test
+    if result.cv_fold_val_macro_f1:
+        typer.echo(f"mean validation macro-F1 over {len(result.cv_fold_val_macro_f1)} folds "
+                   f"{result.val_macro_f1:.3f} (" + ", ".join(f"{s:.3f}" for s in result.cv_fold_val_macro_f1) + ")")
     typer.echo(f"validation macro-F1 {val['macro_f1']:.3f}, accuracy {val['accuracy']:.3f}")
     typer.echo(f"test       macro-F1 {test['macro_f1']:.3f}, accuracy {test['accuracy']:.3f}")
     calibration = result.calibration

@@ -21,7 +21,14 @@ from pathlib import Path
 import torch
 
 from spheroid_hpo.atomic_write import replacing, require_writable, write_text_atomically
-from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, DEFAULT_SPLIT, SplitSpec, load_dataset, training_data
+from spheroid_hpo.data import (
+    DEFAULT_MANIFEST_NAME,
+    DEFAULT_SPLIT,
+    SplitSpec,
+    check_fold_number,
+    load_dataset,
+    training_data,
+)
 from spheroid_hpo.defaults import IMAGE_SIZE
 from spheroid_hpo.training.calibration import plot_reliability
 from spheroid_hpo.training.device import resolve_device
@@ -143,6 +150,8 @@ def run_training(
     # Before the data is decoded: these fail in seconds, not after minutes of loading.
     spec = TrainSpec(architecture=arch, hyperparams=hyperparams, seed=seed, precision=precision, weights=weights)
     check_image_size(arch, image_size)
+    if cv_folds is not None:
+        check_fold_number(cv_folds)
     require_writable(Path(out_dir), option="--out")
     torch_device = resolve_device(device)
     dataset = load_dataset(
