@@ -138,23 +138,8 @@ def train(
     history: list[EpochStats] = []
 
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        # On the CPU first: RNG states must be CPU tensors; the state dicts are copied to the device.
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if checkpoint.get("tag") != checkpoint_tag:
-            raise CheckpointMismatch(
-                f"checkpoint {checkpoint_path} belongs to another run ({checkpoint.get('tag')}), not to "
-                f"{checkpoint_tag}; delete it or use another checkpoint folder"
-            )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["generator"])
-        # Dropout draws from the global generators; restoring them makes the resumed epochs
-        # the very epochs an uninterrupted run would have trained.
-        if "torch_rng" in checkpoint:  # absent from checkpoints of older versions
-            torch.set_rng_state(checkpoint["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-        history = [replace(EpochStats(**record), restored=True) for record in checkpoint["history"]]
+        history = _restore_checkpoint(Path(checkpoint_path), tag=checkpoint_tag, model=model, optimizer=optimizer,
+                                      generator=generator, device=device)
         for record in history:
             if on_epoch is not None:
                 on_epoch(record)
@@ -163,30 +148,11 @@ def train(
     with bar:
         for epoch in range(len(history) + 1, epochs + 1):
             started = time.perf_counter()
-            model.train()
-            order = torch.randperm(len(train_images), generator=generator).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                # BatchNorm cannot normalise a batch of one image in train mode.
-                if len(index) < 2:
-                    continue
-                images = train_images[index].float()
-                images = rotate_batch(images, max_degrees=rotation, generator=generator)
-                images = normalise(images, mean_t, std_t).contiguous(memory_format=torch.channels_last)
-                labels = train_labels[index]
-                with autocast(device, autocast_dtype):
-                    logits = model(images)
-                    loss = F.cross_entropy(logits.float(), labels, weight=loss_weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # Accumulate on the device; one host sync per epoch keeps a GPU busy.
-                loss_sum += loss.detach() * len(index)
-                correct += (logits.argmax(dim=1) == labels).sum()
-                seen += len(index)
+            loss_sum, correct, seen = _train_one_epoch(
+                model, optimizer, images=train_images, labels=train_labels, batch_size=batch_size, rotation=rotation,
+                generator=generator, mean_t=mean_t, std_t=std_t, device=device, autocast_dtype=autocast_dtype,
+                loss_weights=loss_weights,
+            )
             if seen == 0:
                 raise InputError(
                     f"epoch {epoch} trained on no image: the train split holds {len(train_images)} "
@@ -224,6 +190,61 @@ def train(
             if on_epoch is not None:
                 on_epoch(stats)
     return history
+
+
+def _restore_checkpoint(path: Path, *, tag: dict | None, model: nn.Module, optimizer, generator: torch.Generator,
+                        device: torch.device) -> list[EpochStats]:
+    """Put the state saved in ``path`` back into the model, optimizer and random generators; return
+    the epochs it had trained (marked restored). CheckpointMismatch when another run wrote it."""
+    # On the CPU first: RNG states must be CPU tensors; the state dicts are copied to the device.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("tag") != tag:
+        raise CheckpointMismatch(
+            f"checkpoint {path} belongs to another run ({checkpoint.get('tag')}), not to "
+            f"{tag}; delete it or use another checkpoint folder"
+        )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    generator.set_state(checkpoint["generator"])
+    # Dropout draws from the global generators; restoring them makes the resumed epochs
+    # the very epochs an uninterrupted run would have trained.
+    if "torch_rng" in checkpoint:  # absent from checkpoints of older versions
+        torch.set_rng_state(checkpoint["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+    return [replace(EpochStats(**record), restored=True) for record in checkpoint["history"]]
+
+
+def _train_one_epoch(model: nn.Module, optimizer, *, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                     rotation: float, generator: torch.Generator, mean_t: torch.Tensor, std_t: torch.Tensor,
+                     device: torch.device, autocast_dtype: torch.dtype | None, loss_weights: torch.Tensor | None):
+    """One pass over the shuffled training images; (summed loss, correct count) as device tensors, and
+    the number of images trained on. No host sync here: the caller's ``.item()`` is the epoch's one."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator).to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        # BatchNorm cannot normalise a batch of one image in train mode.
+        if len(index) < 2:
+            continue
+        batch = images[index].float()
+        batch = rotate_batch(batch, max_degrees=rotation, generator=generator)
+        batch = normalise(batch, mean_t, std_t).contiguous(memory_format=torch.channels_last)
+        targets = labels[index]
+        with autocast(device, autocast_dtype):
+            logits = model(batch)
+            loss = F.cross_entropy(logits.float(), targets, weight=loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Accumulate on the device; one host sync per epoch keeps a GPU busy.
+        loss_sum += loss.detach() * len(index)
+        correct += (logits.argmax(dim=1) == targets).sum()
+        seen += len(index)
+    return loss_sum, correct, seen
 
 
 def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device,
