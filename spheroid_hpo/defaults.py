@@ -1,8 +1,21 @@
-"""Defaults shared by several layers, each defined here once (no imports: the CLI reads them cheaply)."""
+"""Defaults shared by several layers, each defined here once, and the one precedence rule
+(light imports only: the CLI reads them cheaply). Settings with a schema of their own declare
+their defaults on their dataclass (``data.SplitSpec``, ``training.settings.TrainingSettings``,
+the study file's tables)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import TypeVar
+
+_Settings = TypeVar("_Settings")
+
+
+def given_over(settings: _Settings, **given: object) -> _Settings:
+    """The one precedence rule, command line > file > default: ``settings`` (a frozen dataclass read
+    from a file, its defaults filled in) with each value given on the command line (not None) in place."""
+    return dataclasses.replace(settings, **{name: value for name, value in given.items() if value is not None})
 
 RUNS_DIR = Path("runs")  # studies, demo data, reports and run folders, relative to the working directory
 IMAGE_SIZE = 224  # images are resized once to this square size (the nets' ImageNet input)

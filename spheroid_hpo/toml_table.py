@@ -73,16 +73,6 @@ class TomlTable:
             raise self.error(name, f"must be {limit}, but got {value!r}")
         return value
 
-    def bounded(self, name: str, kind: type, bounds: tuple[float, float, bool, str], *, param: str) -> Any:
-        """The value of ``name`` within hyperparameter ``param``'s ``bounds`` (low, high, low excluded?, why)."""
-        value = self.get(name, kind)
-        low, high, low_excluded, why = bounds
-        too_low = value <= low if low_excluded else value < low
-        if not math.isfinite(value) or too_low or value > high:
-            interval = f"{'(' if low_excluded else '['}{low}, {high}]"
-            raise self.error(name, f"must lie in {interval} ({why}), but got {param} = {value!r}")
-        return value
-
     def checked(self, name: str, kind: type, check: Callable[[Any], Any], rule: str,
                 default: Any = REQUIRED) -> Any:
         """What ``check`` returns for the value of ``name``; when it raises InputError, an error

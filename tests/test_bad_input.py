@@ -103,7 +103,7 @@ CASES = {
     "demo per_class absurd": Case(("create", "--study", _study("per_class=100000000")), "per_class"),
     # 3. batch size 1 is refused everywhere, with the reason
     "train batch size 1": Case(("train", "--data", "{data}", "--batch-size", "1", "--out", "{tmp}/t"),
-                               "batch size must be at least 2 (BatchNorm"),
+                               "batch_size must lie in [2, 4096] (BatchNorm"),
     "train alexnet at 32 px": Case(("train", "--data", "{data}", "--arch", "alexnet", "--image-size", "32",
                                     "--out", "{tmp}/t"), "at least 64 px"),
     "train image size huge": Case(("train", "--data", "{data}", "--image-size", "100000", "--out", "{tmp}/t"),
@@ -134,8 +134,8 @@ CASES = {
     "demo-data size absurd": Case(("demo-data", "{tmp}/demo", "--size", "100000"), "size"),
     # issue 26: learning rates are finite, as the study file bounds them
     "train lr inf": Case(("train", "--data", "{data}", "--lr", "inf", "--out", "{tmp}/t"),
-                         "learning rate must be positive, finite and at most 1.0"),
-    "train lr 1e308": Case(("train", "--data", "{data}", "--lr", "1e308", "--out", "{tmp}/t"), "lr=1e+308"),
+                         "lr must lie in (0.0, 1.0] (Adam's learning rate is positive), but got lr = inf"),
+    "train lr 1e308": Case(("train", "--data", "{data}", "--lr", "1e308", "--out", "{tmp}/t"), "lr = 1e+308"),
     # small ones
     "hint names --runs-dir": Case(("report", "--runs-dir", "{tmp}/elsewhere"), "elsewhere/NAME/study.db"),
     # issue 26, study files and launch: each of these was accepted (or a traceback)
@@ -317,8 +317,8 @@ def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
     own, which the trial refuses to resume (and leaves in place) rather than train from.
     """
     from spheroid_hpo.training.loop import train
-    from spheroid_hpo.tuning.storage import checkpoint_root, default_artifact_dir
     from spheroid_hpo.tuning.studies import checkpoint_dir
+    from spheroid_hpo.tuning.workspace import Workspace
 
     path = tmp_path / "hopeless.toml"
     path.write_text(BOTH.format(name="hopeless", epochs=1, lr=1e-3))
@@ -326,7 +326,7 @@ def test_launch_fails_and_says_why_when_every_trial_failed(tmp_path):
     create_in_a_child(path, runs)
     url = f"sqlite:///{runs / 'hopeless' / 'study.db'}"
     study = optuna.load_study(study_name="hopeless.squeezenet1_1", storage=url)
-    stale = checkpoint_dir(study, checkpoint_root(default_artifact_dir("hopeless", runs_dir=runs))) / "trial-0.pt"
+    stale = checkpoint_dir(study, Workspace.of("hopeless", runs_dir=runs).checkpoints) / "trial-0.pt"
     images, labels = torch.rand(8, 3, 32, 32), torch.arange(8) % 4
     train(create_model("squeezenet1_1", num_classes=4), train_images=images, train_labels=labels,
           val_images=images, val_labels=labels, num_classes=4,
@@ -653,7 +653,9 @@ def test_report_cleans_up_on_sigterm(tmp_path):
         "def slow(*args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
         "build._build = slow\n"
-        "build.open_family = lambda **kw: type('F', (), {'name': 'x'})()\n"
+        "from spheroid_hpo.tuning.workspace import Workspace\n"
+        "build.open_family = lambda **kw: type('F', (), {'name': 'x', 'workspace': lambda self, **k: "
+        "Workspace.of('x', **k)})()\n"
         "build.require_best_trials = lambda family: {}\n"
         "sys.argv = ['spheroid-hpo', 'report', '--study', 'x', '--out', sys.argv[1], '--artifacts', sys.argv[2]]\n"
         "from spheroid_hpo.cli import main\n"

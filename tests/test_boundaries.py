@@ -1,6 +1,6 @@
 """The package's architecture, enforced: layers import only downwards, light modules stay light,
-every trial attribute key and every file name a study leaves is spelled in one place, and no
-package module grows past 400 lines.
+and every trial attribute key and every file name a study leaves is spelled in one place.
+(Relative imports, which would slip past the layer check, are refused by ruff's TID252.)
 
 Layers, lowest first: the foundation modules (errors, defaults, atomic_write, toml_table), then
 data < training < tuning < results < cli (``../shared/DESIGN.md``).
@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "spheroid_hpo"
 FOUNDATION = {"errors", "defaults", "atomic_write", "toml_table", "notices"}
 LAYERS = ("foundation", "data", "training", "tuning", "results", "cli")
-MAX_LINES = 400
 
 
 def module_name(path: Path) -> str:
@@ -172,14 +171,6 @@ def test_the_attribute_key_scan_finds_each_form(tmp_path):
     assert keys == ["'a'", "'b'", "'c'", "'d'", "'e'", "'f'"]
 
 
-def test_no_module_imports_relatively():
-    """Relative imports would slip past the layer check, which reads ``spheroid_hpo.`` names."""
-    relative = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in package_modules()
-                for node in ast.walk(ast.parse(path.read_text()))
-                if isinstance(node, ast.ImportFrom) and node.level > 0]
-    assert relative == [], f"relative imports: {relative}"
-
-
 # Names of the files a study, a trial or a run leaves; readers and writers share one constant.
 STUDY_FILE_NAMES = ("splits.csv", "model.pt", "metrics.json", "history.csv")
 
@@ -190,12 +181,6 @@ def test_each_file_name_a_study_leaves_is_spelled_once(name):
                for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, ast.Constant) and node.value == name]
     assert len(spelled) == 1, f"{name!r} is spelled {len(spelled)} times: {spelled}; name it once and import it"
-
-
-@pytest.mark.parametrize("path", package_modules(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_module_is_over_400_lines(path):
-    lines = len(path.read_text().splitlines())
-    assert lines <= MAX_LINES, f"{path.relative_to(ROOT)} has {lines} lines; split it by job"
 
 
 def test_the_package_init_files_only_re_export():

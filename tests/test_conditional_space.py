@@ -13,7 +13,8 @@ from torch import nn
 from spheroid_hpo.results.family import StudyFamily
 from spheroid_hpo.training import architectures
 from spheroid_hpo.training.architectures import applicable_params, architecture_names
-from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS
+from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS, Hyperparams
+from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.search_space import suggest_params
 from spheroid_hpo.tuning.study_file import parse_study_text
 
@@ -62,7 +63,8 @@ def test_a_fixed_bn_momentum_is_not_reported_for_squeezenet():
     family = StudyFamily(name="s", config=config, storage_url="", storage=None, studies={}, data={}, manifest_csv="")
     study = optuna.create_study()
     trial = study.ask()
-    suggest_params(trial, config.search_space)
+    # What the objective records: the whole configuration the trial trains with.
+    records.record_hyperparams(trial, Hyperparams.from_params(suggest_params(trial, config.search_space)))
     study.tell(trial, 0.5)
     frozen = study.trials[0]
     assert "bn_momentum" not in family.params(frozen, "squeezenet1_1")

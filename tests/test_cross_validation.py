@@ -16,6 +16,7 @@ from study_files import one_architecture_study
 from spheroid_hpo.data import LabeledFile, SplitSpec, TrainingData, assign_folds, load_dataset
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import loop
+from spheroid_hpo.training import recipe as recipe_module
 from spheroid_hpo.tuning import objective as objective_module
 from spheroid_hpo.tuning.objective import build_objective
 from spheroid_hpo.tuning.records import CV_SCORES
@@ -188,7 +189,7 @@ def test_a_worker_draws_folds_of_train_and_val_that_keep_duplicates_together(dem
 
 def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, tmp_path, monkeypatch):
     from spheroid_hpo.results.best_file import BestConfig, SeedScores
-    from spheroid_hpo.results.reproduce import _retrain_folds
+    from spheroid_hpo.results.reproduce import _retrain
     from spheroid_hpo.training.machine import machine_fingerprint
 
     trial, _, _ = _cv_trial(demo_dir, tmp_path, monkeypatch)
@@ -200,43 +201,50 @@ def test_reproduce_retrains_a_cross_validated_trial_to_its_very_value(demo_dir, 
         machine=machine_fingerprint(torch.device("cpu"), threads=torch.get_num_threads(), precision="fp32"),
         seeds=(0,), val=scores, test=scores, cv_folds=3,
     )
-    val, test = _retrain_folds(config, seed=0, folder=demo_dir, manifest=tmp_path / "splits.csv",
-                               device=torch.device("cpu"))
-    assert val == trial.value  # same machine, same folds, same seed: the very number
-    assert 0.0 <= test <= 1.0
+    run = _retrain(config, seed=0, folder=demo_dir, manifest=tmp_path / "splits.csv", device=torch.device("cpu"),
+                   threads=torch.get_num_threads(), out_dir=tmp_path / "retrained", log=lambda line: None)
+    assert run.val_macro_f1 == trial.value  # same machine, same folds, same seed: the very number
+    assert 0.0 <= run.test_macro_f1 <= 1.0
 
 
 def test_a_cross_validated_trial_calibrates_on_images_its_model_never_trained_on(demo_dir, tmp_path, monkeypatch):
     fitted_on = []
-    real_calibrate = objective_module.calibrate
+    real_calibrate = recipe_module.calibrate
 
     def spy(model, *, val_images, val_labels):
         fitted_on.append(len(val_images))
         return real_calibrate(model, val_images=val_images, val_labels=val_labels)
 
-    monkeypatch.setattr(objective_module, "calibrate", spy)
+    monkeypatch.setattr(recipe_module, "calibrate", spy)
     trial, runs, _ = _cv_trial(demo_dir, tmp_path, monkeypatch)
     assert trial.state == TrialState.COMPLETE
     # The last fold's validation part, not the manifest's validation split (mostly that model's training data).
     assert fitted_on == [runs[-1][1]]
 
 
-def test_a_trial_failed_by_another_worker_after_its_last_epoch_is_left_to_its_retry(demo_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("paused_in", ["calibration", "first-record"])
+def test_a_trial_failed_by_another_worker_after_its_last_epoch_is_left_to_its_retry(demo_dir, tmp_path, monkeypatch,
+                                                                                      paused_in):
     # Paused after its last epoch past the heartbeat grace period: another worker marks the trial
-    # FAIL and queues its retry. Writing to it must stop quietly, never crash the worker.
+    # FAIL and queues its retry. Writing to it must stop quietly, never crash the worker: whether the
+    # pause ends before the objective's check (calibration) or between the check and a write.
     from spheroid_hpo.tuning.objective import TrialTakenOver
 
-    real_calibrate = objective_module.calibrate
-
-    def paused_then_taken_over(model, *, val_images, val_labels):
+    def taken_over() -> None:
         study = optuna.load_study(study_name="takeover", storage=storage)
-        trial_id = study.trials[-1]._trial_id
-        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
-        return real_calibrate(model, val_images=val_images, val_labels=val_labels)
+        storage.set_trial_state_values(study.trials[-1]._trial_id, optuna.trial.TrialState.FAIL)
+
+    module, name = ((recipe_module, "calibrate") if paused_in == "calibration" else
+                    (objective_module, "_record_history"))
+    real = getattr(module, name)
+
+    def paused_then_taken_over(*args, **kwargs):
+        taken_over()
+        return real(*args, **kwargs)
 
     storage = optuna.storages.InMemoryStorage()
     optuna.create_study(study_name="takeover", storage=storage, direction="maximize")
-    monkeypatch.setattr(objective_module, "calibrate", paused_then_taken_over)
+    monkeypatch.setattr(module, name, paused_then_taken_over)
     monkeypatch.setattr(optuna, "create_study",
                         lambda **kwargs: optuna.load_study(study_name="takeover", storage=storage))
     with pytest.raises(TrialTakenOver):

@@ -214,9 +214,9 @@ def test_auto_precision_trains_a_depthwise_model_in_fp32(demo):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"epochs": 0}, "epochs must be at least 1"),
-        ({"batch_size": 1}, "batch size must be at least 2"),
-        ({"lr": 0.0}, "learning rate must be positive"),
+        ({"epochs": 0}, r"epochs must lie in \[1, 10000\]"),
+        ({"batch_size": 1}, r"batch_size must lie in \[2, 4096\]"),
+        ({"lr": 0.0}, r"lr must lie in \(0.0, 1.0\]"),
         ({"precision": "fp8"}, "unknown precision 'fp8'"),
     ],
 )

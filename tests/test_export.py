@@ -17,7 +17,14 @@ import torch
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.results.export import TOLERANCE, ExportCheckError, ExportRequest, _formats, export_model
+from spheroid_hpo.results.export import (
+    TOLERANCE,
+    ExportCheckError,
+    ExportRequest,
+    _formats,
+    export_model,
+    format_for_file,
+)
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.predict import predict_images
 from spheroid_hpo.training.run import run_training
@@ -87,7 +94,8 @@ def test_predict_on_onnx_equals_predict_on_model_pt(run_dir, demo_dir, tmp_path)
     for options in (dict(), dict(calibrated=False), dict(tta=True)):
         from_pt = _rows(predict_images(model=run_dir, inputs=images, out=tmp_path / "pt.csv", device="cpu",
                                        **options).out)
-        from_onnx = _rows(predict_images(model=onnx_file, inputs=images, out=tmp_path / "onnx.csv", **options).out)
+        from_onnx = _rows(predict_images(model=onnx_file, inputs=images, out=tmp_path / "onnx.csv",
+                                         reader=format_for_file(onnx_file).read, **options).out)
         assert [list(r) for r in from_onnx] == [list(r) for r in from_pt]
         assert [(r["path"], r["predicted_class"], r["error"]) for r in from_onnx] == \
             [(r["path"], r["predicted_class"], r["error"]) for r in from_pt]

@@ -431,5 +431,5 @@ def test_a_learning_rate_that_is_not_finite_or_above_1_is_one_line(lr, tmp_path,
                             "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--lr", lr,
                             "--out", tmp_path / "t")
     assert code == 2, err
-    assert err.count("\n") == 1 and "learning rate must be positive, finite and at most 1.0" in err, err
+    assert err.count("\n") == 1 and "lr must lie in (0.0, 1.0] (Adam's learning rate is positive)" in err, err
     assert not (data / "splits.csv").exists()  # refused before the data was split or decoded

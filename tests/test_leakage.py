@@ -21,8 +21,9 @@ from optuna.trial import TrialState
 from split_manifests import GROUP_BY, read_manifest
 from study_files import one_architecture_study
 
-from spheroid_hpo.data import load_dataset
+from spheroid_hpo.data import SplitSpec, load_dataset
 from spheroid_hpo.results.report import _repeats as repeats_module
+from spheroid_hpo.training import recipe as recipe_module
 from spheroid_hpo.training import run as run_module
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning import objective as objective_module
@@ -60,8 +61,8 @@ class Spy:
 def test_a_train_run_trains_on_train_and_calibrates_on_validation_only(demo_dir, tmp_path, monkeypatch):
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data)
-    trained = Spy(monkeypatch, run_module.loop, "train")
-    calibrated = Spy(monkeypatch, run_module, "calibrate")
+    trained = Spy(monkeypatch, recipe_module.loop, "train")
+    calibrated = Spy(monkeypatch, recipe_module, "calibrate")
     run_module.run_training(data_dir=data, out_dir=tmp_path / "run", arch="squeezenet1_1",
                             hyperparams=Hyperparams(epochs=1, **PARAMS), image_size=32, device="cpu",
                             progress=False)
@@ -77,7 +78,7 @@ def test_a_train_run_trains_on_train_and_calibrates_on_validation_only(demo_dir,
 def _trial(data, tmp_path, monkeypatch):
     """One trial of the objective on ``data``, with spies on what it trains and calibrates on."""
     trained = Spy(monkeypatch, objective_module.loop, "train")
-    calibrated = Spy(monkeypatch, objective_module, "calibrate")
+    calibrated = Spy(monkeypatch, recipe_module, "calibrate")
     config = parse_study_text(one_architecture_study(), source=Path("s.toml"))
     (tmp_path / "artifacts").mkdir()
     objective = build_objective(
@@ -151,8 +152,9 @@ def test_report_repeats_retrain_on_the_studys_split(monkeypatch, tmp_path):
     """Without the study's manifest each seed would draw a split of its own, with the study's test images in it."""
     params = {"epochs": 2, **PARAMS}
     family = SimpleNamespace(  # what repeat_best reads of a study family
-        config=SimpleNamespace(training=SimpleNamespace(seed=0, weights="none", precision="fp32")),
-        data=SimpleNamespace(image_size=32), params=lambda trial, architecture: params,
+        config=SimpleNamespace(training=SimpleNamespace(seed=0, weights="none", precision="fp32"),
+                               data=SimpleNamespace(split=SplitSpec(seed=3), cv_folds=None)),
+        data=SimpleNamespace(image_size=32), hyperparams=lambda trial: Hyperparams.from_params(params),
     )
     calls = []
 

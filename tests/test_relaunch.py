@@ -128,7 +128,7 @@ def test_a_trial_records_its_fixed_values_and_the_report_shows_those(demo_dir, t
     study.optimize(objective, n_trials=1, catch=(Exception,))  # fails fast: the weights file is gone
     (trial,) = study.trials
     assert trial.state == TrialState.FAIL
-    assert trial.user_attrs["fixed_values"] == {"epochs": 1}
+    assert trial.user_attrs["hyperparams"]["epochs"] == 1  # recorded before training started
 
     edited = parse_study_text(one_architecture_study(epochs=5), source=Path("wiring.toml"))
     family = StudyFamily(name="wiring", config=edited, storage_url="", storage=None, studies={}, data=None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage
+from spheroid_hpo.tuning.storage import masked_url, open_storage
+from spheroid_hpo.tuning.workspace import Workspace
 
 TRIALS_PER_WORKER = 30
 WORKERS = 4
@@ -65,8 +67,17 @@ def test_sqlite_storage_uses_write_ahead_logging(tmp_path):
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_default_storage_is_a_sqlite_file_under_runs():
-    assert default_storage_url("paper") == "sqlite:///runs/paper/study.db"
+def test_a_workspace_lays_out_the_study_folder_and_given_folders_win():
+    default = Workspace.of("paper")
+    assert default.storage_url == "sqlite:///runs/paper/study.db"
+    assert (default.artifact_dir, default.checkpoints) == (Path("runs/paper/artifacts"), Path("runs/paper/checkpoints"))
+    assert (default.manifest, default.logs, default.report) == (
+        Path("runs/paper/splits.csv"), Path("runs/paper/logs"), Path("runs/paper/report"))
+    shared = Workspace.of("paper", runs_dir=Path("/lab/runs"), storage_url="postgresql+psycopg://db/hpo",
+                          artifact_dir=Path("/shared/artifacts"))
+    assert shared.storage_url == "postgresql+psycopg://db/hpo"
+    assert shared.checkpoints == Path("/shared/checkpoints")  # beside the artifacts every worker shares
+    assert shared.manifest == Path("/lab/runs/paper/splits.csv")
 
 
 def test_masked_url_hides_the_password():

@@ -64,7 +64,7 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
            "--device", "cpu", "--precision", "fp32", "--weights", str(weights), "--bn-momentum", "0.05",
            "--split-manifest", str(manifest), "--classes", ",".join(REVERSED_CLASSES),
            "--class-weights", "balanced", "--near-duplicates", "apart", "--split-seed", "5",
-           "--fractions", "0.6,0.2,0.2", "--lr-schedule", "cosine")
+           "--fractions", "0.6,0.2,0.2", "--weight-decay", "1e-4", "--lr-schedule", "cosine")
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"] == {
@@ -73,7 +73,8 @@ def test_train_scores_each_split_from_the_manifest_and_records_every_option(demo
         "weights": str(weights), "precision": "fp32", "bn_momentum": 0.05,
         "split": {"split_seed": 5, "fractions": [0.6, 0.2, 0.2], "group_by": None, "groups_csv": None,
                   "split_manifest": str(manifest), "near_duplicates": "apart"},
-        "class_names": list(REVERSED_CLASSES), "class_weights": "balanced", "lr_schedule": "cosine",
+        "class_names": list(REVERSED_CLASSES), "class_weights": "balanced", "cv_folds": None,
+        "weight_decay": 1e-4, "lr_schedule": "cosine",
     }
     assert metrics["class_names"] == list(REVERSED_CLASSES)
     assert metrics["split_manifest"] == str(manifest)

@@ -25,6 +25,7 @@ from waiting import wait_for
 import spheroid_hpo.tuning.worker as worker_module
 from spheroid_hpo.cli import app
 from spheroid_hpo.data import TrainingData, load_dataset
+from spheroid_hpo.results.report import report_output_names
 from spheroid_hpo.training import inference, loop
 from spheroid_hpo.training.saved_model import load_model
 from spheroid_hpo.tuning.create import create_study_family
@@ -136,16 +137,16 @@ def test_a_lagging_trial_is_pruned_before_its_last_epoch_never_after_it(demo_dir
 
 
 def test_a_searched_bn_momentum_reaches_the_trained_model(demo_dir, tmp_path, monkeypatch):
-    from spheroid_hpo.tuning import objective as objective_module
+    from spheroid_hpo.training import recipe as recipe_module
 
     built: list[nn.Module] = []
-    real_create_model = objective_module.create_model
+    real_create_model = recipe_module.create_model
 
     def recording_create_model(*args, **kwargs):
         built.append(real_create_model(*args, **kwargs))
         return built[-1]
 
-    monkeypatch.setattr(objective_module, "create_model", recording_create_model)
+    monkeypatch.setattr(recipe_module, "create_model", recording_create_model)
     params = {"epochs": 1, "lr": 1e-3, "rotation": 0.0, "batch_size": 8, "bn_momentum": 0.037}
     trial, model_file, _, _ = run_one_trial(
         demo_dir, tmp_path, architecture="resnet18", params=params,
@@ -255,6 +256,8 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
                                       "--runs-dir", str(runs), "--out", str(out), "--repeats", "2",
                                       "--device", "cpu"])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    # Every registered output is written, and the command names each.
+    assert all((out / name).is_file() and name in result.output for name in report_output_names()), result.output
 
     markdown = (out / "report.md").read_text()
     assert "Each architecture's best configuration retrained with seeds 0, 1 on the study's split" in markdown

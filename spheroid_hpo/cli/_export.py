@@ -13,11 +13,12 @@ from spheroid_hpo.defaults import RUNS_DIR
 
 @app.command("export")
 def export_command(
-    format: Annotated[str, typer.Option("--format", help="bioimageio (zip), onnx or torchscript.")],
+    format: Annotated[str, typer.Option("--format", help="bioimageio (zip), onnx or torchscript "
+                                                        "(spheroid_hpo.results.export's registry).")],
     source: Annotated[Optional[Path], typer.Argument(help="A run folder (train, reproduce --out) or a model.pt; "
                                                           "or leave out and pass --study.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="File to write; default model.onnx, model.torchscript.pt "
-                                                     "or model.bioimageio.zip next to the model.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="File to write; default the format's own file name "
+                                                     "(model.onnx, ...) next to the model.")] = None,
     study: Annotated[Optional[str], typer.Option(help="Export the best trial of this study instead.")] = None,
     storage: Annotated[Optional[str], typer.Option(help="Storage URL of --study; default "
                                                         "sqlite:///runs/<study>/study.db.")] = None,

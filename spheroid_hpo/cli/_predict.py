@@ -23,8 +23,11 @@ def predict_command(
                                                     "and an uncertain flag.")] = False,
 ) -> None:
     """Predict the class of each image; unreadable files get a row with the reason."""
+    from spheroid_hpo.results.export import format_for_file
     from spheroid_hpo.training.predict import predict_images
 
-    summary = predict_images(model=model, inputs=inputs, out=out, device=device, calibrated=calibration, tta=tta)
+    exported = format_for_file(model)  # an exported file predict reads back (ONNX), or None for a model.pt
+    summary = predict_images(model=model, inputs=inputs, out=out, device=device, calibrated=calibration, tta=tta,
+                             reader=exported.read if exported is not None else None)
     problems = f", {summary.errors} could not be read (see the error column)" if summary.errors else ""
     typer.echo(f"wrote {summary.out}: {summary.images} images{problems}")

@@ -28,7 +28,7 @@ def report_command(
     runs_dir: Annotated[Path, typer.Option(help="Folder holding the study's runs and demo data.")] = RUNS_DIR,
 ) -> None:
     """The paper's Table III from each architecture's best trial, scored once on the test split."""
-    from spheroid_hpo.results.report import write_report
+    from spheroid_hpo.results.report import report_output_names, write_report
 
     clean_up_on_sigterm()
 
@@ -39,8 +39,7 @@ def report_command(
     for row in result.tuned:
         typer.echo(f"{row.architecture:<22} trial #{row.trial_number:<4} test macro-F1 {row.mean_f1:.3f}  "
                    f"(val {row.val_macro_f1:.3f})")
-    typer.echo(f"wrote {result.out_dir}/report.md, report.html, checklist.json, table3.csv, table3.tex "
-               f"({result.seconds:.0f} s)")
+    typer.echo(f"wrote {result.out_dir}/{', '.join(report_output_names())} ({result.seconds:.0f} s)")
 
 
 @app.command("export-best")

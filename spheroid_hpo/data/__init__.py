@@ -26,7 +26,7 @@ _EXPORTS = {
                   "write_manifest"),
     "_source": ("DataSource", "data_folder", "load_recorded_dataset", "write_manifest_text"),
     "_split": ("FRACTIONS_RULE", "SPLIT_NAMES", "assign_folds", "assign_splits", "check_fold_count",
-               "validate_fractions"),
+               "check_fold_number", "validate_fractions"),
     "_split_spec": ("DEFAULT_SPLIT", "NEAR_DUPLICATE_POLICIES", "SPLIT_KEYS", "SplitSpec", "parse_fractions"),
     "_tensors": ("decode_images", "rotate_batch", "validate_image_size"),
 }

@@ -272,11 +272,17 @@ def _ensure_every_class_everywhere(
         placement[best] = split
 
 
+def check_fold_number(folds: int) -> int:
+    """``folds`` if it is a number of cross-validation folds (2 or more), before any data is read."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise InputError(f"cross-validation needs at least 2 folds, but got {folds=}; pass e.g. 5")
+    return folds
+
+
 def check_fold_count(labels: Sequence, folds: int) -> None:
     """Refuse ``folds`` when a class of ``labels`` (train + val) has fewer images than folds: every
     fold needs each class. (Refused later, the fold placer listed all K folds: 10 kB for 1000.)"""
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise InputError(f"cross-validation needs at least 2 folds, but got {folds=}; pass e.g. 5")
+    check_fold_number(folds)
     counts = Counter(labels)
     label, smallest = min(counts.items(), key=lambda item: (item[1], str(item[0])), default=(None, 0))
     if folds > smallest:

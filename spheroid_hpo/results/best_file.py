@@ -21,8 +21,9 @@ from spheroid_hpo.defaults import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable, toml_value
 from spheroid_hpo.training.architectures import architecture_names
-from spheroid_hpo.training.hyperparams import PRECISIONS, REQUIRED_PARAMS, TUNABLE_PARAMS, read_param
+from spheroid_hpo.training.hyperparams import REQUIRED_PARAMS, TUNABLE_PARAMS, read_param
 from spheroid_hpo.training.machine import KERNEL_FLAGS, MachineFingerprint
+from spheroid_hpo.training.settings import TrainingSettings
 
 DEFAULT_SEEDS = 5  # retrainings export-best records: enough for a spread, ~4 min on 2 cores for studies/ci.toml
 Z = 3.0  # band width in standard errors of the difference of two means
@@ -80,8 +81,8 @@ class BestConfig:
     seeds: tuple[int, ...]  # the first is the study's own training seed
     val: SeedScores
     test: SeedScores
-    # The study's [data] cv_folds: its trial's value was a mean over folds (the retrainings
-    # here train once on the train split, like the seeds' expected scores below).
+    # The study's [data] cv_folds: its trial's value was a mean over folds, and each retraining
+    # (export-best's seeds, reproduce) trains the same folds, so the expected scores are such means.
     cv_folds: int | None = None
 
     @property
@@ -156,8 +157,8 @@ def read_best_config(path: Path) -> BestConfig:
     best.check_keys((), required=("study", "architecture", "trial"))
     params = doc.table("params")
     params.check_keys(tuple(TUNABLE_PARAMS), required=REQUIRED_PARAMS)
-    training = doc.table("training")
-    training.check_keys(("precision", "weights"), required=())
+    # The seeds are in [expected]; [training] holds the rest of the settings, read as a study file's are.
+    training = TrainingSettings.from_table(doc.table("training"), keys=("precision", "weights"))
     data = doc.table("data")
     data.check_keys(("path", *SPLIT_KEYS, "demo", "cv_folds"),
                     required=("image_size", "split_seed", "fractions", "fingerprint"))
@@ -175,8 +176,8 @@ def read_best_config(path: Path) -> BestConfig:
         trial=best.get("trial", int),
         params={name: read_param(params, name, name) for name in params.raw},
         image_size=data.positive("image_size", int, minimum=MIN_IMAGE_SIZE, maximum=MAX_IMAGE_SIZE),
-        precision=training.choice("precision", PRECISIONS, "auto"),
-        weights=training.get("weights", str, "none"),
+        precision=training.precision,
+        weights=training.weights,
         data_path=data.get("path", str, None),
         demo=demo,
         split=SplitSpec.from_table(data),

@@ -13,11 +13,13 @@ from spheroid_hpo.data import Dataset, DataSource, data_folder, load_recorded_da
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.architectures import applicable_params
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.records import best_trial
-from spheroid_hpo.tuning.storage import default_storage_url, masked_url, open_storage, require_existing_sqlite
+from spheroid_hpo.tuning.storage import masked_url, open_storage, require_existing_sqlite
 from spheroid_hpo.tuning.studies import find_study_family
 from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.workspace import Workspace
 
 __all__ = ["StudyFamily", "open_family", "require_best_trials"]
 
@@ -33,6 +35,10 @@ class StudyFamily:
     studies: dict[str, optuna.Study]  # architecture -> its study, in the study file's order
     data: DataSource  # what the studies were created on
     manifest_csv: str  # the split every trial trained and validated on
+
+    def workspace(self, *, runs_dir: Path, artifact_dir: Path | None = None) -> Workspace:
+        """The study's folders on this machine (``artifact_dir`` given on the command line wins)."""
+        return Workspace.of(self.name, runs_dir=runs_dir, storage_url=self.storage_url, artifact_dir=artifact_dir)
 
     def trials(self, architecture: str) -> list[FrozenTrial]:
         """Every trial of ``architecture``'s study, in creation order."""
@@ -59,29 +65,31 @@ class StudyFamily:
             data_dir=folder, runs_dir=Path("."), splits=splits,
         )
 
-    def params(self, trial: FrozenTrial, architecture: str) -> dict[str, float]:
-        """Every hyperparameter the trial of ``architecture`` trained with, in search-space order.
+    def params(self, trial: FrozenTrial, architecture: str) -> dict[str, float | str]:
+        """The hyperparameters the study names (searched or fixed) that the trial of ``architecture``
+        trained with, as the trial recorded them, in search-space order: what tables and best.toml show.
 
-        Optuna records only suggested values; a fixed one (``bn_momentum = 0.1``) is
-        never suggested, yet a retraining needs it: each trial records its own (trials from
-        before that take the study file's). Parameters that do not apply to the
-        architecture (BatchNorm momentum of SqueezeNet) are left out, even from older trials.
+        Parameters that do not apply to the architecture (BatchNorm momentum of SqueezeNet) are
+        left out, even from older trials.
         """
-        fixed = {spec.name: spec.value for spec in self.config.search_space if spec.kind == "fixed"}
-        merged = records.trained_params(trial, fixed)
+        trained = records.trained_params(trial)
         applies = applicable_params(architecture)
-        return {spec.name: merged[spec.name] for spec in self.config.search_space
-                if spec.name in merged and spec.name in applies}
+        return {spec.name: trained[spec.name] for spec in self.config.search_space
+                if trained.get(spec.name) is not None and spec.name in applies}
+
+    @staticmethod
+    def hyperparams(trial: FrozenTrial) -> Hyperparams:
+        """The whole configuration the trial trained with, as it recorded it: what a retraining trains."""
+        return records.trained_hyperparams(trial)
 
 
 def open_family(*, storage_url: str | None, study: str | None, runs_dir: Path = RUNS_DIR) -> StudyFamily:
     """Load study ``study`` from ``storage_url`` (default: the study's SQLite file under ``runs_dir``)."""
     if storage_url is None:
         if study is None:
-            raise InputError(
-                f"pass --study NAME (and --storage URL unless it is in {Path(runs_dir) / 'NAME' / 'study.db'})"
-            )
-        storage_url = default_storage_url(study, runs_dir=runs_dir)
+            sqlite_file = Workspace.of("NAME", runs_dir=runs_dir).storage_file
+            raise InputError(f"pass --study NAME (and --storage URL unless it is in {sqlite_file})")
+        storage_url = Workspace.default_storage_url(study, runs_dir=runs_dir)
     require_existing_sqlite(storage_url)
     storage = open_storage(storage_url, heartbeat_interval=None)
     config, _ = find_study_family(storage, study)

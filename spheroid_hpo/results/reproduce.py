@@ -24,14 +24,7 @@ from pathlib import Path
 
 import torch
 
-from spheroid_hpo.data import (
-    DEFAULT_MANIFEST_NAME,
-    SplitSpec,
-    data_folder,
-    load_dataset,
-    prepare_split,
-    training_data,
-)
+from spheroid_hpo.data import DEFAULT_MANIFEST_NAME, SplitSpec, data_folder, prepare_split
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_model
@@ -46,14 +39,12 @@ from spheroid_hpo.results.best_file import (
 )
 from spheroid_hpo.results.family import open_family
 from spheroid_hpo.results.report import evaluate_on_test
-from spheroid_hpo.training import inference, loop
-from spheroid_hpo.training.device import resolve_device, resolve_precision, resolved_precision, seed_everything
+from spheroid_hpo.training.device import resolve_device, resolved_precision
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.machine import MachineFingerprint, machine_fingerprint
-from spheroid_hpo.training.models import create_model
 from spheroid_hpo.training.run import run_training
 from spheroid_hpo.tuning.records import RunRecord
-from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.tuning.storage import open_artifact_store
 
 Log = Callable[[str], None]
 
@@ -100,10 +91,7 @@ def export_best(
         )
     architecture, trial = best
     config = family.config
-    artifact_dir = (Path(artifact_dir) if artifact_dir is not None
-                    else default_artifact_dir(family.name, runs_dir=runs_dir))
-    if not artifact_dir.is_dir():
-        raise InputError(f"artifact folder {artifact_dir} does not exist; pass --artifacts with the study's folder")
+    artifact_dir = family.workspace(runs_dir=runs_dir, artifact_dir=artifact_dir).existing_artifacts()
     threads = RunRecord.of(trial).torch_threads or threads or torch.get_num_threads()
     torch_device = resolve_device(device)
 
@@ -306,51 +294,23 @@ def _band_checks(config: BestConfig, runs: list[SeedRun]) -> tuple[ScoreCheck, .
 
 def _retrain(config: BestConfig, *, seed: int, folder: Path, manifest: Path, device: torch.device, threads: int,
              out_dir: Path, log: Log) -> SeedRun:
-    """Train the configuration once with ``seed`` on the recorded split, with ``threads`` CPU threads."""
+    """Train the configuration once with ``seed`` on the recorded split, with ``threads`` CPU threads,
+    as its trial trained: with its folds when it was cross-validated (its value then the mean over
+    them, its test score the last fold's model's)."""
     started = time.perf_counter()
-    if config.cv_folds is not None:
-        with _torch_threads(threads if device.type == "cpu" else None):
-            val, test = _retrain_folds(config, seed=seed, folder=folder, manifest=manifest, device=device)
-        run = SeedRun(seed=seed, val_macro_f1=val, test_macro_f1=test, seconds=time.perf_counter() - started)
-        log(f"seed {seed}: mean val macro-F1 over {config.cv_folds} folds {val:.4f}, test macro-F1 {test:.4f} "
-            f"({run.seconds:.0f} s)")
-        return run
     with _torch_threads(threads if device.type == "cpu" else None):
         result = run_training(
             data_dir=folder, out_dir=out_dir, arch=config.architecture,
             hyperparams=Hyperparams.from_params(config.params),
             image_size=config.image_size, seed=seed, device=str(device), weights=config.weights,
-            precision=config.precision, split=SplitSpec(manifest=str(manifest)), progress=False,
+            precision=config.precision, split=SplitSpec(seed=config.split.seed, manifest=str(manifest)),
+            cv_folds=config.cv_folds, progress=False,
         )
-    # The trial's value is its last epoch's validation score, taken inside the training loop.
     run = SeedRun(seed=seed, val_macro_f1=result.val_macro_f1, test_macro_f1=result.test_macro_f1,
                   seconds=time.perf_counter() - started)
-    log(f"seed {seed}: val macro-F1 {run.val_macro_f1:.4f}, test macro-F1 {run.test_macro_f1:.4f} "
-        f"({run.seconds:.0f} s)")
+    over = f"mean val macro-F1 over {config.cv_folds} folds" if config.cv_folds else "val macro-F1"
+    log(f"seed {seed}: {over} {run.val_macro_f1:.4f}, test macro-F1 {run.test_macro_f1:.4f} ({run.seconds:.0f} s)")
     return run
-
-
-def _retrain_folds(config: BestConfig, *, seed: int, folder: Path, manifest: Path,
-                   device: torch.device) -> tuple[float, float]:
-    """Retrain as a cross-validated trial did: once per fold of train+val. Returns the trial's
-    value (mean fold validation macro-F1) and the last fold's model's test macro-F1."""
-    dataset = load_dataset(folder, image_size=config.image_size, manifest_path=manifest).to(device)
-    data = training_data(dataset, manifest=manifest, cv_folds=config.cv_folds, split_seed=config.split.seed)
-    hyperparams = Hyperparams.from_params(config.params)
-    scores = []
-    for train, val in data.runs():
-        seed_everything(seed)
-        model = create_model(config.architecture, num_classes=len(dataset.class_names), weights=config.weights,
-                             bn_momentum=hyperparams.bn_momentum).to(device, memory_format=torch.channels_last)
-        history = loop.train(
-            model, train_images=train.images, train_labels=train.labels, val_images=val.images,
-            val_labels=val.labels, num_classes=len(dataset.class_names), hyperparams=hyperparams, seed=seed,
-            precision=config.precision,
-        )
-        scores.append(history[-1].val_macro_f1)
-    _, test = inference.evaluate(model, dataset.test.images, dataset.test.labels, num_classes=len(dataset.class_names),
-                              autocast_dtype=resolve_precision(config.precision, device, model=model))
-    return statistics.fmean(scores), test.macro_f1
 
 
 def _drawn_split(config: BestConfig, folder: Path, manifest: Path, *, source: str) -> Path:

@@ -18,12 +18,14 @@ import difflib
 from dataclasses import dataclass, field
 
 from spheroid_hpo.errors import InputError
+from spheroid_hpo.training.hyperparams import TUNABLE_PARAMS
 
 __all__ = ["Architecture", "applicable_params", "architecture", "architecture_names", "check_image_size"]
 
-# Tunables that mean something for every architecture; BN_TUNABLES only where BatchNorm is.
-COMMON_TUNABLES = ("epochs", "lr", "rotation", "batch_size", "class_weights", "lr_schedule")
+# Tunables that change only nets with BatchNorm; every other tunable means something for every
+# architecture, so a new hyperparameter needs no entry here unless it is one of these.
 BN_TUNABLES = ("bn_momentum",)
+COMMON_TUNABLES = tuple(name for name in TUNABLE_PARAMS if name not in BN_TUNABLES)
 
 
 @dataclass(frozen=True)

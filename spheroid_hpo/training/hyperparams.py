@@ -8,15 +8,18 @@ gets the same checks and is written the same way everywhere.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
+from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable
 
 __all__ = [
     "CATEGORICAL_VALUES", "CLASS_WEIGHTS", "LR_SCHEDULES", "MIN_BATCH_SIZE", "PARAM_BOUNDS", "PRECISIONS",
-    "REQUIRED_PARAMS", "TUNABLE_PARAMS", "Hyperparams", "format_param", "format_params", "param_label", "read_param",
+    "REQUIRED_PARAMS", "TUNABLE_PARAMS", "Hyperparams", "format_param", "format_params", "param_label",
+    "param_problem", "read_param",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -35,6 +38,7 @@ TUNABLE_PARAMS: dict[str, type] = {
     "batch_size": int,
     "bn_momentum": float,
     "class_weights": str,
+    "weight_decay": float,
     "lr_schedule": str,
 }
 # The values a string-valued tunable may take.
@@ -47,6 +51,7 @@ PARAM_BOUNDS: dict[str, tuple[float, float, bool, str]] = {
     "rotation": (0.0, 180.0, False, "rotation is +/- degrees"),
     "batch_size": (MIN_BATCH_SIZE, 4096, False, "BatchNorm needs two images per batch"),
     "bn_momentum": (0.0, 1.0, True, "BatchNorm momentum lies in (0, 1]"),
+    "weight_decay": (0.0, 1.0, False, "Adam's L2 penalty is not negative"),
 }
 # How each is labelled: (short, in prose, in LaTeX).
 _LABELS = {
@@ -56,6 +61,7 @@ _LABELS = {
     "batch_size": ("bs", "batch size", "Batch size"),
     "bn_momentum": ("bnm", "BN momentum", "BN momentum"),
     "class_weights": ("cw", "class weights", "Class weights"),
+    "weight_decay": ("wd", "weight decay", "Weight decay"),
     "lr_schedule": ("sched", "lr schedule", "LR schedule"),
 }
 _STYLES = ("short", "title", "latex")
@@ -63,7 +69,12 @@ _STYLES = ("short", "title", "latex")
 
 @dataclass(frozen=True)
 class Hyperparams:
-    """What a trial, a best.toml or the report passes to training: one point of the search space."""
+    """What a trial, a best.toml, ``train`` or the report passes to training: one point of the search space.
+
+    Checked when made, against TUNABLE_PARAMS, PARAM_BOUNDS and CATEGORICAL_VALUES, so every
+    entry point (``train --lr 5``, a study file's ``lr = 5``, a hand-edited best.toml) refuses
+    the same values with the same line. Ints given for float fields become floats.
+    """
 
     epochs: int
     lr: float
@@ -71,21 +82,29 @@ class Hyperparams:
     batch_size: int
     bn_momentum: float | None = None  # None: each net's own BatchNorm momentum
     class_weights: str = "none"
+    weight_decay: float = 0.0  # Adam's L2 penalty; the paper trained without one
     lr_schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None and item.default is None:
+                continue
+            problem = param_problem(item.name, value)
+            if problem is not None:
+                raise InputError(f"{item.name} {problem}")
+            # Stored as the declared type: an int learning rate from a TOML file, a numpy int from Optuna.
+            object.__setattr__(self, item.name, TUNABLE_PARAMS[item.name](value))
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> Hyperparams:
         """From a trial's (or a best.toml's) parameter dict; absent optional ones take their defaults."""
-        unknown = set(params) - set(TUNABLE_PARAMS)
-        if unknown:
-            raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: {', '.join(TUNABLE_PARAMS)}")
-        return cls(
-            epochs=int(params["epochs"]), lr=float(params["lr"]), rotation=float(params["rotation"]),
-            batch_size=int(params["batch_size"]),
-            bn_momentum=float(params["bn_momentum"]) if params.get("bn_momentum") is not None else None,
-            class_weights=str(params.get("class_weights", "none")),
-            lr_schedule=str(params.get("lr_schedule", "constant")),
-        )
+        unknown = sorted(set(params) - set(TUNABLE_PARAMS))
+        missing = [name for name in REQUIRED_PARAMS if name not in params]
+        if unknown or missing:
+            raise InputError(f"hyperparameters {unknown or missing} are {'unknown' if unknown else 'missing'}; "
+                             f"known: {', '.join(TUNABLE_PARAMS)} (required: {', '.join(REQUIRED_PARAMS)})")
+        return cls(**params)
 
     def learning_rate(self, epoch: int) -> float:
         """Adam's learning rate in ``epoch`` (1 .. epochs) under ``lr_schedule``."""
@@ -94,7 +113,7 @@ class Hyperparams:
         return self.lr
 
     def as_dict(self) -> dict:
-        """Every field, for metrics.json."""
+        """Every field, for metrics.json and a trial's record."""
         return asdict(self)
 
 
@@ -102,14 +121,35 @@ class Hyperparams:
 REQUIRED_PARAMS: tuple[str, ...] = tuple(f.name for f in fields(Hyperparams) if f.default is MISSING)
 
 
+def param_problem(name: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for hyperparameter ``name`` (its type, its CATEGORICAL_VALUES or
+    its PARAM_BOUNDS), worded to follow the name or TOML key; None when nothing is."""
+    kind = TUNABLE_PARAMS[name]
+    if kind is str:
+        choices = CATEGORICAL_VALUES.get(name)
+        if not isinstance(value, str) or (choices is not None and value not in choices):
+            return f"is {value!r}; choose one of: {', '.join(choices or ())}"
+        return None
+    wanted = numbers.Integral if kind is int else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        return f"must be {kind.__name__}, but got {value!r}"
+    if name in PARAM_BOUNDS:
+        low, high, low_excluded, why = PARAM_BOUNDS[name]
+        too_low = value <= low if low_excluded else value < low
+        if not math.isfinite(value) or too_low or value > high:
+            interval = f"{'(' if low_excluded else '['}{low}, {high}]"
+            return f"must lie in {interval} ({why}), but got {name} = {value!r}"
+    return None
+
+
 def read_param(table: TomlTable, key: str, name: str) -> Any:
     """The value of ``key`` in a TOML ``table`` as hyperparameter ``name`` takes it: of its type, and
     among its CATEGORICAL_VALUES or within its PARAM_BOUNDS (a fixed value, a choice, a best.toml's)."""
-    if name in CATEGORICAL_VALUES:
-        return table.choice(key, CATEGORICAL_VALUES[name])
-    if name in PARAM_BOUNDS:
-        return table.bounded(key, TUNABLE_PARAMS[name], PARAM_BOUNDS[name], param=name)
-    return table.get(key, TUNABLE_PARAMS[name])
+    value = table.get(key, TUNABLE_PARAMS[name])
+    problem = param_problem(name, value)
+    if problem is not None:
+        raise table.error(key, problem)
+    return value
 
 
 def param_label(name: str, style: str) -> str:
@@ -125,7 +165,7 @@ def format_param(name: str, value) -> str:
         return "–"
     if isinstance(value, str):  # a categorical choice, e.g. class_weights
         return value
-    if name in ("lr", "bn_momentum"):
+    if name in ("lr", "bn_momentum", "weight_decay"):
         return f"{value:.1e}"
     if isinstance(value, float) and not value.is_integer():
         return f"{value:.1f}"

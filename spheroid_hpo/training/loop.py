@@ -31,10 +31,11 @@ from spheroid_hpo.data import rotate_batch
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training import device as device_policy
 from spheroid_hpo.training.device import autocast, resolve_precision
-from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, LR_SCHEDULES, MIN_BATCH_SIZE, PARAM_BOUNDS, Hyperparams
+from spheroid_hpo.training.hyperparams import CLASS_WEIGHTS, Hyperparams
 from spheroid_hpo.training.inference import IMAGENET_MEAN, IMAGENET_STD, evaluate, normalise, stats_tensors
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS
 
-__all__ = ["CheckpointMismatch", "EpochStats", "check_batch_size", "class_weights_for", "train"]
+__all__ = ["CheckpointMismatch", "EpochStats", "class_weights_for", "train"]
 
 
 class CheckpointMismatch(InputError):
@@ -64,24 +65,6 @@ class EpochStats:
 EpochCallback = Callable[[EpochStats], None]
 
 
-def check_learning_rate(lr: float) -> None:
-    """The study file's bounds for lr, for every entry point: --lr inf passed `lr > 0` and ended
-    in a FloatingPointError traceback at the first epoch."""
-    low, high, _, _ = PARAM_BOUNDS["lr"]
-    if not (math.isfinite(lr) and low < lr <= high):
-        raise InputError(f"learning rate must be positive, finite and at most {high}, but got {lr=}")
-
-
-def check_batch_size(batch_size: int) -> int:
-    """``batch_size``, or an InputError below MIN_BATCH_SIZE: a batch of one trains nothing."""
-    if batch_size < MIN_BATCH_SIZE:
-        raise InputError(
-            f"batch size must be at least {MIN_BATCH_SIZE} (BatchNorm cannot train on one image), "
-            f"but got {batch_size=}"
-        )
-    return batch_size
-
-
 def class_weights_for(labels: torch.Tensor, *, num_classes: int, mode: str) -> torch.Tensor | None:
     """Cross-entropy weights for ``mode``: None for "none"; for "balanced", inverse class
     frequency in ``labels`` (the train split), n / (k * n_c), so a balanced split weighs 1 each."""
@@ -107,7 +90,7 @@ def train(
     seed: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    precision: str = "auto",
+    precision: str = TRAINING_DEFAULTS.precision,
     on_epoch: EpochCallback | None = None,
     checkpoint_path: Path | None = None,
     checkpoint_tag: dict | None = None,
@@ -129,13 +112,8 @@ def train(
     ``train_labels`` (see ``class_weights_for``); validation loss stays unweighted.
     (``bn_momentum`` is the model's, set when it was built.)
     """
+    # Hyperparams checked its own bounds when it was made (lr finite and in (0, 1], batch size >= 2, ...).
     epochs, lr, batch_size, rotation = hyperparams.epochs, hyperparams.lr, hyperparams.batch_size, hyperparams.rotation
-    if epochs < 1:
-        raise InputError(f"epochs must be at least 1, but got {epochs=}")
-    check_batch_size(batch_size)
-    check_learning_rate(lr)
-    if hyperparams.lr_schedule not in LR_SCHEDULES:
-        raise InputError(f"lr_schedule is {hyperparams.lr_schedule!r}; choose one of: {', '.join(LR_SCHEDULES)}")
     if len(train_images) == 0 or len(val_images) == 0:
         raise InputError("the train and validation splits must each hold at least one image")
 
@@ -155,27 +133,13 @@ def train(
     # The fused kernel updates every parameter in one pass: 4 ms instead of foreach's 12 ms
     # per MobileNet step on the benchmark CPU (BENCHMARKS.md).
     fused = device.type in ("cpu", "cuda")
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=fused, foreach=None if fused else True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=hyperparams.weight_decay, fused=fused,
+                                 foreach=None if fused else True)
     history: list[EpochStats] = []
 
     if checkpoint_path is not None and Path(checkpoint_path).exists():
-        # On the CPU first: RNG states must be CPU tensors; the state dicts are copied to the device.
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if checkpoint.get("tag") != checkpoint_tag:
-            raise CheckpointMismatch(
-                f"checkpoint {checkpoint_path} belongs to another run ({checkpoint.get('tag')}), not to "
-                f"{checkpoint_tag}; delete it or use another checkpoint folder"
-            )
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        generator.set_state(checkpoint["generator"])
-        # Dropout draws from the global generators; restoring them makes the resumed epochs
-        # the very epochs an uninterrupted run would have trained.
-        if "torch_rng" in checkpoint:  # absent from checkpoints of older versions
-            torch.set_rng_state(checkpoint["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in checkpoint:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-        history = [replace(EpochStats(**record), restored=True) for record in checkpoint["history"]]
+        history = _restore_checkpoint(Path(checkpoint_path), tag=checkpoint_tag, model=model, optimizer=optimizer,
+                                      generator=generator, device=device)
         for record in history:
             if on_epoch is not None:
                 on_epoch(record)
@@ -187,30 +151,11 @@ def train(
             # Set from the epoch number alone, so a run resumed from a checkpoint gets the same rates.
             for group in optimizer.param_groups:
                 group["lr"] = hyperparams.learning_rate(epoch)
-            model.train()
-            order = torch.randperm(len(train_images), generator=generator).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for start in range(0, len(order), batch_size):
-                index = order[start : start + batch_size]
-                # BatchNorm cannot normalise a batch of one image in train mode.
-                if len(index) < 2:
-                    continue
-                images = train_images[index].float()
-                images = rotate_batch(images, max_degrees=rotation, generator=generator)
-                images = normalise(images, mean_t, std_t).contiguous(memory_format=torch.channels_last)
-                labels = train_labels[index]
-                with autocast(device, autocast_dtype):
-                    logits = model(images)
-                    loss = F.cross_entropy(logits.float(), labels, weight=loss_weights)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # Accumulate on the device; one host sync per epoch keeps a GPU busy.
-                loss_sum += loss.detach() * len(index)
-                correct += (logits.argmax(dim=1) == labels).sum()
-                seen += len(index)
+            loss_sum, correct, seen = _train_one_epoch(
+                model, optimizer, images=train_images, labels=train_labels, batch_size=batch_size, rotation=rotation,
+                generator=generator, mean_t=mean_t, std_t=std_t, device=device, autocast_dtype=autocast_dtype,
+                loss_weights=loss_weights,
+            )
             if seen == 0:
                 raise InputError(
                     f"epoch {epoch} trained on no image: the train split holds {len(train_images)} "
@@ -248,6 +193,61 @@ def train(
             if on_epoch is not None:
                 on_epoch(stats)
     return history
+
+
+def _restore_checkpoint(path: Path, *, tag: dict | None, model: nn.Module, optimizer, generator: torch.Generator,
+                        device: torch.device) -> list[EpochStats]:
+    """Put the state saved in ``path`` back into the model, optimizer and random generators; return
+    the epochs it had trained (marked restored). CheckpointMismatch when another run wrote it."""
+    # On the CPU first: RNG states must be CPU tensors; the state dicts are copied to the device.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("tag") != tag:
+        raise CheckpointMismatch(
+            f"checkpoint {path} belongs to another run ({checkpoint.get('tag')}), not to "
+            f"{tag}; delete it or use another checkpoint folder"
+        )
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    generator.set_state(checkpoint["generator"])
+    # Dropout draws from the global generators; restoring them makes the resumed epochs
+    # the very epochs an uninterrupted run would have trained.
+    if "torch_rng" in checkpoint:  # absent from checkpoints of older versions
+        torch.set_rng_state(checkpoint["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in checkpoint:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
+    return [replace(EpochStats(**record), restored=True) for record in checkpoint["history"]]
+
+
+def _train_one_epoch(model: nn.Module, optimizer, *, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                     rotation: float, generator: torch.Generator, mean_t: torch.Tensor, std_t: torch.Tensor,
+                     device: torch.device, autocast_dtype: torch.dtype | None, loss_weights: torch.Tensor | None):
+    """One pass over the shuffled training images; (summed loss, correct count) as device tensors, and
+    the number of images trained on. No host sync here: the caller's ``.item()`` is the epoch's one."""
+    model.train()
+    order = torch.randperm(len(images), generator=generator).to(device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        # BatchNorm cannot normalise a batch of one image in train mode.
+        if len(index) < 2:
+            continue
+        batch = images[index].float()
+        batch = rotate_batch(batch, max_degrees=rotation, generator=generator)
+        batch = normalise(batch, mean_t, std_t).contiguous(memory_format=torch.channels_last)
+        targets = labels[index]
+        with autocast(device, autocast_dtype):
+            logits = model(batch)
+            loss = F.cross_entropy(logits.float(), targets, weight=loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Accumulate on the device; one host sync per epoch keeps a GPU busy.
+        loss_sum += loss.detach() * len(index)
+        correct += (logits.argmax(dim=1) == targets).sum()
+        seen += len(index)
+    return loss_sum, correct, seen
 
 
 def _save_checkpoint(path: Path, *, model, optimizer, generator, history, device: torch.device,

@@ -31,6 +31,7 @@ from spheroid_hpo.training.architectures import (  # noqa: F401 (re-exported)
     architecture_names,
     check_image_size,
 )
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS
 
 __all__ = [
     "applicable_params", "architecture_names", "check_image_size", "check_weights", "count_parameters", "create_model",
@@ -60,7 +61,7 @@ def create_model(
     name: str,
     *,
     num_classes: int,
-    weights: str = "none",
+    weights: str = TRAINING_DEFAULTS.weights,
     bn_momentum: float | None = None,
 ) -> nn.Module:
     """Build architecture ``name`` with a ``num_classes``-way head.

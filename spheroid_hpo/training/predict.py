@@ -6,7 +6,8 @@ normalised with the mean and std saved with the model. Probabilities are
 calibrated with the temperature saved with the model (``calibrated=False``: raw
 softmax); with ``tta`` they are averaged over the 8 dihedral views, and
 agreement, entropy and an ``uncertain`` flag join the row. ``model`` may also be
-an ONNX file written by ``spheroid-hpo export``, run through onnxruntime. Folders are walked
+a file written by ``spheroid-hpo export`` that its format's reader reads back (an ONNX
+file, through onnxruntime; ``results.export``'s registry names the reader). Folders are walked
 recursively with the data package's rules: image suffixes only, hidden files
 and folders skipped. A file that cannot be read gets a row saying why.
 """
@@ -51,18 +52,21 @@ def predict_images(
     batch_size: int = inference.EVAL_BATCH_SIZE,
     calibrated: bool = True,
     tta: bool = False,
+    reader: Callable[..., tuple] | None = None,
 ) -> PredictSummary:
     """Write ``out`` (CSV): path, predicted class, the probability of every class, and an error column.
 
-    ``inputs`` are image files or folders (walked recursively). ``model`` is a
-    ``model.pt`` or a run folder holding one.
+    ``inputs`` are image files or folders (walked recursively). ``model`` is a ``model.pt``
+    or a run folder holding one; or an exported file, with ``reader`` its format's reader
+    (``results.export.format_for_file(model).read``: a path and a batch size in, a function
+    from images to CPU logits and the ModelInfo out).
     """
     if not inputs:
         raise InputError("pass at least one image or folder to classify")
     if Path(out).is_dir():
         raise InputError(f"--out {out} is a folder; pass a CSV file path such as {Path(out) / 'predictions.csv'}")
     require_writable(Path(out), option="--out")
-    logits_fn, info = _load_predictor(Path(model), device=device, batch_size=batch_size)
+    logits_fn, info = _load_predictor(Path(model), device=device, batch_size=batch_size, reader=reader)
     files = list(_image_files(inputs))
     if not files:
         raise InputError(
@@ -141,12 +145,11 @@ def _image_files(inputs: Sequence[Path]) -> Iterator[tuple[str, str]]:
 TTA_COLUMNS = ("tta_agreement", "entropy", "uncertain")
 
 
-def _load_predictor(model: Path, *, device: str, batch_size: int):
-    """(images in [0, 1] -> raw logits on the CPU, ModelInfo) for a model.pt, a run folder or an ONNX file."""
-    if model.suffix.lower() == ".onnx":
-        from spheroid_hpo.training.onnx_model import load_onnx_model
-
-        return load_onnx_model(model, batch_size=batch_size)
+def _load_predictor(model: Path, *, device: str, batch_size: int, reader: Callable[..., tuple] | None):
+    """(images in [0, 1] -> raw logits on the CPU, ModelInfo) for a model.pt, a run folder or, with its
+    ``reader``, an exported file."""
+    if reader is not None:
+        return reader(model, batch_size=batch_size)
     network, info = load_model(model, device=resolve_device(device))
 
     def logits_fn(images: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,10 @@ from spheroid_hpo.data import DataSource, SplitSpec, check_fold_count, data_fold
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.models import check_weights
-from spheroid_hpo.tuning.storage import default_storage_url, open_storage, split_password, study_manifest_path
+from spheroid_hpo.tuning.storage import open_storage, split_password
 from spheroid_hpo.tuning.studies import create_studies
 from spheroid_hpo.tuning.study_file import StudyConfig, parse_study_text
+from spheroid_hpo.tuning.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def create_study_family(*, config: StudyConfig, runs_dir: Path = RUNS_DIR) -> Cr
     fingerprint, so a worker with its own copy of the data can check it has the
     same images.
     """
-    storage_url = config.storage or default_storage_url(config.name, runs_dir=runs_dir)
+    storage_url = Workspace.of(config.name, runs_dir=runs_dir, storage_url=config.storage).storage_url
     # A missing, junk or mismatched weights file fails here, before the storage is created,
     # instead of failing every trial of the study one after another.
     check_weights(config.training.weights, architectures=config.architectures)
@@ -78,7 +79,7 @@ def _study_split(config: StudyConfig, *, runs_dir: Path) -> SplitSpec:
     spec = config.data.split
     if spec.manifest is not None:
         return spec  # the user's own split: read it, and store its text with the study
-    return replace(spec, manifest=str(study_manifest_path(config.name, runs_dir=runs_dir)))
+    return replace(spec, manifest=str(Workspace.of(config.name, runs_dir=runs_dir).manifest))
 
 
 def prepare_data(config: StudyConfig, *, runs_dir: Path = RUNS_DIR) -> tuple[DataSource, str]:

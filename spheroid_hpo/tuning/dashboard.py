@@ -22,15 +22,9 @@ from rich.markup import escape
 
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.tuning.storage import (
-    default_artifact_dir,
-    default_storage_url,
-    masked_url,
-    open_artifact_store,
-    open_storage,
-    require_existing_sqlite,
-)
+from spheroid_hpo.tuning.storage import masked_url, open_artifact_store, open_storage, require_existing_sqlite
 from spheroid_hpo.tuning.studies import find_study_family
+from spheroid_hpo.tuning.workspace import Workspace
 
 LOCALHOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -75,15 +69,17 @@ def serve_dashboard(
     console = console or Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     if storage_url is None and study is None:
-        raise InputError(
-            f"pass --storage URL or --study NAME (which reads {default_storage_url('NAME', runs_dir=runs_dir)})"
-        )
-    url = storage_url or default_storage_url(study, runs_dir=runs_dir)
+        default = Workspace.default_storage_url("NAME", runs_dir=runs_dir)
+        raise InputError(f"pass --storage URL or --study NAME (which reads {default})")
+    url = storage_url or Workspace.default_storage_url(study, runs_dir=runs_dir)
     require_existing_sqlite(url)
     storage = open_storage(url, heartbeat_interval=None)
     if study is not None or artifact_dir is None:
         study = find_study_family(storage, study)[0].name
-    artifact_dir = Path(artifact_dir or default_artifact_dir(study, runs_dir=runs_dir))
+    # With --artifacts and no --study the storage may hold several studies: no workspace to resolve.
+    if artifact_dir is None:
+        artifact_dir = Workspace.of(study, runs_dir=runs_dir).artifact_dir
+    artifact_dir = Path(artifact_dir)
     artifact_store = None
     if artifact_dir.is_dir():
         artifact_store = open_artifact_store(artifact_dir)

@@ -34,9 +34,10 @@ from spheroid_hpo.errors import InputError
 from spheroid_hpo.training.hyperparams import format_params
 from spheroid_hpo.tuning.create import create_study_family
 from spheroid_hpo.tuning.progress import ArchitectureProgress, summarize_studies
-from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
+from spheroid_hpo.tuning.storage import masked_url, split_password
 from spheroid_hpo.tuning.study_file import StudyConfig
 from spheroid_hpo.tuning.worker_output import WorkerOutput
+from spheroid_hpo.tuning.workspace import Workspace
 
 POLL_SECONDS = 2.0
 STOP_GRACE_SECONDS = 60.0
@@ -110,7 +111,8 @@ def launch(
     check_worker_count(workers, console=console)
     devices = worker_devices(workers, gpus)
     started = time.monotonic()
-    log_dir = runs_dir / config.name / "logs"
+    workspace = Workspace.of(config.name, runs_dir=runs_dir, storage_url=config.storage, artifact_dir=artifact_dir)
+    log_dir = workspace.logs
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -120,7 +122,7 @@ def launch(
     with optuna_messages_to(log_dir / "launch.log"):
         family = create_study_family(config=config, runs_dir=runs_dir)
     storage_url, studies = family.storage_url, family.studies
-    artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
+    artifact_dir = workspace.artifact_dir
 
     threads = threads_per_worker(workers)
     console.print(

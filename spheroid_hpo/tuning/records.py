@@ -17,6 +17,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from spheroid_hpo.data import DataSource
+from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning.study_file import METRICS
 
 # What a trial's value is; Optuna shows it on the dashboard's axes.
@@ -41,7 +42,8 @@ BASELINE = "baseline"  # the paper's configuration, enqueued first
 RESUMES_TRIAL = "resumes_trial"  # on a re-queued interrupted trial: whose checkpoint it resumes
 REQUEUED_FROM = "requeued_from"  # on a re-queued interrupted trial: the trial it stands in for
 FAIL_REASON = "fail_reason"
-FIXED_VALUES = "fixed_values"  # the fixed values the trial trained with (Optuna records only suggested ones)
+FIXED_VALUES = "fixed_values"  # older trials: the fixed values they trained with (Optuna records only suggested ones)
+HYPERPARAMS = "hyperparams"  # Hyperparams.as_dict(): every value the trial trained with, sampled or not
 # Optuna's own system attribute on a queued trial: the params it will run with.
 OPTUNA_QUEUED_PARAMS = "fixed_params"
 INTERRUPTED = "interrupted"  # the FAIL_REASON of a trial stopped by Ctrl-C or SIGTERM
@@ -144,10 +146,81 @@ def planned_params(trial: FrozenTrial) -> dict:
     return trial.params or dict(trial.system_attrs.get(OPTUNA_QUEUED_PARAMS) or {})
 
 
-def trained_params(trial: FrozenTrial, fixed: Mapping) -> dict:
-    """Every value ``trial`` trained with: its fixed values as recorded on it (``fixed``, the study
-    file's, for trials from before they were recorded), then its sampled params."""
-    return {**fixed, **trial.user_attrs.get(FIXED_VALUES, {}), **trial.params}
+def trained_params(trial: FrozenTrial) -> dict:
+    """Every value ``trial`` trained with, as it recorded them (``record_hyperparams``); for trials
+    from before that record, the fixed values they recorded, then their sampled params."""
+    recorded = trial.user_attrs.get(HYPERPARAMS)
+    if recorded is not None:
+        return dict(recorded)
+    return {**trial.user_attrs.get(FIXED_VALUES, {}), **trial.params}
+
+
+def trained_hyperparams(trial: FrozenTrial) -> Hyperparams:
+    """The configuration ``trial`` trained with, whole and validated: what a retraining trains."""
+    return Hyperparams.from_params(trained_params(trial))
+
+
+# --- trial writers: what the objective records as a trial runs ---------------------------------
+
+def record_hyperparams(trial: optuna.Trial, hyperparams: Hyperparams) -> None:
+    """Record every value ``trial`` trains with; Optuna itself keeps only the sampled ones."""
+    trial.set_user_attr(HYPERPARAMS, hyperparams.as_dict())
+
+
+def record_machine(trial: optuna.Trial, *, device: str, threads: int, host: str, slurm_task: str | None) -> None:
+    """Where ``trial`` runs: the device, the CPU thread count (CPU results depend on it, through the
+    reduction order; reproduce needs it), the host (a retried trial names the worker that took it
+    over) and, under SLURM, the array task."""
+    trial.set_user_attr(DEVICE, device)
+    trial.set_user_attr(TORCH_THREADS, threads)
+    trial.set_user_attr(HOST, host)
+    if slurm_task is not None:
+        trial.set_user_attr(SLURM_TASK, slurm_task)
+
+
+def record_parameter_count(trial: optuna.Trial, count: int) -> None:
+    """The number of parameters of the model ``trial`` trains."""
+    trial.set_user_attr(PARAMETER_COUNT, count)
+
+
+def record_precision(trial: optuna.Trial, precision: str) -> None:
+    """What ``trial`` trains in (``fp32``, ``bf16`` or ``fp16``: precision ``auto`` resolved on its worker)."""
+    trial.set_user_attr(PRECISION, precision)
+
+
+def record_cv_scores(trial: optuna.Trial, scores: Iterable[float]) -> None:
+    """Each fold's last-epoch validation macro-F1 so far, in fold order."""
+    trial.set_user_attr(CV_SCORES, list(scores))
+
+
+def record_validation(trial: optuna.Trial, metrics, *, class_names: Iterable[str], calibration: dict) -> None:
+    """The trained model's validation scores per class (a ``ClassificationMetrics``) and its calibration."""
+    trial.set_user_attr(VAL_F1_PER_CLASS, [round(f, 6) for f in metrics.f1])
+    trial.set_user_attr(VAL_ACCURACY, metrics.accuracy)
+    trial.set_user_attr(CLASS_NAMES, list(class_names))
+    trial.set_user_attr(CALIBRATION, calibration)
+
+
+def record_model_artifact(trial: optuna.Trial, artifact_id: str) -> None:
+    """The artifact id of the model.pt ``trial`` uploaded."""
+    trial.set_user_attr(MODEL_ARTIFACT_ID, artifact_id)
+
+
+def record_run(trial: optuna.Trial, *, wall_time_seconds: float, epochs_trained: int, epochs_restored: int,
+               val_macro_f1_last: float | None, images_per_second: float | None) -> None:
+    """How the training run went (what ``RunRecord.of`` reads back); None values are not recorded."""
+    trial.set_user_attr(WALL_TIME_SECONDS, wall_time_seconds)
+    trial.set_user_attr(EPOCHS_TRAINED, epochs_trained)
+    trial.set_user_attr(EPOCHS_RESTORED, epochs_restored)
+    if val_macro_f1_last is not None:
+        trial.set_user_attr(VAL_MACRO_F1_LAST, val_macro_f1_last)
+    if images_per_second is not None:
+        trial.set_user_attr(TRAIN_IMAGES_PER_SECOND, images_per_second)
+
+
+def record_failure(trial: optuna.Trial, error: BaseException) -> None:
+    """Why ``trial`` failed, as one line of at most 1000 characters."""
+    trial.set_user_attr(FAIL_REASON, f"{error.__class__.__name__}: {error}"[:1000])
 
 
 def fail_reason(trial: FrozenTrial) -> str | None:

@@ -52,9 +52,3 @@ def param_distributions(space: Sequence[ParamSpec], *, architecture: str) -> dic
         else:
             distributions[spec.name] = FloatDistribution(spec.low, spec.high, step=spec.step, log=spec.log)
     return distributions
-
-
-def fixed_values(space: Sequence[ParamSpec], *, architecture: str) -> dict[str, float | str]:
-    """The fixed values of ``space`` that apply to ``architecture``: what its trials train with unsampled."""
-    applies = applicable_params(architecture)
-    return {spec.name: spec.value for spec in space if spec.kind == "fixed" and spec.name in applies}

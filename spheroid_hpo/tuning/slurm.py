@@ -27,8 +27,9 @@ from spheroid_hpo.defaults import RUNS_DIR, SLURM_CPUS_PER_TASK, SLURM_SIGNAL_GR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.tuning.create import create_study_family
 from spheroid_hpo.tuning.launch import worker_arguments
-from spheroid_hpo.tuning.storage import default_artifact_dir, masked_url, split_password
+from spheroid_hpo.tuning.storage import masked_url, split_password
 from spheroid_hpo.tuning.study_file import StudyConfig
+from spheroid_hpo.tuning.workspace import Workspace
 
 SCRIPT_NAME = "slurm-job.sh"  # in runs/<study>/, rewritten at each submission (sbatch keeps its own copy)
 # SLURM's time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours,
@@ -129,9 +130,8 @@ def _absolute(config: StudyConfig) -> StudyConfig:
 
 def _folders(config: StudyConfig, job: SlurmJob) -> tuple[Path, Path, Path]:
     """The runs, artifact and log folders of the job, absolute: tasks may start in another working directory."""
-    runs_dir = Path(job.runs_dir).resolve()
-    artifact_dir = Path(job.artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir)).resolve()
-    return runs_dir, artifact_dir, runs_dir / config.name / "logs"
+    workspace = Workspace.of(config.name, runs_dir=Path(job.runs_dir).resolve(), artifact_dir=job.artifact_dir)
+    return workspace.runs_dir, workspace.artifact_dir.resolve(), workspace.logs
 
 
 def job_script(config: StudyConfig, job: SlurmJob, *, storage_url: str) -> str:

@@ -22,33 +22,11 @@ import sqlalchemy.exc
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-from spheroid_hpo.data import DEFAULT_MANIFEST_NAME
-from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 
 SQLITE_BUSY_TIMEOUT_S = 120
 DEFAULT_HEARTBEAT_INTERVAL_S = 15
 MAX_RETRIES = 3
-
-
-def default_storage_url(study_name: str, *, runs_dir: Path = RUNS_DIR) -> str:
-    """``sqlite:///runs/<study>/study.db``: the storage when none is given."""
-    return f"sqlite:///{runs_dir / study_name / 'study.db'}"
-
-
-def default_artifact_dir(study_name: str, *, runs_dir: Path = RUNS_DIR) -> Path:
-    """Where trials store curves, confusion matrices and weights when no folder is given."""
-    return runs_dir / study_name / "artifacts"
-
-
-def study_manifest_path(study_name: str, *, runs_dir: Path = RUNS_DIR) -> Path:
-    """``runs/<study>/splits.csv``: this machine's copy of the split recorded on the study."""
-    return Path(runs_dir) / study_name / DEFAULT_MANIFEST_NAME
-
-
-def checkpoint_root(artifact_dir: Path) -> Path:
-    """The checkpoints folder beside ``artifact_dir``: every worker sharing the artifacts shares it."""
-    return Path(artifact_dir).parent / "checkpoints"
 
 
 def masked_url(url: str) -> str:

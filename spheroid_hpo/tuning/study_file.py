@@ -11,23 +11,18 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 
 from spheroid_hpo.data import DEFAULT_SPLIT, SPLIT_KEYS, SplitSpec
 from spheroid_hpo.data.demo import read_demo_settings
-from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
+from spheroid_hpo.defaults import DEMO_SETTINGS, IMAGE_SIZE, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, given_over
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.toml_table import TomlTable, toml_value
 from spheroid_hpo.training.architectures import architecture_names, check_image_size
-from spheroid_hpo.training.hyperparams import (
-    CATEGORICAL_VALUES,
-    PRECISIONS,
-    REQUIRED_PARAMS,
-    TUNABLE_PARAMS,
-    read_param,
-)
+from spheroid_hpo.training.hyperparams import CATEGORICAL_VALUES, REQUIRED_PARAMS, TUNABLE_PARAMS, read_param
+from spheroid_hpo.training.settings import TRAINING_DEFAULTS, TrainingSettings
 
 MAX_TRIALS = 100_000
 MAX_TIMEOUT_S = 365 * 24 * 3600
@@ -115,15 +110,6 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
-    """The ``[training]`` table: precision, starting weights and the training seed."""
-
-    precision: str = "auto"
-    weights: str = "none"
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class StudyConfig:
     """A whole study file, validated."""
 
@@ -138,7 +124,7 @@ class StudyConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: TrainingSettings = TRAINING_DEFAULTS
     source: Path | None = None
 
     def study_name(self, architecture: str) -> str:
@@ -194,18 +180,13 @@ def with_overrides(
     n_trials: int | None = None,
     timeout: float | None = None,
 ) -> StudyConfig:
-    """``config`` with the values given on the command line, which take precedence."""
-    if data is not None:
-        config = replace(config, data=replace(config.data, path=Path(data)))
-    if storage is not None:
-        config = replace(config, storage=storage)
-    if n_trials is not None:
-        if not 1 <= n_trials <= MAX_TRIALS:
-            raise InputError(f"--n-trials must be from 1 to {MAX_TRIALS} (as in a study file), but got {n_trials}")
-        config = replace(config, n_trials=n_trials)
+    """``config`` with the values given on the command line, which take precedence (``given_over``)."""
+    if n_trials is not None and not 1 <= n_trials <= MAX_TRIALS:
+        raise InputError(f"--n-trials must be from 1 to {MAX_TRIALS} (as in a study file), but got {n_trials}")
     if timeout is not None:
-        config = replace(config, timeout=check_timeout(timeout, "--timeout"))
-    return config
+        check_timeout(timeout, "--timeout")
+    return given_over(config, storage=storage, n_trials=n_trials, timeout=timeout,
+                      data=given_over(config.data, path=Path(data) if data is not None else None))
 
 
 def check_timeout(seconds: float, name: str) -> float:
@@ -254,14 +235,14 @@ def _parse_study(raw: dict, *, source: Path) -> StudyConfig:
         architectures=architectures,
         search_space=search_space,
         baseline=baseline,
-        n_trials=study.positive("n_trials", int, 20, maximum=MAX_TRIALS),
+        n_trials=study.positive("n_trials", int, StudyConfig.n_trials, maximum=MAX_TRIALS),
         timeout=study.positive("timeout", float, None, minimum=1, maximum=MAX_TIMEOUT_S),
         metric=study.choice("metric", METRICS, METRICS[0]),
         storage=study.get("storage", str, None),
         sampler=_parse_sampler(top.table("sampler")),
         pruner=pruner,
         data=data,
-        training=_parse_training(top.table("training")),
+        training=TrainingSettings.from_table(top.table("training")),
         source=source,
     )
 
@@ -337,22 +318,24 @@ def _parse_baseline(table: TomlTable, search_space: tuple[ParamSpec, ...]) -> di
 
 
 def _parse_sampler(table: TomlTable) -> SamplerConfig:
-    table.check_keys(("name", "seed", "n_startup_trials"))
+    table.check_keys(_keys(SamplerConfig))
+    default = SamplerConfig()
     return SamplerConfig(
-        name=table.choice("name", SAMPLERS, "tpe"),
-        seed=table.positive("seed", int, 0, minimum=0, maximum=MAX_SEED),
-        n_startup_trials=table.positive("n_startup_trials", int, 10, minimum=0),
+        name=table.choice("name", SAMPLERS, default.name),
+        seed=table.positive("seed", int, default.seed, minimum=0, maximum=MAX_SEED),
+        n_startup_trials=table.positive("n_startup_trials", int, default.n_startup_trials, minimum=0),
     )
 
 
 def _parse_pruner(table: TomlTable) -> PrunerConfig:
-    table.check_keys(("name", "n_startup_trials", "n_warmup_steps", "min_resource", "reduction_factor"))
+    table.check_keys(_keys(PrunerConfig))
+    default = PrunerConfig()
     return PrunerConfig(
-        name=table.choice("name", PRUNERS, "median"),
-        n_startup_trials=table.positive("n_startup_trials", int, 5, minimum=0),
-        n_warmup_steps=table.positive("n_warmup_steps", int, 2, minimum=0),
-        min_resource=table.positive("min_resource", int, 1),
-        reduction_factor=table.positive("reduction_factor", int, 3, minimum=2),
+        name=table.choice("name", PRUNERS, default.name),
+        n_startup_trials=table.positive("n_startup_trials", int, default.n_startup_trials, minimum=0),
+        n_warmup_steps=table.positive("n_warmup_steps", int, default.n_warmup_steps, minimum=0),
+        min_resource=table.positive("min_resource", int, default.min_resource),
+        reduction_factor=table.positive("reduction_factor", int, default.reduction_factor, minimum=2),
     )
 
 
@@ -369,10 +352,6 @@ def _parse_data(table: TomlTable) -> DataConfig:
     )
 
 
-def _parse_training(table: TomlTable) -> TrainingConfig:
-    table.check_keys(("precision", "weights", "seed"))
-    return TrainingConfig(
-        precision=table.choice("precision", PRECISIONS, "auto"),
-        weights=table.get("weights", str, "none"),
-        seed=table.positive("seed", int, 0, minimum=0, maximum=2**32 - 1),
-    )
+def _keys(table_type: type) -> tuple[str, ...]:
+    """The keys a ``[sampler]``/``[pruner]`` table takes: its dataclass's fields, declared once."""
+    return tuple(item.name for item in fields(table_type))

@@ -28,17 +28,10 @@ from spheroid_hpo.training.device import resolve_device
 from spheroid_hpo.training.models import check_weights
 from spheroid_hpo.tuning import records
 from spheroid_hpo.tuning.objective import TrialTakenOver, build_objective
-from spheroid_hpo.tuning.storage import (
-    checkpoint_root,
-    default_artifact_dir,
-    default_storage_url,
-    open_artifact_store,
-    open_storage,
-    require_existing_sqlite,
-    study_manifest_path,
-)
+from spheroid_hpo.tuning.storage import open_artifact_store, open_storage, require_existing_sqlite
 from spheroid_hpo.tuning.studies import checkpoint_dir, find_study_family, load_studies, requeue_interrupted
 from spheroid_hpo.tuning.study_file import StudyConfig, check_timeout
+from spheroid_hpo.tuning.workspace import Workspace
 
 log = logging.getLogger("spheroid_hpo.tuning.worker")
 POLL_SECONDS = 2.0
@@ -78,7 +71,7 @@ def run_worker(
         check_timeout(timeout, "--timeout")  # NaN compares false with everything: no trial ran, exit 0
     if threads is not None:
         torch.set_num_threads(threads)
-    url = storage_url or default_storage_url(study or "", runs_dir=runs_dir)
+    url = storage_url or Workspace.default_storage_url(study or "", runs_dir=runs_dir)
     require_existing_sqlite(url)  # a worker joins a study; it never creates one
     storage = open_storage(url, **({"heartbeat_interval": heartbeat_interval} if heartbeat_interval else {}))
     config, _ = find_study_family(storage, study)
@@ -88,13 +81,13 @@ def run_worker(
     check_weights(config.training.weights, architectures=config.architectures)
     torch_device = resolve_device(device)
     data = _load_trial_data(config, studies, data_dir=data_dir, runs_dir=runs_dir, device=torch_device)
-    artifact_dir = Path(artifact_dir or default_artifact_dir(config.name, runs_dir=runs_dir))
-    artifacts = open_artifact_store(artifact_dir)
+    workspace = Workspace.of(config.name, runs_dir=runs_dir, storage_url=url, artifact_dir=artifact_dir)
+    artifacts = open_artifact_store(workspace.artifact_dir)
     objectives = {
         architecture: build_objective(
             architecture=architecture, data=data, search_space=config.search_space, device=torch_device,
             artifact_store=artifacts,
-            checkpoint_dir=checkpoint_dir(studies[architecture], checkpoint_root(artifact_dir)),
+            checkpoint_dir=checkpoint_dir(studies[architecture], workspace.checkpoints),
             precision=config.training.precision, weights=config.training.weights, seed=config.training.seed,
         )
         for architecture in config.architectures
@@ -265,7 +258,7 @@ def _load_trial_data(
     source, manifest_csv = records.data_source(first.user_attrs), records.manifest_csv(first.user_attrs)
     if source is None or manifest_csv is None:
         raise InputError(f"study {first.study_name} records no data; run `spheroid-hpo launch` to create it")
-    manifest = study_manifest_path(config.name, runs_dir=runs_dir)
+    manifest = Workspace.of(config.name, runs_dir=runs_dir).manifest
     dataset = load_recorded_dataset(
         source, owner=f"study {config.name}", manifest_csv=manifest_csv,
         manifest_path=manifest, data_dir=data_dir, runs_dir=runs_dir,

@@ -60,10 +60,10 @@ def plan_from_study(*, study: str | None, storage_url: str | None, runs_dir: Pat
     return AuditPlan(
         description=f"trial {trial.number} ({architecture}) of study {family.name}", data=family.data,
         folder=family.data_folder(data_dir=data_dir, runs_dir=runs_dir), manifest_csv=family.manifest_csv,
-        architecture=architecture, hyperparams=Hyperparams.from_params(family.params(trial, architecture)),
+        architecture=architecture, hyperparams=family.hyperparams(trial),
         precision=config.training.precision, weights=config.training.weights, seed=config.training.seed,
         split_seed=config.data.split.seed, cv_folds=config.data.cv_folds,
-        out_dir=Path(runs_dir) / family.name / AUDIT_DIR,
+        out_dir=family.workspace(runs_dir=runs_dir).folder / AUDIT_DIR,
     )
 
 

@@ -8,14 +8,16 @@ probability difference <= ``TOLERANCE``); a bioimage.io package with
 """
 
 from spheroid_hpo.results.export._formats import TOLERANCE, ExportCheckError
-from spheroid_hpo.results.export._request import (
-    DEFAULT_FILE_NAMES,
-    FORMATS,
-    ExportRequest,
-    ExportResult,
-    export_model,
+from spheroid_hpo.results.export._registry import (
+    ExportFormat,
+    ExportJob,
+    export_format,
+    format_for_file,
+    format_names,
 )
+from spheroid_hpo.results.export._request import ExportRequest, ExportResult, export_model
 
 __all__ = [
-    "DEFAULT_FILE_NAMES",
-    "FORMATS", "TOLERANCE", "ExportCheckError", "ExportRequest", "ExportResult", "export_model"]
+    "TOLERANCE", "ExportCheckError", "ExportFormat", "ExportJob", "ExportRequest", "ExportResult", "export_format",
+    "export_model", "format_for_file", "format_names",
+]

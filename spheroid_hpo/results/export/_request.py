@@ -12,25 +12,13 @@ import torch
 from spheroid_hpo.atomic_write import require_writable
 from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
-from spheroid_hpo.results.export._formats import export_onnx, export_torchscript
+from spheroid_hpo.results.export._registry import ExportJob, export_format
 from spheroid_hpo.results.export._source import ModelSource, resolve_source
 from spheroid_hpo.training.onnx_model import EXTRA_HINT
 from spheroid_hpo.training.run import METRICS_FILE, RUN_SPLIT_FILE
 from spheroid_hpo.training.saved_model import MODEL_FILE, load_model
 
-# Each format, and the file it is written to when no --out is given (beside the model).
-DEFAULT_FILE_NAMES = {
-    "bioimageio": "model.bioimageio.zip",
-    "onnx": "model.onnx",
-    "torchscript": "model.torchscript.pt",
-}
-FORMATS = tuple(DEFAULT_FILE_NAMES)
 CHECK_IMAGES = 16  # test images every export is compared with PyTorch on
-_NEEDS = {
-    "onnx": ("onnx", "onnxruntime", "onnxscript"),
-    "bioimageio": ("onnx", "onnxruntime", "onnxscript", "bioimageio.core", "bioimageio.spec"),
-    "torchscript": (),
-}
 
 
 @dataclass(frozen=True)
@@ -38,7 +26,7 @@ class ExportRequest:
     """What the user asked to export, and where to."""
 
     format: str
-    out: Path | None = None  # None: DEFAULT_FILE_NAMES[format] beside the model (see default_out)
+    out: Path | None = None  # None: the format's file name beside the model (see default_out)
     source: Path | None = None  # a run folder or model.pt; or None with ``study``
     study: str | None = None
     storage_url: str | None = None
@@ -59,9 +47,8 @@ class ExportResult:
 
 def export_model(request: ExportRequest) -> ExportResult:
     """Export the model ``request`` names; nothing is written unless its check passes."""
-    if request.format not in FORMATS:
-        raise InputError(f"unknown export format {request.format!r}; choose one of {', '.join(FORMATS)}")
-    missing = [name for name in _NEEDS[request.format] if not _installed(name)]
+    spec = export_format(request.format)
+    missing = [name for name in spec.needs if not _installed(name)]
     if missing:
         raise InputError(f"export --format {request.format} needs {', '.join(missing)}; run {EXTRA_HINT}")
     out = Path(request.out) if request.out is not None else default_out(request)
@@ -72,15 +59,10 @@ def export_model(request: ExportRequest) -> ExportResult:
             data_dir=request.data_dir, runs_dir=Path(request.runs_dir), scratch=Path(scratch),
         )
         network, info = _cpu_model(source)
-        check_images = source.test.images[:CHECK_IMAGES].float().cpu().contiguous()
-        if request.format == "onnx":
-            checks = export_onnx(network, info, out, check_images=check_images)
-        elif request.format == "torchscript":
-            checks = export_torchscript(network, info, out, check_images=check_images)
-        else:
-            from spheroid_hpo.results.export._bioimageio import export_bioimageio
-
-            checks = export_bioimageio(network, source, out, scratch=Path(scratch))
+        checks = spec.write(ExportJob(
+            network=network, info=info, source=source, out=out, scratch=Path(scratch),
+            check_images=source.test.images[:CHECK_IMAGES].float().cpu().contiguous(),
+        ))
     return ExportResult(out=out, format=request.format, description=source.description, checks=checks)
 
 
@@ -89,7 +71,7 @@ def default_out(request: ExportRequest) -> Path:
     source = Path(request.source) if request.source is not None else None
     folder = (source if source is not None and source.is_dir() else
               source.parent if source is not None else Path(request.runs_dir) / (request.study or "."))
-    return folder / DEFAULT_FILE_NAMES[request.format]
+    return folder / export_format(request.format).file_name
 
 
 def _check_out(out: Path, request: ExportRequest) -> None:
@@ -101,7 +83,7 @@ def _check_out(out: Path, request: ExportRequest) -> None:
         needed = {folder / name for name in (MODEL_FILE, METRICS_FILE, RUN_SPLIT_FILE)} | {source}
         if any(out.resolve() == path.resolve() for path in needed):
             raise InputError(f"--out {out} would overwrite a file of the run being exported; "
-                             f"choose another file name, e.g. {folder / DEFAULT_FILE_NAMES[request.format]}")
+                             f"choose another file name, e.g. {folder / export_format(request.format).file_name}")
     require_writable(out, option="--out")
 
 

@@ -95,12 +95,12 @@ def _study_source(study: str, *, storage_url, artifact_dir, data_dir, runs_dir: 
     from spheroid_hpo.results.artifacts import download_model
     from spheroid_hpo.results.family import open_family, require_best_trials
     from spheroid_hpo.tuning.records import RunRecord
-    from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+    from spheroid_hpo.tuning.storage import open_artifact_store
 
     family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
     require_best_trials(family)
     architecture, trial = family.best_overall()
-    artifact_dir = Path(artifact_dir) if artifact_dir else default_artifact_dir(family.name, runs_dir=runs_dir)
+    artifact_dir = family.workspace(runs_dir=runs_dir, artifact_dir=artifact_dir).artifact_dir
     model_path = download_model(
         trial, artifact_store=open_artifact_store(artifact_dir), artifact_dir=artifact_dir,
         study_name=family.config.study_name(architecture), folder=scratch,

@@ -26,7 +26,7 @@ from spheroid_hpo.defaults import RUNS_DIR
 from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.artifacts import download_history, download_model
 from spheroid_hpo.results.family import StudyFamily, open_family, require_best_trials
-from spheroid_hpo.results.report._checklist import CHECKLIST_FILE, build_checklist, checklist_blocks, checklist_json
+from spheroid_hpo.results.report._checklist import build_checklist, checklist_blocks
 from spheroid_hpo.results.report._content import ReportContent, report_blocks
 from spheroid_hpo.results.report._evaluate import TestEvaluation, evaluate_on_test
 from spheroid_hpo.results.report._figures import (
@@ -35,15 +35,15 @@ from spheroid_hpo.results.report._figures import (
     optimization_history_figure,
     test_confusion_figure,
 )
+from spheroid_hpo.results.report._outputs import REPORT_OUTPUTS, RenderedReport
 from spheroid_hpo.results.report._paired import PairedComparison
-from spheroid_hpo.results.report._render import render_html, render_markdown
 from spheroid_hpo.results.report._repeats import RepeatedRuns, compare_architectures, repeat_best
 from spheroid_hpo.results.report._summary import StudySummary, summarize_study
-from spheroid_hpo.results.report._table import Table3Row, write_table3_csv, write_table3_tex
+from spheroid_hpo.results.report._table import Table3Row
 from spheroid_hpo.training.calibration import plot_reliability
 from spheroid_hpo.training.device import resolve_device
 from spheroid_hpo.tuning.records import RunRecord, baseline_trial
-from spheroid_hpo.tuning.storage import default_artifact_dir, open_artifact_store
+from spheroid_hpo.tuning.storage import open_artifact_store
 
 _MARKER = ".spheroid-hpo-report"  # marks a folder this command may replace
 
@@ -88,15 +88,10 @@ def write_report(
     runs_dir = Path(runs_dir)
     family = open_family(storage_url=storage_url, study=study, runs_dir=runs_dir)
     best = require_best_trials(family)
-    out_dir = Path(out_dir) if out_dir is not None else runs_dir / family.name / "report"
+    workspace = family.workspace(runs_dir=runs_dir, artifact_dir=artifact_dir)
+    out_dir = Path(out_dir) if out_dir is not None else workspace.report
     _check_out_dir(out_dir)
-    artifact_dir = (Path(artifact_dir) if artifact_dir is not None
-                    else default_artifact_dir(family.name, runs_dir=runs_dir))
-    if not artifact_dir.is_dir():
-        raise InputError(
-            f"artifact folder {artifact_dir} does not exist; pass --artifacts with the folder the study's workers "
-            f"wrote models to (launch prints it)"
-        )
+    artifact_dir = workspace.existing_artifacts()
     torch_device = resolve_device(device)
     say = _printer(progress)
 
@@ -144,10 +139,6 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
 
     summaries = tuple(summarize_study(a, family.trials(a), params=lambda t, a=a: family.params(t, a))
                       for a in family.config.architectures)
-    caption = f"Test F1 per class and mean (macro-F1) of each architecture's best trial, study {family.name}"
-    write_table3_csv(tuned, dataset.class_names, staging / "table3.csv")
-    write_table3_tex(tuned, dataset.class_names, staging / "table3.tex", caption=caption)
-
     content = ReportContent(
         family=family, class_names=dataset.class_names, split_sizes=_split_sizes(family.manifest_csv),
         data_folder=folder, tuned=tuple(tuned), original=tuple(original), best=best, summaries=summaries,
@@ -158,9 +149,9 @@ def _build(family: StudyFamily, best: dict[str, FrozenTrial], *, staging: Path, 
     checklist = build_checklist(content, duplicates=dataset.duplicates, straddling=dataset.straddling,
                                 runs_dir=runs_dir)
     blocks += checklist_blocks(checklist)
-    (staging / CHECKLIST_FILE).write_text(checklist_json(checklist, study=family.name))
-    (staging / "report.md").write_text(render_markdown(title, blocks))
-    (staging / "report.html").write_text(render_html(title, blocks, folder=staging))
+    rendered = RenderedReport(content=content, title=title, blocks=blocks, checklist=checklist, folder=staging)
+    for output in REPORT_OUTPUTS:
+        output.write(rendered, staging / output.file_name)
     return {
         "class_names": dataset.class_names, "tuned": tuple(tuned), "original": tuple(original),
         "evaluations": evaluations, "summaries": summaries, "repeats": repeated,

@@ -26,7 +26,7 @@ from scipy import stats
 from spheroid_hpo.data import IMBALANCE_WARNING_RATIO, Duplicates
 from spheroid_hpo.results.audit import AUDIT_DIR, SUMMARY_FILE
 from spheroid_hpo.results.best_file import RULE_TEXT
-from spheroid_hpo.results.export import DEFAULT_FILE_NAMES
+from spheroid_hpo.results.export import export_format, format_names
 from spheroid_hpo.results.report._content import ReportContent
 from spheroid_hpo.results.report._document import Block, Bullets, Heading, Paragraph
 from spheroid_hpo.training.hyperparams import format_params
@@ -60,7 +60,7 @@ class ChecklistItem:
 def build_checklist(content: ReportContent, *, duplicates: Duplicates, straddling: Sequence[dict],
                     runs_dir: Path) -> tuple[ChecklistItem, ...]:
     """Every checklist item, filled from ``content`` (the report's), the data scan and the study's folder."""
-    study_dir = Path(runs_dir) / content.family.name
+    study_dir = content.family.workspace(runs_dir=runs_dir).folder
     return (*_data(content, duplicates, straddling, study_dir), *_optimisation(content), *_model(content, study_dir),
             *_evaluation(content))
 
@@ -191,12 +191,12 @@ def _model(content: ReportContent, study_dir: Path) -> list[ChecklistItem]:
     best = "; ".join(f"{a}: trial #{t.number}, {format_params(family.params(t, a))}" for a, t in content.best.items())
     counts = "; ".join(f"{row.architecture}: {row.parameter_count:,}" if row.parameter_count else
                        f"{row.architecture}: not recorded" for row in content.tuned)
-    exported = [(path, hashlib.sha256(path.read_bytes()).hexdigest()) for name in DEFAULT_FILE_NAMES.values()
-                if (path := study_dir / name).is_file()]
+    exported = [(path, hashlib.sha256(path.read_bytes()).hexdigest()) for name in format_names()
+                if (path := study_dir / export_format(name).file_name).is_file()]
     exports = (ChecklistItem("model", "exported files (SHA-256)", "; ".join(f"{p.name} {h}" for p, h in exported),
                              MEASURED) if exported else
                ChecklistItem("model", "exported files (SHA-256)", f"none in {study_dir}; run `spheroid-hpo export "
-                             f"--study {family.name} --format onnx` (or bioimageio, torchscript)", NOT_RUN))
+                             f"--study {family.name} --format FORMAT` ({', '.join(format_names())})", NOT_RUN))
     return [
         ChecklistItem("model", "architectures and best configurations", best, RECORDED),
         ChecklistItem("model", "initial weights", config.training.weights, RECORDED),

@@ -20,7 +20,6 @@ from optuna.trial import FrozenTrial
 from spheroid_hpo.data import SplitSpec
 from spheroid_hpo.results.family import StudyFamily
 from spheroid_hpo.results.report._paired import PairedComparison, paired_comparison
-from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.run import run_training
 
 
@@ -53,8 +52,10 @@ def repeat_best(
     device: str,
     on_run: Callable[[str, int], None] | None = None,
 ) -> dict[str, RepeatedRuns]:
-    """Train each architecture's best parameters ``repeats`` times, seeds training.seed + 0..K-1."""
-    training = family.config.training
+    """Train each architecture's best configuration ``repeats`` times, seeds training.seed + 0..K-1,
+    on the study's split and as its trials trained (the whole recorded configuration, class weights
+    included, and the study's folds when it is cross-validated)."""
+    training, data = family.config.training, family.config.data
     seeds = tuple(training.seed + index for index in range(repeats))
     results = {}
     with tempfile.TemporaryDirectory(prefix="spheroid-hpo-repeats-") as scratch:
@@ -65,16 +66,17 @@ def repeat_best(
                     on_run(architecture, seed)
                 runs.append(run_training(
                     data_dir=data_dir, out_dir=Path(scratch) / architecture / f"seed-{seed}", arch=architecture,
-                    hyperparams=Hyperparams.from_params(family.params(trial, architecture)),
+                    hyperparams=family.hyperparams(trial),
                     image_size=family.data.image_size, seed=seed, device=device, weights=training.weights,
-                    precision=training.precision, split=SplitSpec(manifest=str(manifest_path)), progress=False,
+                    precision=training.precision, split=SplitSpec(seed=data.split.seed, manifest=str(manifest_path)),
+                    cv_folds=data.cv_folds, progress=False,
                 ))
             results[architecture] = RepeatedRuns(
                 architecture=architecture,
                 trial_number=trial.number,
                 seeds=seeds,
                 test_macro_f1=tuple(run.test_macro_f1 for run in runs),
-                # As a trial's value: the last epoch's validation score from the training loop.
+                # As a trial's value: the last epoch's validation score from the training loop (mean over folds).
                 val_macro_f1=tuple(run.val_macro_f1 for run in runs),
                 histories=tuple(list(run.history) for run in runs),
             )
