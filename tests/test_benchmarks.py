@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 
@@ -62,10 +63,13 @@ def test_the_benchmark_runs_one_tiny_round(script, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     monkeypatch.setattr(sys, "argv", [f"{script}.py", "--smoke"])
     module = importlib.import_module(script)
-    threads = torch.get_num_threads()
+    threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
     try:
         module.main(["--smoke"])
     finally:
-        torch.set_num_threads(threads)  # a script may set its own; the tests after it keep theirs
+        # A script may set its own thread count and quiet Optuna; the tests after it keep theirs
+        # (a launch's log must still hold Optuna's info lines).
+        torch.set_num_threads(threads)
+        optuna.logging.set_verbosity(verbosity)
     out = capsys.readouterr().out
     assert re.search(EXPECTED[script], out), out[-3000:]
