@@ -95,3 +95,29 @@ def write_one_architecture_study(folder: Path, **options) -> Path:
     path = Path(folder) / f"{options.get('name', 'wiring')}.toml"
     path.write_text(one_architecture_study(**options))
     return path
+
+
+def one_objective_trial(data, folder: Path, params: dict, *, extra_space: str = ""):
+    """One enqueued trial of ``params`` through ``build_objective`` (squeezenet1_1, fp32) on
+    ``data`` (a ``TrainingData``), in memory; the trial must complete. Returns the FrozenTrial."""
+    import optuna
+    import torch
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna.trial import TrialState
+
+    from spheroid_hpo.tuning.objective import build_objective
+    from spheroid_hpo.tuning.study_file import parse_study_text
+
+    config = parse_study_text(one_architecture_study(extra_space=extra_space), source=Path("s.toml"))
+    (Path(folder) / "artifacts").mkdir()
+    objective = build_objective(
+        architecture="squeezenet1_1", data=data, search_space=config.search_space, device=torch.device("cpu"),
+        artifact_store=FileSystemArtifactStore(str(Path(folder) / "artifacts")),
+        checkpoint_dir=Path(folder) / "checkpoints", precision="fp32",
+    )
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(params)
+    study.optimize(objective, n_trials=1)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    return trial

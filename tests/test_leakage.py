@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
-import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore
-from optuna.trial import TrialState
 from split_manifests import GROUP_BY, read_manifest
-from study_files import one_architecture_study
+from study_files import one_architecture_study, one_objective_trial
 
 from spheroid_hpo.data import SplitSpec, load_dataset
 from spheroid_hpo.results.report import _repeats as repeats_module
@@ -28,7 +24,6 @@ from spheroid_hpo.training import run as run_module
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.tuning import objective as objective_module
 from spheroid_hpo.tuning.create import create_study_family
-from spheroid_hpo.tuning.objective import build_objective
 from spheroid_hpo.tuning.study_file import parse_study_text
 from spheroid_hpo.tuning.worker import _load_trial_data
 
@@ -79,17 +74,7 @@ def _trial(data, tmp_path, monkeypatch):
     """One trial of the objective on ``data``, with spies on what it trains and calibrates on."""
     trained = Spy(monkeypatch, objective_module.loop, "train")
     calibrated = Spy(monkeypatch, recipe_module, "calibrate")
-    config = parse_study_text(one_architecture_study(), source=Path("s.toml"))
-    (tmp_path / "artifacts").mkdir()
-    objective = build_objective(
-        architecture="squeezenet1_1", data=data, search_space=config.search_space, device=torch.device("cpu"),
-        artifact_store=FileSystemArtifactStore(str(tmp_path / "artifacts")),
-        checkpoint_dir=tmp_path / "checkpoints", precision="fp32",
-    )
-    study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(PARAMS)
-    study.optimize(objective, n_trials=1)
-    assert study.trials[0].state == TrialState.COMPLETE, study.trials[0].user_attrs
+    one_objective_trial(data, tmp_path, PARAMS)
     return trained.calls, calibrated.calls
 
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
-from study_files import one_architecture_study
+from study_files import one_architecture_study, one_objective_trial
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import SplitSpec, load_dataset, training_data
@@ -43,19 +43,7 @@ def _cross_validated_trial(demo_dir: Path, tmp_path: Path):
     manifest = tmp_path / "splits.csv"
     dataset = load_dataset(demo_dir, image_size=32, manifest_path=manifest, splits=("train", "val"))
     data = training_data(dataset, manifest=manifest, cv_folds=FOLDS, split_seed=0)
-    config = parse_study_text(one_architecture_study(extra_space='class_weights = "balanced"'),
-                              source=Path("s.toml"))
-    (tmp_path / "artifacts").mkdir()
-    objective = build_objective(
-        architecture="squeezenet1_1", data=data, search_space=config.search_space, device=torch.device("cpu"),
-        artifact_store=FileSystemArtifactStore(str(tmp_path / "artifacts")),
-        checkpoint_dir=tmp_path / "checkpoints", precision="fp32",
-    )
-    study = optuna.create_study(direction="maximize")
-    study.enqueue_trial(PARAMS)
-    study.optimize(objective, n_trials=1)
-    (trial,) = study.trials
-    assert trial.state == TrialState.COMPLETE, trial.user_attrs
+    trial = one_objective_trial(data, tmp_path, PARAMS, extra_space='class_weights = "balanced"')
     return trial, manifest
 
 
