@@ -55,6 +55,15 @@ def test_the_search_benchmark_measures_the_shipped_default_pair():
 SLOW = {"pruning", "train_process", "allocator", "worker_scaling", "step_breakdown", "precision", "epoch_speed"}
 
 
+@pytest.mark.parametrize("script", sorted(SLOW))
+def test_each_slow_smoke_script_imports_and_takes_its_smoke_options(script, monkeypatch):
+    """The default set imports each script whose smoke round runs in the slow set, and parses its --smoke
+    options: a moved name breaks the import (as it once did for pruning.py) here, not only in CI."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module(script)
+    assert module._parse(["--smoke"]).smoke is True
+
+
 @pytest.mark.parametrize("script", [
     pytest.param(script, marks=pytest.mark.slow) if script in SLOW else script
     for script in sorted(EXPECTED)
