@@ -161,7 +161,8 @@ def test_the_suspects_are_cleanlabs_and_duplicates_share_a_fold(audited):
     # n_jobs=1, as the audit calls it: the ranking is the same, and no process pool is forked from a
     # process that has run torch's thread pool (such a fork hung in the mutation check's fork server).
     expected = find_label_issues(labels=held_out.labels, pred_probs=held_out.probabilities,
-                                 return_indices_ranked_by="self_confidence", n_jobs=1)
+                                 filter_by="low_self_confidence", return_indices_ranked_by="self_confidence",
+                                 n_jobs=1)
     assert [s.index for s in result.suspects] == list(expected)
     for s in result.suspects:
         assert s.given_probability == pytest.approx(held_out.probabilities[s.index, held_out.labels[s.index]])
