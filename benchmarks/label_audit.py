@@ -9,7 +9,7 @@ The configuration is ``studies/best.toml``'s (the winner of ``studies/ci.toml``)
 ``--epochs`` or ``--image-size`` override it.
 
     python benchmarks/label_audit.py --seeds 0 1 2 --threads 1          # demo data like ci.toml's, 3 flip draws
-    python benchmarks/label_audit.py --data ../shared/realdata/ifc_cellcycle --epochs 10
+    python benchmarks/label_audit.py --data COPY_OF/ifc_cellcycle --image-size 32 --seeds 0 1 2 --threads 1
 """
 
 from __future__ import annotations
