@@ -8,14 +8,15 @@ split are out of the audit's reach by design, so recall counts the flips in trai
 The configuration is ``studies/best.toml``'s (the winner of ``studies/ci.toml``) unless
 ``--epochs`` or ``--image-size`` override it.
 
-    python benchmarks/label_audit.py                                    # demo data like ci.toml's (~15 min, 2 cores)
-    python benchmarks/label_audit.py --data ../shared/realdata/ifc_cellcycle --epochs 10
+    python benchmarks/label_audit.py --seeds 0 1 2 --threads 1          # demo data like ci.toml's, 3 flip draws
+    python benchmarks/label_audit.py --data COPY_OF/ifc_cellcycle --image-size 32 --seeds 0 1 2 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, help="override the configuration's epochs")
     parser.add_argument("--image-size", type=int, help="override the configuration's image size")
-    parser.add_argument("--seed", type=int, default=0, help="which files are flipped")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="which files are flipped: one audit per seed")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, help="keep the audit's files here")
     parser.add_argument("--smoke", action="store_true", help="tiny data, 1 epoch, 2 folds: does it run")
@@ -55,32 +56,45 @@ def main(argv: list[str] | None = None) -> None:
         params["epochs"] = args.epochs
     image_size = args.image_size or best.image_size
     print(describe_machine(torch.device("cpu")) + "; " + load_average() + " at the start")
+    rows = [_audit_one(args, best, params, image_size, demo, seed) for seed in args.seeds]
+    if len(rows) > 1:
+        precisions, recalls, seconds = zip(*rows)
+        print(f"over flip seeds {' '.join(map(str, args.seeds))}: precision min {min(precisions):.3f} "
+              f"mean {statistics.fmean(precisions):.3f}; recall min {min(recalls):.3f} "
+              f"mean {statistics.fmean(recalls):.3f}; time mean {statistics.fmean(seconds):.0f} s; "
+              f"{load_average()} at the end")
+
+
+def _audit_one(args, best, params: dict, image_size: int, demo: dict | None, seed: int) -> tuple[float, float, float]:
+    """Flip ``args.fraction`` of a fresh copy with ``seed``, audit it; print and return (precision, recall, seconds)."""
     with tempfile.TemporaryDirectory(prefix="label-audit-") as scratch:
         scratch = Path(scratch)
         source = args.data
         if source is None:
             source = scratch / "demo"
             write_demo_data(source, **(demo or best.demo or {}))
-        truth = plant_flips(source, scratch / "flipped", fraction=args.fraction, seed=args.seed)
+        truth = plant_flips(source, scratch / "flipped", fraction=args.fraction, seed=seed)
         plan = plan_for_folder(scratch / "flipped", architecture=best.architecture,
                                hyperparams=Hyperparams.from_params(params), image_size=image_size,
                                split=best.split, precision=best.precision,
                                weights=best.weights, seed=best.seeds[0])
         started = time.perf_counter()
-        result = audit_plan(plan, folds=args.folds, out_dir=args.out or scratch / "audit")
+        out = args.out / f"seed-{seed}" if args.out else scratch / "audit"
+        result = audit_plan(plan, folds=args.folds, out_dir=out)
         seconds = time.perf_counter() - started
     audited = set(result.held_out.paths)
     reachable = {path for path in truth if path in audited}
     flagged = {s.path for s in result.suspects}
     hits = flagged & reachable
     corrected = sum(1 for s in result.suspects if s.path in truth and s.suggested_label == truth[s.path])
-    print(f"configuration: {best.architecture} {dataclasses.asdict(plan.hyperparams)} at {image_size} px, "
-          f"{args.folds} folds, {args.threads} threads")
+    precision, recall = len(hits) / max(1, len(flagged)), len(hits) / max(1, len(reachable))
+    print(f"flip seed {seed}; configuration: {best.architecture} {dataclasses.asdict(plan.hyperparams)} at "
+          f"{image_size} px, {args.folds} folds, {args.threads} threads")
     print(f"images {len(audited)} in train+val; flipped {len(truth)} in all, {len(reachable)} in train+val")
     print(f"suspects {len(flagged)}; flipped among them {len(hits)}; suggested label = true class for {corrected}")
-    print(f"precision {len(hits) / max(1, len(flagged)):.3f}  recall {len(hits) / max(1, len(reachable)):.3f}  "
-          f"time {seconds:.0f} s; {load_average()} at the end")
-
+    print(f"precision {precision:.3f}  recall {recall:.3f}  time {seconds:.0f} s; {load_average()} at the end",
+          flush=True)
+    return precision, recall, seconds
 
 if __name__ == "__main__":
     run(main)

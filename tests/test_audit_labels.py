@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import read_manifest
 from spheroid_hpo.data.demo import write_demo_data
+from spheroid_hpo.defaults import AUDIT_FOLDS
 from spheroid_hpo.results.audit import (
     CSV_COLUMNS,
     PAGE_FILE,
@@ -29,7 +31,11 @@ from spheroid_hpo.results.audit import (
     SUSPECTS_FILE,
     AuditRequest,
     audit_labels,
+    audit_plan,
+    plan_for_folder,
+    plant_flips,
 )
+from spheroid_hpo.results.best_file import read_best_config
 from spheroid_hpo.results.family import open_family
 from spheroid_hpo.training import loop
 from spheroid_hpo.training.hyperparams import Hyperparams
@@ -155,7 +161,8 @@ def test_the_suspects_are_cleanlabs_and_duplicates_share_a_fold(audited):
     # n_jobs=1, as the audit calls it: the ranking is the same, and no process pool is forked from a
     # process that has run torch's thread pool (such a fork hung in the mutation check's fork server).
     expected = find_label_issues(labels=held_out.labels, pred_probs=held_out.probabilities,
-                                 return_indices_ranked_by="self_confidence", n_jobs=1)
+                                 filter_by="low_self_confidence", return_indices_ranked_by="self_confidence",
+                                 n_jobs=1)
     assert [s.index for s in result.suspects] == list(expected)
     for s in result.suspects:
         assert s.given_probability == pytest.approx(held_out.probabilities[s.index, held_out.labels[s.index]])
@@ -200,3 +207,30 @@ def test_bad_input_is_one_line_and_exit_2(args, phrase, run_folder, tmp_path, mo
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and phrase in lines[0], stderr
     assert not out.exists()  # nothing written
+
+
+def test_the_audit_finds_planted_flips_in_demo_data_made_like_ci(tmp_path):
+    """5% of the images of ci.toml's demo data (80 per class, 64 px) moved to another class,
+    audited with studies/best.toml's winner on 5 folds (issue 21, item 2): at least half of the
+    suspects are flipped files, and at least half of the flipped train+val files are suspects.
+    benchmarks/label_audit.py measures the same over several draws of the flips (BENCHMARKS.md)."""
+    best = read_best_config(ROOT / "studies" / "best.toml")
+    write_demo_data(tmp_path / "demo", **best.demo)
+    truth = plant_flips(tmp_path / "demo", tmp_path / "flipped", fraction=0.05, seed=0)
+    plan = plan_for_folder(tmp_path / "flipped", architecture=best.architecture,
+                           hyperparams=Hyperparams.from_params(best.params), image_size=best.image_size,
+                           split=best.split, precision=best.precision, weights=best.weights, seed=best.seeds[0])
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as best.toml's machine trained it (and the suite runs tests side by side)
+    try:
+        result = audit_plan(plan, folds=AUDIT_FOLDS, out_dir=tmp_path / "audit", device="cpu", log=lambda _: None)
+    finally:
+        torch.set_num_threads(previous_threads)
+    reachable = set(truth) & set(result.held_out.paths)  # flips in the test split are never audited
+    assert len(reachable) >= 10
+    flagged = {s.path for s in result.suspects}
+    hits = flagged & reachable
+    precision, recall = len(hits) / max(1, len(flagged)), len(hits) / len(reachable)
+    assert precision >= 0.5 and recall >= 0.5, (
+        f"precision {precision:.2f} ({len(hits)} of {len(flagged)} suspects flipped), recall {recall:.2f} "
+        f"({len(hits)} of {len(reachable)} flipped train+val files flagged)")

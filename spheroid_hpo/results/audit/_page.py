@@ -15,9 +15,10 @@ from spheroid_hpo.results.audit._suspects import Suspect
 THUMBNAIL_PX = 112  # small crops (40 px) upscaled, nearest neighbour, so single pixels stay visible
 
 LIMITS = (
-    "The audit ranks suspects; a person decides. An image is flagged when a model that never trained on it "
-    "gives its label a low probability compared with what such models usually give that class, so a "
-    "flag means 'look at this', not 'this label is wrong'. It cannot tell a mislabelled image from a "
+    "The audit ranks suspects; a person decides. cleanlab estimates how many labels are wrong from how "
+    "models that never trained on the images disagree with them, and flags that many images: those whose "
+    "given label these models find least probable. A flag means 'look at this', not 'this label is wrong'. "
+    "It cannot tell a mislabelled image from a "
     "correctly labelled one that is unusual, out of focus, or of a class the model confuses at this image "
     "size; it cannot find an error the model makes consistently (two classes that look alike), nor "
     "errors in the test split, which it never reads."

@@ -18,7 +18,7 @@ from spheroid_hpo.errors import InputError
 from spheroid_hpo.results.audit._page import audit_page
 from spheroid_hpo.results.audit._probabilities import HeldOut, Log, held_out_probabilities
 from spheroid_hpo.results.audit._source import AuditPlan, plan_from_run, plan_from_study
-from spheroid_hpo.results.audit._suspects import RANK_BY, Suspect, find_suspects, suspects_csv
+from spheroid_hpo.results.audit._suspects import FILTER_BY, RANK_BY, Suspect, find_suspects, suspects_csv
 from spheroid_hpo.training.device import resolve_device
 
 SUSPECTS_FILE = "suspects.csv"
@@ -98,8 +98,9 @@ def audit_plan(plan: AuditPlan, *, folds: int, fold_rule: str = "--folds", out_d
     summary = _summary(plan, held_out, suspects, fold_rule=fold_rule, seconds=time.perf_counter() - started)
     text = (f"{len(suspects)} of {len(held_out.paths)} train and validation images flagged "
             f"({summary['suspect_fraction']:.1%}); out-of-sample probabilities from {folds} folds ({fold_rule}) "
-            f"of {plan.architecture} retrained with the audited configuration; ranked by cleanlab "
-            f"{summary['cleanlab']} ({RANK_BY}). The test split was not read.")
+            f"of {plan.architecture} retrained with the audited configuration (TTA over 8 views, each fold's "
+            f"temperature); flagged and ranked by cleanlab {summary['cleanlab']} ({FILTER_BY}, ranked by "
+            f"{RANK_BY}). The test split was not read.")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomically(out_dir / SUSPECTS_FILE, suspects_csv(suspects))
     write_text_atomically(out_dir / PAGE_FILE, audit_page(held_out, suspects, description=plan.description,
@@ -131,7 +132,8 @@ def _summary(plan: AuditPlan, held_out: HeldOut, suspects: tuple[Suspect, ...], 
         "suspects": len(suspects), "suspect_fraction": len(suspects) / max(1, len(held_out.paths)),
         "suspects_per_given_class": {name: flagged.get(name, 0) for name in held_out.class_names},
         "images_per_class": {name: given.get(name, 0) for name in held_out.class_names},
-        "rank_by": RANK_BY, "cleanlab": importlib.metadata.version("cleanlab"), "seconds": round(seconds, 1),
+        "filter_by": FILTER_BY, "rank_by": RANK_BY, "cleanlab": importlib.metadata.version("cleanlab"),
+        "seconds": round(seconds, 1),
         "splits_read": ["train", "val"],
     }
 

@@ -138,7 +138,9 @@ def _audit_item(study_dir: Path, study: str) -> ChecklistItem:
     return ChecklistItem(
         "data", "label audit",
         f"{audit['suspects']} of {audit['images']} train and validation images flagged as possibly mislabelled "
-        f"({audit['suspect_fraction']:.1%}) by cleanlab {audit['cleanlab']} on out-of-sample probabilities of "
+        f"({audit['suspect_fraction']:.1%}) by cleanlab {audit['cleanlab']} "
+        # audit.json files written before filter_by was recorded used cleanlab's default filter
+        f"({audit.get('filter_by', 'prune_by_noise_rate')}) on out-of-sample probabilities of "
         f"{audit['audited']} ({audit['folds']} folds); a person decides: see {AUDIT_DIR}/", RECORDED)
 
 
