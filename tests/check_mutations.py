@@ -58,6 +58,7 @@ PRELOAD = (
 ENTRY_LIMIT_S = 900
 TIMED_OUT = 1000  # the server's answer for a child it killed at ENTRY_LIMIT_S
 _PRINTING = threading.Lock()  # parallel jobs print whole reports, never halves of two
+SLOWEST_SHOWN = 15  # the summary at the end lists this many of the slowest entries
 
 
 def report(text: str) -> None:
@@ -349,8 +350,21 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers:
                 server.close()
     failures = caught.count(False)
+    print(slowest_summary(SECONDS_TAKEN))
     print(f"{len(entries) - failures}/{len(entries)} breakages caught in {time.monotonic() - started:.0f} s")
     return 1 if failures else 0
+
+
+# Seconds each entry's tests took (breaking, running and restoring), by entry name: the summary's source.
+SECONDS_TAKEN: dict[str, float] = {}
+
+
+def slowest_summary(seconds: dict[str, float], shown: int = SLOWEST_SHOWN) -> str:
+    """The ``shown`` slowest entries, slowest first, each with its seconds, and the total of all."""
+    ranked = sorted(seconds.items(), key=lambda item: item[1], reverse=True)[:shown]
+    lines = [f"slowest {len(ranked)} of {len(seconds)} entries ({sum(seconds.values()):.0f} s in all):"]
+    lines += [f"  {taken:6.1f} s  {name}" for name, taken in ranked]
+    return "\n".join(lines)
 
 
 def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False, server: ForkServer | None = None) -> bool:
@@ -369,14 +383,15 @@ def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False, server: F
     finally:
         path.write_text(text)
     seconds = time.monotonic() - started
+    SECONDS_TAKEN[entry.name] = seconds
     missing = [line for line in output.splitlines() if line.startswith("ERROR: ") and "not found" in line]
     if missing:  # pytest's exit status for a test id that names nothing: not a breakage caught
         report(f"ERROR     {entry.name}: {' '.join(entry.tests)} name no test ({missing[0]}); update mutations.txt")
         return False
     if passed:
-        report(f"SURVIVED  {entry.name} ({seconds:.0f} s): {' '.join(entry.tests)} still pass\n{output}")
+        report(f"SURVIVED  {entry.name} ({seconds:.1f} s): {' '.join(entry.tests)} still pass\n{output}")
     else:
-        report(f"KILLED    {entry.name} ({seconds:.0f} s)" + (f"\n{output}" if verbose else ""))
+        report(f"KILLED    {entry.name} ({seconds:.1f} s)" + (f"\n{output}" if verbose else ""))
     return not passed
 
 
