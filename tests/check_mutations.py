@@ -160,9 +160,16 @@ def pytest_args(basetemp: Path, tests: tuple[str, ...]) -> list[str]:
             f"--basetemp={basetemp}", *tests]
 
 
+# Threads per process for the entries' tests, unless the environment sets them: one. CI runs the check
+# beside two other lanes on 2 cores, where two torch threads per process spin against each other (one
+# entry took 14.5-18.4 s with two threads and 4.7 s with one, at load 5). Worker processes a test
+# launches get their own count from the launcher.
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _environment(tree: Path) -> dict[str, str]:
     # No bytecode written: a broken file and its restored original can share a size and an mtime second.
-    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    return {**THREADS, **os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def _basetemp(tree: Path) -> Path:
