@@ -266,6 +266,9 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
     markdown = (out / "report.md").read_text()
     assert "Each architecture's best configuration retrained with seeds 0, 1 on the study's split" in markdown
     assert re.search(r"\| squeezenet1_1 \| #0 \| 2 \| \d\.\d{3} ± \d\.\d{3} \|", markdown), markdown
+    # The reporting checklist is part of the report, not only of checklist.json.
+    assert "## Reporting checklist (DOME)" in markdown
+    assert "Reporting checklist (DOME)</h2>" in (out / "report.html").read_text()
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
