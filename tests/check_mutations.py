@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import concurrent.futures
+import gc
 import importlib
 import json
 import os
@@ -58,6 +59,7 @@ PRELOAD = (
 ENTRY_LIMIT_S = 900
 TIMED_OUT = 1000  # the server's answer for a child it killed at ENTRY_LIMIT_S
 _PRINTING = threading.Lock()  # parallel jobs print whole reports, never halves of two
+SLOWEST_SHOWN = 15  # the summary at the end lists this many of the slowest entries
 
 
 def report(text: str) -> None:
@@ -155,13 +157,22 @@ def pytest_args(basetemp: Path, tests: tuple[str, ...]) -> list[str]:
     """pytest's arguments for an entry's ``tests``, in a fresh interpreter or a forked child alike."""
     # -m "": the entry's tests run whatever their markers (the default run leaves the heavy ones out,
     # and a deselected test would let its breakage count as caught).
-    return ["-q", "-x", "-p", "no:cacheprovider", "--no-header", "-m", "",
+    # -p no:anyio: a dependency's pytest plugin that imports anyio's event-loop backends and has
+    # pytest rewrite the asserts of 40 of its modules in each child (0.5 s an entry); no test uses it.
+    return ["-q", "-x", "-p", "no:cacheprovider", "-p", "no:anyio", "--no-header", "-m", "",
             f"--basetemp={basetemp}", *tests]
+
+
+# Threads per process for the entries' tests, unless the environment sets them: one. CI runs the check
+# beside two other lanes on 2 cores, where two torch threads per process spin against each other (one
+# entry took 14.5-18.4 s with two threads and 4.7 s with one, at load 5). Worker processes a test
+# launches get their own count from the launcher.
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _environment(tree: Path) -> dict[str, str]:
     # No bytecode written: a broken file and its restored original can share a size and an mtime second.
-    return {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    return {**THREADS, **os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def _basetemp(tree: Path) -> Path:
@@ -231,6 +242,9 @@ def serve(preload: str) -> int:
     loaded = sorted(name for name in sys.modules if name == "spheroid_hpo" or name.startswith("spheroid_hpo."))
     if loaded:  # an entry's broken file must be imported afresh in each child
         raise SystemExit(f"the fork server imported {loaded}; it must not")
+    # What is imported so far outlives every child: out of the garbage collector's sight, so that a
+    # child's full collections (pytest runs two as it ends) skip it: 0.5 s an entry.
+    gc.freeze()
     while True:
         line = sys.stdin.readline()
         if not line:
@@ -349,8 +363,21 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers:
                 server.close()
     failures = caught.count(False)
+    print(slowest_summary(SECONDS_TAKEN))
     print(f"{len(entries) - failures}/{len(entries)} breakages caught in {time.monotonic() - started:.0f} s")
     return 1 if failures else 0
+
+
+# Seconds each entry's tests took (breaking, running and restoring), by entry name: the summary's source.
+SECONDS_TAKEN: dict[str, float] = {}
+
+
+def slowest_summary(seconds: dict[str, float], shown: int = SLOWEST_SHOWN) -> str:
+    """The ``shown`` slowest entries, slowest first, each with its seconds, and the total of all."""
+    ranked = sorted(seconds.items(), key=lambda item: item[1], reverse=True)[:shown]
+    lines = [f"slowest {len(ranked)} of {len(seconds)} entries ({sum(seconds.values()):.0f} s in all):"]
+    lines += [f"  {taken:6.1f} s  {name}" for name, taken in ranked]
+    return "\n".join(lines)
 
 
 def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False, server: ForkServer | None = None) -> bool:
@@ -369,14 +396,15 @@ def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False, server: F
     finally:
         path.write_text(text)
     seconds = time.monotonic() - started
+    SECONDS_TAKEN[entry.name] = seconds
     missing = [line for line in output.splitlines() if line.startswith("ERROR: ") and "not found" in line]
     if missing:  # pytest's exit status for a test id that names nothing: not a breakage caught
         report(f"ERROR     {entry.name}: {' '.join(entry.tests)} name no test ({missing[0]}); update mutations.txt")
         return False
     if passed:
-        report(f"SURVIVED  {entry.name} ({seconds:.0f} s): {' '.join(entry.tests)} still pass\n{output}")
+        report(f"SURVIVED  {entry.name} ({seconds:.1f} s): {' '.join(entry.tests)} still pass\n{output}")
     else:
-        report(f"KILLED    {entry.name} ({seconds:.0f} s)" + (f"\n{output}" if verbose else ""))
+        report(f"KILLED    {entry.name} ({seconds:.1f} s)" + (f"\n{output}" if verbose else ""))
     return not passed
 
 

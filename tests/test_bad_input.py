@@ -379,14 +379,15 @@ def test_weights_that_cannot_start_training_stop_launch_before_the_storage_is_cr
     assert not (tmp_path / "runs" / "bad" / "study.db").exists()  # refused before the storage was created
 
 
-def test_a_worker_without_the_weights_file_stops_before_taking_a_trial(tmp_path):
+def test_a_worker_without_the_weights_file_stops_before_taking_a_trial(tmp_path, monkeypatch, capsys):
     """The study's weights file was there when it was created, not on this worker's machine."""
     weights = tmp_path / "start.pt"
     torch.save(create_model("squeezenet1_1", num_classes=4).state_dict(), weights)
     path = tmp_path / "far.toml"
     path.write_text(BOTH.format(name="far", epochs=1, lr=1e-3) + f'\n[training]\nweights = "{weights}"\n')
     runs = tmp_path / "runs"
-    create_in_a_child(path, runs)
+    code, err = run_cli(monkeypatch, capsys, "create", "--study", str(path), "--runs-dir", str(runs))  # here: the
+    assert code == 0, err  # worker below is the process this test is about
     weights.unlink()
     url = f"sqlite:///{runs / 'far' / 'study.db'}"
     result = subprocess.run([sys.executable, "-m", "spheroid_hpo", "worker", "--storage", url,
@@ -541,6 +542,7 @@ def test_worker_command_line_carries_no_password(tmp_path):
     assert env["PGPASSWORD"] == "s3cret-Pw9"
 
 
+@pytest.mark.postgres
 def test_the_stored_study_file_holds_no_password(tmp_path):
     """Through ``create`` on the real PostgreSQL server (it trusts local connections, so any password works)."""
     import psycopg

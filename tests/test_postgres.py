@@ -328,3 +328,51 @@ def test_workers_claim_the_next_trial_one_at_a_time(database):
         second.release()
     first.acquire()  # released for good: taken again at once
     first.release()
+
+
+
+def test_a_worker_on_postgresql_queues_a_stopped_workers_trial_again_and_runs_it(database, tmp_path, monkeypatch):
+    """A worker stopped by SIGTERM (SLURM's time-limit warning, `scancel`, `docker stop`) leaves its trial
+    interrupted; the next worker to join, with no launch in between, queues it again once and runs it
+    from that trial's checkpoint. The SLURM test does this on a real cluster; here two workers in turn,
+    in this process."""
+    import torch
+    from study_files import one_architecture_study
+
+    import spheroid_hpo.training.loop as loop
+    import spheroid_hpo.tuning.worker as worker_module
+    from spheroid_hpo.tuning.create import create_study_family
+    from spheroid_hpo.tuning.records import INTERRUPTED, RESUMES_TRIAL, fail_reason
+    from spheroid_hpo.tuning.study_file import parse_study_text
+
+    name = f"stopped{secrets.token_hex(3)}"
+    text = one_architecture_study(name=name, n_trials=1)
+    text = text.replace("n_trials = 1", f'n_trials = 1\nstorage = "{database}"')
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    runs = tmp_path / "runs"
+    family = create_study_family(config=parse_study_text(text, source=path), runs_dir=runs)
+    storage = open_storage(database, heartbeat_interval=None)
+
+    def stopped_by_sigterm(*args, **kwargs):
+        raise worker_module._Interrupted()  # what the worker's SIGTERM handler raises in the training loop
+
+    def join() -> int:
+        return worker_module.run_worker(study=name, storage_url=family.storage_url, runs_dir=runs, device="cpu",
+                                        threads=1).trials_run
+
+    previous_threads = torch.get_num_threads()  # a worker sets this process's thread count
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(loop, "train", stopped_by_sigterm)
+            assert join() == 0
+        (stopped,) = optuna.load_study(study_name=f"{name}.squeezenet1_1", storage=storage).get_trials()
+        assert stopped.state == TrialState.FAIL and fail_reason(stopped) == INTERRUPTED
+        assert join() == 1  # the budget of one is the stopped trial's: only its queued copy may run
+        trials = optuna.load_study(study_name=f"{name}.squeezenet1_1", storage=storage).get_trials()
+    finally:
+        torch.set_num_threads(previous_threads)
+        storage.engine.dispose()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], trials
+    assert trials[1].params == stopped.params and trials[1].user_attrs[RESUMES_TRIAL] == stopped.number
+    assert budget_used(trials) == 1

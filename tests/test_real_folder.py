@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,44 +43,55 @@ def _listing(folder: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(folder)), p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+def cli(monkeypatch, capsys, *args: str, cwd: Path) -> tuple[int, str]:
+    """``spheroid-hpo ARGS`` as typed in ``cwd``, through the console-script entry point in this process
+    (a launch still starts its worker as a process of its own); (exit code, stdout and stderr)."""
+    from spheroid_hpo.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else (0 if exit_info.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
-def _train(data: Path, cwd: Path, *, epochs: int) -> tuple[subprocess.CompletedProcess, dict]:
-    result = cli("train", "--data", str(data), "--out", "run", "--split-manifest", "splits.csv",
-                 "--arch", "squeezenet1_1", "--epochs", str(epochs), "--lr", "1e-3", "--batch-size", "32",
-                 "--image-size", "32", "--device", "cpu", "--precision", "fp32", cwd=cwd)
-    assert result.returncode == 0, result.stderr[-3000:]
+def _train(data: Path, cwd: Path, monkeypatch, capsys, *, epochs: int) -> tuple[str, dict]:
+    code, output = cli(monkeypatch, capsys, "train", "--data", str(data), "--out", "run", "--split-manifest",
+                       "splits.csv", "--arch", "squeezenet1_1", "--epochs", str(epochs), "--lr", "1e-3",
+                       "--batch-size", "32", "--image-size", "32", "--device", "cpu", "--precision", "fp32", cwd=cwd)
+    assert code == 0, output[-3000:]
     metrics = json.loads((cwd / "run" / "metrics.json").read_text())
     assert tuple(metrics["class_names"]) == CLASSES
     for section in ("validation", "test"):  # every class, even the smallest, in every split
         assert all(sum(row) > 0 for row in metrics[section]["confusion"]), section
-    return result, metrics
+    return output, metrics
 
 
-def test_train_on_real_images_with_no_flag(real_subset, tmp_path):
+def test_train_on_real_images_with_no_flag(real_subset, tmp_path, monkeypatch, capsys):
     before = _listing(real_subset)
-    result, metrics = _train(real_subset, tmp_path, epochs=1)
+    output, metrics = _train(real_subset, tmp_path, monkeypatch, capsys, epochs=1)
     assert _listing(real_subset) == before  # the data folder stays untouched: the manifest went elsewhere
     assert sum(metrics["split_sizes"].values()) == 30 * 5 + 16 + 28
-    assert "classes are imbalanced" not in result.stderr  # 30 vs 16 images: under the 3x line
+    assert "classes are imbalanced" not in output  # 30 vs 16 images: under the 3x line
 
 
 @pytest.mark.slow
-def test_train_on_the_whole_real_folder_splits_every_class_and_learns(real_folder, tmp_path):
+def test_train_on_the_whole_real_folder_splits_every_class_and_learns(real_folder, tmp_path, monkeypatch, capsys):
     before = _listing(real_folder)
-    result, metrics = _train(real_folder, tmp_path, epochs=3)
+    output, metrics = _train(real_folder, tmp_path, monkeypatch, capsys, epochs=3)
     assert _listing(real_folder) == before  # a read-only folder stays untouched: the manifest went elsewhere
-    assert "warning: classes are imbalanced: 'G1' has 56.2x the images of 'Anaphase'" in result.stderr
+    assert "warning: classes are imbalanced: 'G1' has 56.2x the images of 'Anaphase'" in output
     assert sum(metrics["split_sizes"].values()) == IMAGES
     # Learning, not a constant guess: predicting the largest class (26% of the images) for every
     # image scores macro-F1 under 0.06; three epochs at 32 px reach well above.
     assert metrics["validation"]["macro_f1"] > 0.15, metrics["validation"]
 
 
-def test_launch_on_real_images_runs_two_trials_with_no_flag(real_subset, tmp_path):
+def test_launch_on_real_images_runs_two_trials_with_no_flag(real_subset, tmp_path, monkeypatch, capsys):
     study = tmp_path / "real.toml"
     study.write_text(f"""
 [study]
@@ -103,8 +113,9 @@ path = "{real_subset}"
 image_size = 32
 """)
     before = _listing(real_subset)
-    result = cli("launch", "--workers", "1", "--study", str(study), "--runs-dir", "runs", cwd=tmp_path)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    code, output = cli(monkeypatch, capsys, "launch", "--workers", "1", "--study", str(study), "--runs-dir", "runs",
+                       cwd=tmp_path)
+    assert code == 0, output[-3000:]
     assert _listing(real_subset) == before
 
     trials = optuna.load_study(study_name="real.squeezenet1_1",

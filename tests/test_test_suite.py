@@ -5,7 +5,6 @@ process that times out fails with what it printed."""
 from __future__ import annotations
 
 import json
-import sys
 import tomllib
 from pathlib import Path
 
@@ -94,18 +93,27 @@ def test_a_fork_servers_child_imports_the_broken_file_afresh_and_each_verdict_is
     assert (pytester.path / "shapes.py").read_text() == unbroken
 
 
+def test_the_mutation_check_ends_with_its_slowest_entries_and_their_seconds():
+    summary = check_mutations.slowest_summary({"quick": 1.5, "slowest": 30.0, "middle": 4.5}, shown=2)
+    assert summary.splitlines() == [
+        "slowest 2 of 3 entries (36 s in all):", "    30.0 s  slowest", "     4.5 s  middle",
+    ]
+
+
 def test_a_child_process_that_times_out_fails_with_what_it_printed(pytester):
     pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
-    pytester.makepyfile(test_child=f"""
+    # A shell prints at once (a Python child could still be starting after the timeout on a busy
+    # machine); `exec` lets the kill on timeout reach the sleep, which holds the output pipe.
+    pytester.makepyfile(test_child="""
         import subprocess
 
         def test_child():
-            code = "print('reached step 2 of 3', flush=True); import time; time.sleep(60)"
-            subprocess.run([{sys.executable!r}, "-c", code], capture_output=True, text=True, timeout=5)
+            code = "echo 'reached step 2 of 3'; exec sleep 60"
+            subprocess.run(["sh", "-c", code], capture_output=True, text=True, timeout=1)
     """)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*timed out after 5 s*", "*--- stdout*", "reached step 2 of 3"])
+    result.stdout.fnmatch_lines(["*timed out after 1 s*", "*--- stdout*", "reached step 2 of 3"])
 
 
 def test_a_wait_that_times_out_says_what_it_waited_for_what_it_saw_and_the_logs():

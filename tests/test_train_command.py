@@ -14,6 +14,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from spheroid_hpo.cli import main
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.run import run_training
 from spheroid_hpo.training.saved_model import load_model
@@ -25,6 +26,19 @@ FAST = dict(arch="squeezenet1_1", hyperparams=Hyperparams(epochs=2, lr=1e-3, rot
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
+
+
+def cli_here(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """``spheroid-hpo ARGS`` through the console-script entry point in this process (no interpreter to
+    start: the run above covers ``python -m spheroid_hpo``); (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code if isinstance(exit_info.code, int) else (0 if exit_info.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.fixture()
@@ -79,14 +93,15 @@ def test_the_same_seed_gives_the_same_metrics(data, tmp_path):
     assert first.validation == second.validation and first.test == second.test
 
 
-def test_a_corrupt_image_is_skipped_with_one_warning_line(data, tmp_path):
+def test_a_corrupt_image_is_skipped_with_one_warning_line(data, tmp_path, monkeypatch, capsys):
     (data / "1_dead_cells" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     (data / "Thumbs.db").write_bytes(b"junk")
     (data / "2_live_outside" / "notes.txt").write_text("imaged on tuesday")
-    result = cli("train", "--data", str(data), "--epochs", "1", "--image-size", "32", "--arch", "squeezenet1_1",
-                 "--out", str(tmp_path / "run"), "--device", "cpu", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    warnings = [line for line in result.stderr.splitlines() if "broken.png" in line]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_here(monkeypatch, capsys, "train", "--data", str(data), "--epochs", "1", "--image-size", "32",
+                            "--arch", "squeezenet1_1", "--out", str(tmp_path / "run"), "--device", "cpu")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "broken.png" in line]
     assert len(warnings) == 1 and "skipping" in warnings[0]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert [item["path"] for item in metrics["skipped_images"]] == ["1_dead_cells/broken.png"]
@@ -101,7 +116,7 @@ def test_a_corrupt_image_is_skipped_with_one_warning_line(data, tmp_path):
         ("flat", "ROOT/<class"),
     ],
 )
-def test_bad_data_folders_exit_2_with_the_fix(layout, message, data, tmp_path):
+def test_bad_data_folders_exit_2_with_the_fix(layout, message, data, tmp_path, monkeypatch, capsys):
     if layout == "missing":
         target = tmp_path / "nowhere"
     elif layout == "one_class":
@@ -116,12 +131,13 @@ def test_bad_data_folders_exit_2_with_the_fix(layout, message, data, tmp_path):
         target.mkdir()
         for image in sorted(data.rglob("*.png"))[:6]:
             shutil.copy(image, target / image.name)
-    result = cli("train", "--data", str(target), "--epochs", "1", "--image-size", "32", "--out",
-                 str(tmp_path / "run"), cwd=tmp_path)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli_here(monkeypatch, capsys, "train", "--data", str(target), "--epochs", "1", "--image-size",
+                            "32", "--out", str(tmp_path / "run"))
+    assert code == 2, err
+    assert message in err
+    assert "Traceback" not in err  # an exception other than SystemExit would fail the test before this
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_check_data_reports_formats_depths_sizes_and_problems(tmp_path):

@@ -216,8 +216,10 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_
 
     monkeypatch.setattr(loop, "train", out_of_memory_once)
     previous_threads = torch.get_num_threads()
+    threads = 2 if previous_threads == 1 else 1  # not what the process has already (OMP_NUM_THREADS=1 or not)
     try:
-        summary = run_worker(study="failing", storage_url=family.storage_url, runs_dir=runs, device="cpu", threads=1)
+        summary = run_worker(study="failing", storage_url=family.storage_url, runs_dir=runs, device="cpu",
+                             threads=threads)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -226,7 +228,7 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_worker_goes_on(tmp_
     assert trials[0].user_attrs["fail_reason"] == "RuntimeError: CUDA out of memory (simulated)"
     # A failed trial that nobody retries counts against the budget: two trials, then the worker stops.
     assert summary.trials_run == 2 and budget_used(trials) == 2
-    assert trials[1].user_attrs["torch_threads"] == 1  # --threads reached the trial
+    assert trials[1].user_attrs["torch_threads"] == threads  # --threads reached the trial
 
 
 def test_a_worker_starts_no_trial_after_its_timeout(tmp_path, monkeypatch):
@@ -236,6 +238,8 @@ def test_a_worker_starts_no_trial_after_its_timeout(tmp_path, monkeypatch):
     # The smallest timeout a worker takes is 1 s; its clock jumps 2 s per reading, so it has always run out.
     ticks = iter(range(0, 10**6, 2))
     monkeypatch.setattr(worker_module.time, "monotonic", lambda: float(next(ticks)))
+    # A trial that starts fails at once instead of training (its worker goes on, and it is counted below).
+    monkeypatch.setattr(loop, "train", lambda *args, **kwargs: pytest.fail("a trial started after the timeout"))
     summary = run_worker(study="timeout", storage_url=family.storage_url, runs_dir=runs, device="cpu",
                          timeout=1)
     assert summary.trials_run == 0
@@ -262,6 +266,9 @@ def test_report_repeats_retrains_the_best_configuration_with_each_seed(tmp_path)
     markdown = (out / "report.md").read_text()
     assert "Each architecture's best configuration retrained with seeds 0, 1 on the study's split" in markdown
     assert re.search(r"\| squeezenet1_1 \| #0 \| 2 \| \d\.\d{3} ± \d\.\d{3} \|", markdown), markdown
+    # The reporting checklist is part of the report, not only of checklist.json.
+    assert "## Reporting checklist (DOME)" in markdown
+    assert "Reporting checklist (DOME)</h2>" in (out / "report.html").read_text()
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
