@@ -2,9 +2,10 @@
 
 Every command that trains calls ``fit``: a trial (``tuning/objective.py``), ``train``
 (``training/run.py``), and through ``run_training`` ``export-best``, ``reproduce`` and
-``report --repeats``. So a retraining treats folds, class weights, seeding and
-calibration exactly as the trial did. What differs between callers (reporting to a
-pruner, checkpoints, a trial being taken over) comes in through ``FitHooks``.
+``report --repeats``; ``audit-labels`` calls it once per fold (``results/audit/_probabilities.py``).
+So a retraining treats folds, class weights, seeding and calibration exactly as the trial
+did. What differs between callers (reporting to a pruner, checkpoints, a trial being taken
+over) comes in through ``FitHooks``.
 
 With folds (``TrainingData.folds``) the model is trained once per fold, each from the
 same seed; the value is the mean of the folds' last-epoch validation macro-F1, and

@@ -37,7 +37,7 @@ class HeldOut:
     paths: tuple[str, ...]  # relative to the data folder, as in the manifest
     splits: tuple[str, ...]  # "train" or "val": the manifest's split of each image
     labels: np.ndarray  # (N,) int, the given labels
-    probabilities: np.ndarray  # (N, C) float, softmax of the model that held the image out
+    probabilities: np.ndarray  # (N, C) float, of the model that held the image out (8 views, its temperature)
     fold_of: np.ndarray  # (N,) int, the fold each image was held out in
     class_names: tuple[str, ...]
     images: torch.Tensor  # (N, 3, S, S) float16 in [0, 1], for thumbnails
