@@ -1,7 +1,7 @@
 """The label audit's three parts on their own, in seconds: each fold's retraining never sees the
 images it predicts, the suspects are cleanlab's ranking, and the page shows each suspect's given
-and suggested label. tests/test_audit_labels.py (slow: minutes of retraining) checks the same on
-whole audits; these are the mutation check's quick witnesses."""
+and suggested label (the rule itself: tests/test_audit_rule.py). tests/test_audit_labels.py (slow:
+minutes of retraining) checks the same on whole audits; these are the mutation check's quick witnesses."""
 
 from __future__ import annotations
 
@@ -38,21 +38,6 @@ def _held_out(seed: int = 0, n: int = 40) -> HeldOut:
                    folds=3, seconds=0.0)
 
 
-def test_the_suspects_are_cleanlabs_ranking_by_self_confidence():
-    from cleanlab.filter import find_label_issues
-
-    held_out = _held_out()
-    expected = find_label_issues(labels=held_out.labels, pred_probs=held_out.probabilities,
-                                 return_indices_ranked_by="self_confidence", n_jobs=1)
-    suspects = find_suspects(held_out)
-    assert len(expected) >= 3 and [s.index for s in suspects] == list(expected)
-    for s in suspects:
-        given = held_out.labels[s.index]
-        assert s.given_label == held_out.class_names[given]
-        assert s.given_probability == held_out.probabilities[s.index, given]
-        assert s.suggested_probability == held_out.probabilities[s.index].max()
-
-
 def test_the_page_shows_each_suspect_with_its_given_and_suggested_label():
     held_out = _held_out()
     suspects = find_suspects(held_out)
@@ -75,8 +60,11 @@ def test_each_fold_trains_without_the_images_it_predicts(demo_dir, tmp_path, mon
     def keys(images: torch.Tensor) -> set[str]:  # one short key per image: a failure stays readable
         return {hashlib.sha1(image.numpy().tobytes()).hexdigest()[:10] for image in images.cpu()}
 
-    def recorded(model, **kwargs):  # what each fold would train on; the untrained net predicts
+    def recorded(model, **kwargs):  # what each fold trains on, then the real (one-epoch) training
         folds.append((keys(kwargs["train_images"]), keys(kwargs["val_images"])))
+        return train(model, **kwargs)
+
+    train = loop.train
 
     monkeypatch.setattr(loop, "train", recorded)
     with tempfile.TemporaryDirectory() as scratch:
