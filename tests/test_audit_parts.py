@@ -76,3 +76,24 @@ def test_each_fold_trains_without_the_images_it_predicts(demo_dir, tmp_path, mon
     # Each image is predicted by exactly one fold (the demo images all differ).
     assert sum(len(predicted) for _, predicted in folds) == len(held_out.paths)
     assert not np.isnan(held_out.probabilities).any()
+
+
+def test_each_images_probability_is_its_fold_models_view_average_at_the_folds_temperature():
+    """What cleanlab ranks: softmax(logits / T) of the fold's model, averaged over the 8 rotations and flips."""
+    from types import SimpleNamespace
+
+    from spheroid_hpo.results.audit._probabilities import _probabilities
+    from spheroid_hpo.training.inference import IMAGENET_MEAN, IMAGENET_STD
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 3)).eval()  # no symmetry at all
+    fitted = SimpleNamespace(model=model, autocast_dtype=None, calibration=SimpleNamespace(temperature=2.5))
+    images = torch.rand(5, 3, 6, 6)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    views = [torch.flip(torch.rot90(images, k, dims=(2, 3)), dims=(3,)) if mirrored else torch.rot90(images, k, (2, 3))
+             for k in range(4) for mirrored in (False, True)]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(model((v - mean) / std) / 2.5, dim=1) for v in views]).mean(dim=0)
+    got = _probabilities(fitted, images)
+    assert got.dtype == torch.float64 and got.shape == (5, 3)
+    torch.testing.assert_close(got.float(), expected, rtol=1e-5, atol=1e-6)
