@@ -17,6 +17,15 @@ from waiting import tail
 from spheroid_hpo.data.demo import write_demo_data
 from spheroid_hpo.tuning.study_file import load_study_config
 
+# One torch thread in the test process unless OMP_NUM_THREADS says otherwise: the tests' nets are
+# tiny, and beside one other busy process (CI's other lanes, a second job) two threads spin against
+# each other: with a one-thread benchmark running, the default run reached 16% in 7 minutes. Worker
+# processes a test launches get their count from the launcher, as in use.
+if "OMP_NUM_THREADS" not in os.environ:
+    import torch
+
+    torch.set_num_threads(1)
+
 POSTGRES_URL = os.environ.get(
     "SPHEROID_HPO_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -41,13 +50,19 @@ class FinishedStudy:
 @pytest.fixture(scope="session")
 def finished_study(tmp_path_factory) -> FinishedStudy:
     """A real launch (one worker process) of the tiny study, run to the end of its budget."""
+    import spheroid_hpo.tuning.launch as launch_module
     from spheroid_hpo.tuning.launch import launch
 
     folder = tmp_path_factory.mktemp("study")
     study_file = write_tiny_study(folder, n_trials=3)
     runs_dir = folder / "runs"
     config = load_study_config(study_file)
-    summary = launch(config=config, workers=1, runs_dir=runs_dir)
+    # Its worker trains on one thread (as each of a launch with a worker per core does), not on every
+    # core: beside another busy process two threads spin against each other (this launch took 148 s
+    # instead of 19 beside a one-thread benchmark), and the tests that retrain its trials follow suit.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(launch_module, "threads_per_worker", lambda workers, cpu_count=None: 1)
+        summary = launch(config=config, workers=1, runs_dir=runs_dir)
     assert summary.worker_exit_codes == [0]
     return FinishedStudy(
         name=config.name, storage_url=summary.storage_url, artifact_dir=summary.artifact_dir,

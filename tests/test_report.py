@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import os
 import re
 import sys
 
@@ -33,7 +32,7 @@ from spheroid_hpo.results.report._repeats import RepeatedRuns, compare_architect
 from spheroid_hpo.training import inference
 from spheroid_hpo.training.device import resolve_precision
 from spheroid_hpo.training.saved_model import load_model
-from spheroid_hpo.tuning.records import baseline_trial, best_trial
+from spheroid_hpo.tuning.records import RunRecord, baseline_trial, best_trial
 from spheroid_hpo.tuning.storage import open_storage
 from spheroid_hpo.tuning.studies import create_studies
 from spheroid_hpo.tuning.study_file import load_study_config
@@ -218,7 +217,7 @@ def test_a_repeat_with_the_studys_seed_retrains_the_trial_exactly(family, finish
     manifest = finished_study.runs_dir / "repeat-splits.csv"
     manifest.write_text(family.manifest_csv)
     previous = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count())  # what launch gave its single worker
+    torch.set_num_threads(RunRecord.of(trial).torch_threads)  # what the trial's worker trained with
     try:
         runs = repeat_best(family, {architecture: trial}, data_dir=data_dir, manifest_path=manifest,
                            repeats=1, device="cpu")[architecture]
