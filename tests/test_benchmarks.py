@@ -55,6 +55,14 @@ def test_the_search_benchmark_measures_the_shipped_default_pair():
 SLOW = {"pruning", "train_process", "allocator", "worker_scaling", "step_breakdown", "precision", "epoch_speed"}
 
 
+@pytest.mark.parametrize("module_name", sorted(path.stem for path in BENCHMARKS.glob("_*.py")))
+def test_each_helper_module_and_measurement_script_imports(module_name, monkeypatch):
+    """The underscored files (shared helpers, and measurements behind a choice such as the audit's
+    variants) run no smoke round; they must still import."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    assert importlib.import_module(module_name).__doc__
+
+
 @pytest.mark.parametrize("script", sorted(SLOW))
 def test_each_slow_smoke_script_imports_and_takes_its_smoke_options(script, monkeypatch):
     """The default set imports each script whose smoke round runs in the slow set, and parses its --smoke
