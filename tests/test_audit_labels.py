@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from console_script import run_in_process
 
 from spheroid_hpo.cli import main
 from spheroid_hpo.data import read_manifest
@@ -47,16 +48,6 @@ TWO_CLASSES = ("0_background", "3_live_inside")  # empty field vs a spheroid: le
 # Each test here trains several small nets (a run folder, then an audit of 3 to 5 folds): minutes on 2
 # cores, so the whole module is in the slow set that CI runs.
 pytestmark = pytest.mark.slow
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``spheroid-hpo ARGS`` through the console-script entry point; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    code = exit_info.value.code
-    captured = capsys.readouterr()
-    return (code if isinstance(code, int) else 1 if code else 0), captured.out, captured.err
 
 
 def two_class_folder(folder: Path, *, per_class: int = 20) -> Path:
@@ -202,7 +193,7 @@ def test_a_studys_audit_retrains_its_winner_on_the_studys_split(finished_study, 
 def test_bad_input_is_one_line_and_exit_2(args, phrase, run_folder, tmp_path, monkeypatch, capsys):
     filled = [arg.format(missing=tmp_path / "nothing", run=run_folder) for arg in args]
     out = tmp_path / "audit"
-    code, _, stderr = run_cli(monkeypatch, capsys, "audit-labels", *filled, "--out", str(out))
+    code, _, stderr = run_in_process(monkeypatch, capsys, "audit-labels", *filled, "--out", str(out))
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("auditing", "loading"))]
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and phrase in lines[0], stderr

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from console_script import run_in_process
 from PIL import Image
 
 from spheroid_hpo.cli import main
@@ -96,16 +97,6 @@ def test_an_eps_file_named_png_is_never_decoded_by_check_data_train_or_predict(t
         sorted(map(str, written)))
 
 
-def _run_cli(monkeypatch, capsys, *args: str | os.PathLike[str]) -> tuple[int, str, str]:
-    """``spheroid-hpo ARGS`` through the console-script entry point in this process; (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    code = exit_info.value.code
-    captured = capsys.readouterr()
-    return (code if isinstance(code, int) else 1), captured.out, captured.err
-
-
 LATIN1_NAME = b"caf\xe9.png"  # not UTF-8: what a Latin-1 file share hands over
 
 
@@ -115,9 +106,9 @@ def test_train_keeps_a_file_whose_name_is_not_utf8_and_finds_it_again_through_th
     os.rename(data / "a" / "img00.png", os.path.join(os.fsencode(data / "a"), LATIN1_NAME))
     manifest = tmp_path / "splits.csv"
     for out in ("t1", "t2"):  # the second run reads the manifest the first one wrote
-        code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1",
-                                "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
-                                "--split-manifest", manifest, "--out", tmp_path / out)
+        code, _, err = run_in_process(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1",
+                                      "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
+                                      "--split-manifest", manifest, "--out", tmp_path / out)
         assert code == 0, err
         assert "could not be read" not in err and "no longer exists" not in err, err
     assert b"a/" + LATIN1_NAME + b"," in manifest.read_bytes()  # the name's own bytes, so it finds the file
@@ -126,8 +117,9 @@ def test_train_keeps_a_file_whose_name_is_not_utf8_and_finds_it_again_through_th
 def test_a_class_folder_whose_name_is_not_utf8_is_one_line(tmp_path, monkeypatch, capsys):
     data = _two_class_folder(tmp_path / "data")
     os.rename(data / "b", os.path.join(os.fsencode(data), b"c\xff"))
-    code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1", "--epochs", "1",
-                            "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--out", tmp_path / "t")
+    code, _, err = run_in_process(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1", "--epochs",
+                                  "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--out",
+                                  tmp_path / "t")
     assert code == 2, err
     assert err.count("\n") == 1 and "b'c\\xff'" in err and "not valid UTF-8" in err and "rename" in err, err
 
@@ -137,7 +129,8 @@ def test_predict_writes_every_row_when_a_file_name_is_not_utf8(tmp_path, model_d
     images.mkdir()
     Image.new("L", (32, 32), color=90).save(images / "good.png")
     Image.new("L", (32, 32), color=90).save(os.path.join(os.fsencode(images), LATIN1_NAME))
-    code, _, err = _run_cli(monkeypatch, capsys, "predict", images, "--model", model_dir, "--out", tmp_path / "p.csv")
+    code, _, err = run_in_process(monkeypatch, capsys, "predict", images, "--model", model_dir, "--out",
+                                  tmp_path / "p.csv")
     assert code == 0, err
     with open(tmp_path / "p.csv", newline="", encoding="utf-8") as handle:  # strict UTF-8, as pandas reads it
         rows = list(csv.DictReader(handle))
@@ -190,15 +183,15 @@ READ_ONLY_COMMANDS = {
 def test_an_output_folder_on_a_read_only_file_system_is_one_line(args, read_only_dir, trained_run,
                                                                   monkeypatch, capsys):
     filled = [arg.format(ro=read_only_dir, run=trained_run, data=trained_run.parent / "data") for arg in args]
-    code, _, err = _run_cli(monkeypatch, capsys, *filled)
+    code, _, err = run_in_process(monkeypatch, capsys, *filled)
     assert code == 2, err
     assert err.count("\n") == 1 and f"cannot write into {read_only_dir}" in err and "read-only" in err, err
 
 
 def test_export_refuses_to_write_over_the_runs_own_model(trained_run, monkeypatch, capsys):
     before = (trained_run / "model.pt").read_bytes()
-    code, _, err = _run_cli(monkeypatch, capsys, "export", trained_run, "--format", "torchscript",
-                            "--out", trained_run / "model.pt")
+    code, _, err = run_in_process(monkeypatch, capsys, "export", trained_run, "--format", "torchscript", "--out",
+                                  trained_run / "model.pt")
     assert code == 2, err
     assert err.count("\n") == 1 and "would overwrite a file of the run" in err, err
     assert (trained_run / "model.pt").read_bytes() == before
@@ -210,7 +203,7 @@ def test_a_malformed_metrics_json_is_one_line(text, trained_run, tmp_path, monke
     run.mkdir()
     (run / "model.pt").write_bytes((trained_run / "model.pt").read_bytes())
     (run / "metrics.json").write_text(text)
-    code, _, err = _run_cli(monkeypatch, capsys, "export", run, "--format", "torchscript")
+    code, _, err = run_in_process(monkeypatch, capsys, "export", run, "--format", "torchscript")
     assert code == 2, err
     assert err.count("\n") == 1 and "metrics.json" in err, err
 
@@ -222,9 +215,9 @@ def test_a_run_folder_keeps_its_split_and_export_from_elsewhere_never_writes_the
     work = tmp_path / "work"
     data = _two_class_folder(work / "data", per_class=8)
     monkeypatch.chdir(work)
-    code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", "data", "--arch", "squeezenet1_1", "--epochs",
-                            "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu",
-                            "--split-manifest", "data/splits.csv", "--out", "run")
+    code, _, err = run_in_process(monkeypatch, capsys, "train", "--data", "data", "--arch", "squeezenet1_1", "--epochs",
+                                  "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--split-manifest",
+                                  "data/splits.csv", "--out", "run")
     assert code == 0, err
     run = work / "run"
     assert (run / "splits.csv").read_bytes() == (data / "splits.csv").read_bytes()
@@ -233,7 +226,7 @@ def test_a_run_folder_keeps_its_split_and_export_from_elsewhere_never_writes_the
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    code, _, err = _run_cli(monkeypatch, capsys, "export", run, "--format", "torchscript", "--out", "m.pt")
+    code, _, err = run_in_process(monkeypatch, capsys, "export", run, "--format", "torchscript", "--out", "m.pt")
     assert code == 0, err
     assert "new split" not in err
     assert sorted(path for path in data.rglob("*")) == before
@@ -258,8 +251,8 @@ def test_a_crafted_model_file_is_refused_in_one_line(key, value, phrase, model_d
     payload[key] = value
     torch.save(payload, tmp_path / "model.pt")
     Image.new("L", (32, 32), color=90).save(tmp_path / "x.png")
-    code, _, err = _run_cli(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", tmp_path / "model.pt",
-                            "--out", tmp_path / "p.csv")
+    code, _, err = run_in_process(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", tmp_path / "model.pt",
+                                  "--out", tmp_path / "p.csv")
     assert code == 2, err
     assert err.count("\n") == 1 and phrase in err, err
     assert not (tmp_path / "p.csv").exists()
@@ -302,8 +295,8 @@ CRAFTED_ONNX = {
 def test_a_crafted_onnx_file_is_refused_in_one_line(rewrite, phrase, onnx_file, tmp_path, monkeypatch, capsys):
     crafted = _with_metadata(onnx_file, tmp_path / "c.onnx", rewrite)
     Image.new("L", (32, 32), color=90).save(tmp_path / "x.png")
-    code, _, err = _run_cli(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", crafted,
-                            "--out", tmp_path / "p.csv")
+    code, _, err = run_in_process(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", crafted, "--out",
+                                  tmp_path / "p.csv")
     assert code == 2, err
     assert err.count("\n") == 1 and phrase in err, err
     assert not (tmp_path / "p.csv").exists()
@@ -313,8 +306,8 @@ def test_an_onnx_temperature_that_is_not_above_0_is_refused(onnx_file, tmp_path,
     crafted = _with_metadata(onnx_file, tmp_path / "c.onnx",
                              lambda text: re.sub(r'"temperature": [^,}]+', '"temperature": -1.0', text))
     Image.new("L", (32, 32), color=90).save(tmp_path / "x.png")
-    code, _, err = _run_cli(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", crafted,
-                            "--out", tmp_path / "p.csv")
+    code, _, err = run_in_process(monkeypatch, capsys, "predict", tmp_path / "x.png", "--model", crafted, "--out",
+                                  tmp_path / "p.csv")
     assert code == 2 and "temperature must be finite and above 0" in err, err
 
 
@@ -330,8 +323,8 @@ def test_more_threads_than_cores_is_one_line(how, tmp_path, monkeypatch, capsys)
     # An empty data folder: refused before the data is read, as it must be, the check costs nothing; were
     # the thread count let through, the empty folder stops the run at once (not after 45 epochs x 5 seeds).
     (tmp_path / "empty").mkdir()
-    code, _, err = _run_cli(monkeypatch, capsys, "reproduce", tmp_path / "best.toml", "--runs-dir", tmp_path / "runs",
-                            "--data", tmp_path / "empty", *extra)
+    code, _, err = run_in_process(monkeypatch, capsys, "reproduce", tmp_path / "best.toml", "--runs-dir",
+                                  tmp_path / "runs", "--data", tmp_path / "empty", *extra)
     assert code == 2, err
     assert err.count("\n") == 1 and f"more than the {os.cpu_count()} CPU cores here" in err, err
     assert not (tmp_path / "runs").exists()
@@ -399,10 +392,10 @@ def test_a_relaunch_on_data_whose_files_were_swapped_stops_in_one_line(tmp_path,
     study = tmp_path / "content.toml"
     study.write_text(CONTENT_STUDY.format(data=data))
     runs = tmp_path / "runs"
-    code, _, err = _run_cli(monkeypatch, capsys, "create", "--study", study, "--runs-dir", runs)
+    code, _, err = run_in_process(monkeypatch, capsys, "create", "--study", study, "--runs-dir", runs)
     assert code == 0, err
     _swap_class_contents(data)
-    code, _, err = _run_cli(monkeypatch, capsys, "create", "--study", study, "--runs-dir", runs)
+    code, _, err = run_in_process(monkeypatch, capsys, "create", "--study", study, "--runs-dir", runs)
     assert code == 2, err
     assert err.count("\n") == 1 and "created on other data" in err and "other bytes" in err, err
 
@@ -435,9 +428,9 @@ def test_loading_a_studys_data_refuses_files_swapped_between_classes(tmp_path):
 def test_a_learning_rate_that_is_not_finite_or_above_1_is_one_line(lr, tmp_path, monkeypatch, capsys):
     """--lr inf passed `lr > 0` and ended in a FloatingPointError traceback at the first epoch."""
     data = _two_class_folder(tmp_path / "data")
-    code, _, err = _run_cli(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1", "--epochs", "1",
-                            "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--lr", lr,
-                            "--out", tmp_path / "t")
+    code, _, err = run_in_process(monkeypatch, capsys, "train", "--data", data, "--arch", "squeezenet1_1", "--epochs",
+                                  "1", "--image-size", "32", "--batch-size", "4", "--device", "cpu", "--lr", lr,
+                                  "--out", tmp_path / "t")
     assert code == 2, err
     assert err.count("\n") == 1 and "lr must lie in (0.0, 1.0] (Adam's learning rate is positive)" in err, err
     assert not (data / "splits.csv").exists()  # refused before the data was split or decoded

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from console_script import run_in_process
 from optuna.trial import TrialState
 from real_data import IFC_CELLCYCLE, require
 
@@ -44,19 +44,11 @@ def _listing(folder: Path) -> list[tuple[str, int]]:
 
 
 def cli(monkeypatch, capsys, *args: str, cwd: Path) -> tuple[int, str]:
-    """``spheroid-hpo ARGS`` as typed in ``cwd``, through the console-script entry point in this process
-    (a launch still starts its worker as a process of its own); (exit code, stdout and stderr)."""
-    from spheroid_hpo.cli import main
-
+    """``spheroid-hpo ARGS`` as typed in ``cwd``, in this process (a launch still starts its worker as a
+    process of its own); (exit code, stdout and stderr)."""
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code if isinstance(exit_info.code, int) else (0 if exit_info.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    code, out, err = run_in_process(monkeypatch, capsys, *args)
+    return code, out + err
 
 
 def _train(data: Path, cwd: Path, monkeypatch, capsys, *, epochs: int) -> tuple[str, dict]:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from console_script import run_in_process
 from PIL import Image
 
-from spheroid_hpo.cli import main
 from spheroid_hpo.training.hyperparams import Hyperparams
 from spheroid_hpo.training.run import run_training
 from spheroid_hpo.training.saved_model import load_model
@@ -26,19 +26,6 @@ FAST = dict(arch="squeezenet1_1", hyperparams=Hyperparams(epochs=2, lr=1e-3, rot
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "spheroid_hpo", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
-
-
-def cli_here(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``spheroid-hpo ARGS`` through the console-script entry point in this process (no interpreter to
-    start: the run above covers ``python -m spheroid_hpo``); (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["spheroid-hpo", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code if isinstance(exit_info.code, int) else (0 if exit_info.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()
@@ -98,8 +85,8 @@ def test_a_corrupt_image_is_skipped_with_one_warning_line(data, tmp_path, monkey
     (data / "Thumbs.db").write_bytes(b"junk")
     (data / "2_live_outside" / "notes.txt").write_text("imaged on tuesday")
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli_here(monkeypatch, capsys, "train", "--data", str(data), "--epochs", "1", "--image-size", "32",
-                            "--arch", "squeezenet1_1", "--out", str(tmp_path / "run"), "--device", "cpu")
+    code, _, err = run_in_process(monkeypatch, capsys, "train", "--data", str(data), "--epochs", "1", "--image-size",
+                                  "32", "--arch", "squeezenet1_1", "--out", str(tmp_path / "run"), "--device", "cpu")
     assert code == 0, err
     warnings = [line for line in err.splitlines() if "broken.png" in line]
     assert len(warnings) == 1 and "skipping" in warnings[0]
@@ -132,8 +119,8 @@ def test_bad_data_folders_exit_2_with_the_fix(layout, message, data, tmp_path, m
         for image in sorted(data.rglob("*.png"))[:6]:
             shutil.copy(image, target / image.name)
     monkeypatch.chdir(tmp_path)
-    code, _, err = cli_here(monkeypatch, capsys, "train", "--data", str(target), "--epochs", "1", "--image-size",
-                            "32", "--out", str(tmp_path / "run"))
+    code, _, err = run_in_process(monkeypatch, capsys, "train", "--data", str(target), "--epochs", "1", "--image-size",
+                                  "32", "--out", str(tmp_path / "run"))
     assert code == 2, err
     assert message in err
     assert "Traceback" not in err  # an exception other than SystemExit would fail the test before this
