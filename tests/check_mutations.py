@@ -349,27 +349,26 @@ def main(argv: list[str] | None = None) -> int:
             copy_tree(tree)
             trees.put((tree, server_for(tree)))
 
-        def check(entry: Mutation) -> bool:
+        def check(entry: Mutation) -> tuple[bool, float]:
+            """Whether ``entry`` was caught, and the seconds it took (breaking, running and restoring)."""
             tree, server = trees.get()
+            started = time.monotonic()
             try:
-                return check_entry(entry, tree, verbose=args.verbose, server=server)
+                return check_entry(entry, tree, verbose=args.verbose, server=server), time.monotonic() - started
             finally:
                 trees.put((tree, server))
 
         try:
             with concurrent.futures.ThreadPoolExecutor(max_workers=trees.qsize()) as pool:
-                caught = list(pool.map(check, entries))
+                results = list(pool.map(check, entries))
         finally:
             for server in servers:
                 server.close()
+    caught = [entry_caught for entry_caught, _ in results]
     failures = caught.count(False)
-    print(slowest_summary(SECONDS_TAKEN))
+    print(slowest_summary({entry.name: seconds for entry, (_, seconds) in zip(entries, results)}))
     print(f"{len(entries) - failures}/{len(entries)} breakages caught in {time.monotonic() - started:.0f} s")
     return 1 if failures else 0
-
-
-# Seconds each entry's tests took (breaking, running and restoring), by entry name: the summary's source.
-SECONDS_TAKEN: dict[str, float] = {}
 
 
 def slowest_summary(seconds: dict[str, float], shown: int = SLOWEST_SHOWN) -> str:
@@ -396,7 +395,6 @@ def check_entry(entry: Mutation, tree: Path, *, verbose: bool = False, server: F
     finally:
         path.write_text(text)
     seconds = time.monotonic() - started
-    SECONDS_TAKEN[entry.name] = seconds
     missing = [line for line in output.splitlines() if line.startswith("ERROR: ") and "not found" in line]
     if missing:  # pytest's exit status for a test id that names nothing: not a breakage caught
         report(f"ERROR     {entry.name}: {' '.join(entry.tests)} name no test ({missing[0]}); update mutations.txt")
